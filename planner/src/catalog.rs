@@ -1,0 +1,372 @@
+//! The persistent catalog.
+//!
+//! On disk, under the data directory:
+//!
+//! ```text
+//! <data>/catalog.json                  schemas, views and external tables (SQL text)
+//! <data>/tables/<schema>/<table>/      one Delta Lake table per managed table
+//! <data>/trash/                        dropped tables on their way out
+//! ```
+//!
+//! `catalog.json` is replaced atomically (write, fsync, rename, fsync the
+//! directory), so a crash leaves either the old or the new definition. A managed
+//! table exists exactly when its directory holds a committed Delta log; a
+//! directory left behind by a `CREATE TABLE` that crashed before its first commit
+//! is ignored on load.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider, SchemaProvider,
+};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::managed::ManagedTable;
+
+/// The one catalog Contrail serves.
+pub const CATALOG: &str = "contrail";
+/// The schema used when none is given.
+pub const DEFAULT_SCHEMA: &str = "public";
+const CATALOG_FILE: &str = "catalog.json";
+
+/// What kind of catalog object a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectKind {
+    /// `CREATE VIEW`.
+    View,
+    /// `CREATE EXTERNAL TABLE`.
+    External,
+}
+
+/// A view or external table, persisted by its defining SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub schema: String,
+    pub name: String,
+    pub kind: ObjectKind,
+    pub sql: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct CatalogFile {
+    version: u32,
+    schemas: BTreeSet<String>,
+    objects: Vec<StoredObject>,
+}
+
+/// Catalog state shared by every session.
+#[derive(Debug)]
+pub struct Catalog {
+    data_dir: PathBuf,
+    list: Arc<MemoryCatalogProviderList>,
+    root: Arc<MemoryCatalogProvider>,
+    /// Managed tables by `schema.table`, with their concrete type.
+    managed: DashMap<String, Arc<ManagedTable>>,
+    /// Serializes DDL and owns the persisted definitions.
+    file: Mutex<CatalogFile>,
+}
+
+impl Catalog {
+    /// Open (or create) the catalog in `data_dir` and register every managed
+    /// table. Views and external tables are replayed by the engine afterwards,
+    /// see [`Catalog::stored_objects`].
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        let data_dir = std::path::absolute(data_dir).map_err(|e| io_err(data_dir, e))?;
+        for dir in [data_dir.join("tables"), data_dir.join("trash")] {
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
+        }
+        empty_trash(&data_dir.join("trash")).await;
+
+        let path = data_dir.join(CATALOG_FILE);
+        let mut file = match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| {
+                Error::CatalogCorrupt { path: path.display().to_string(), message: e.to_string() }
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        file.version = 1;
+        file.schemas.insert(DEFAULT_SCHEMA.to_string());
+
+        let root = Arc::new(MemoryCatalogProvider::new());
+        let list = Arc::new(MemoryCatalogProviderList::new());
+        list.register_catalog(CATALOG.to_string(), root.clone());
+
+        let catalog = Self { data_dir, list, root, managed: DashMap::new(), file: Mutex::new(CatalogFile::default()) };
+
+        // Schemas: the persisted list plus every directory under tables/.
+        let mut schemas = file.schemas.clone();
+        let mut dirs = read_dirs(&catalog.data_dir.join("tables")).await?;
+        dirs.sort();
+        schemas.extend(dirs.iter().cloned());
+        file.schemas = schemas.clone();
+        for schema in &schemas {
+            catalog.register_schema(schema)?;
+            let mut tables = read_dirs(&catalog.table_root(schema)).await?;
+            tables.sort();
+            for table in tables {
+                let dir = catalog.table_dir(schema, &table);
+                if !is_committed_delta_table(&dir).await {
+                    warn!(table = %dir.display(), "ignoring table directory without a committed Delta log");
+                    continue;
+                }
+                let url = dir_url(&dir)?;
+                let managed = ManagedTable::open(format!("{schema}.{table}"), url).await?;
+                catalog.register_managed(schema, &table, Arc::new(managed))?;
+            }
+        }
+        *catalog.file.lock().await = file;
+        catalog.persist_current().await?;
+        info!(data_dir = %catalog.data_dir.display(), schemas = schemas.len(), "catalog loaded");
+        Ok(catalog)
+    }
+
+    /// The DataFusion catalog list every session shares.
+    pub fn catalog_list(&self) -> Arc<dyn CatalogProviderList> {
+        self.list.clone()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Views and external tables to replay at start-up, in creation order.
+    pub async fn stored_objects(&self) -> Vec<StoredObject> {
+        self.file.lock().await.objects.clone()
+    }
+
+    /// Names of all schemas, sorted.
+    pub fn schema_names(&self) -> Vec<String> {
+        let mut names = self.root.schema_names();
+        names.sort();
+        names
+    }
+
+    /// The DataFusion schema provider for `schema`.
+    pub fn schema_provider(&self, schema: &str) -> Result<Arc<dyn SchemaProvider>> {
+        self.root
+            .schema(schema)
+            .ok_or_else(|| Error::NotFound { kind: "schema", name: schema.to_string() })
+    }
+
+    /// Directory of a managed table.
+    pub fn table_dir(&self, schema: &str, table: &str) -> PathBuf {
+        self.table_root(schema).join(table)
+    }
+
+    fn table_root(&self, schema: &str) -> PathBuf {
+        self.data_dir.join("tables").join(schema)
+    }
+
+    /// The managed table `schema.table`, if it is one.
+    pub async fn managed(&self, schema: &str, table: &str) -> Result<Option<Arc<ManagedTable>>> {
+        Ok(self.managed.get(&key(schema, table)).map(|m| m.value().clone()))
+    }
+
+    /// Whether `schema.table` is a stored view or external table.
+    pub async fn stored(&self, schema: &str, table: &str) -> Option<StoredObject> {
+        self.file
+            .lock()
+            .await
+            .objects
+            .iter()
+            .find(|o| o.schema == schema && o.name == table)
+            .cloned()
+    }
+
+    // ---- mutations (callers hold the DDL lock) ----
+
+    /// Create a schema.
+    pub(crate) async fn create_schema(&self, schema: &str, if_not_exists: bool) -> Result<bool> {
+        if self.root.schema(schema).is_some() {
+            if if_not_exists {
+                return Ok(false);
+            }
+            return Err(Error::AlreadyExists { kind: "schema", name: schema.to_string() });
+        }
+        let dir = self.table_root(schema);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
+        self.register_schema(schema)?;
+        let mut file = self.file.lock().await;
+        file.schemas.insert(schema.to_string());
+        persist(&self.data_dir, &file).await?;
+        Ok(true)
+    }
+
+    /// Drop a schema; with `cascade` its tables go too.
+    pub(crate) async fn drop_schema(&self, schema: &str, if_exists: bool, cascade: bool) -> Result<bool> {
+        let Some(provider) = self.root.schema(schema) else {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(Error::NotFound { kind: "schema", name: schema.to_string() });
+        };
+        if schema == DEFAULT_SCHEMA {
+            return Err(Error::unsupported("dropping the default schema 'public'"));
+        }
+        let tables = provider.table_names();
+        if !tables.is_empty() && !cascade {
+            return Err(Error::invalid(
+                "DROP SCHEMA",
+                format!("schema '{schema}' is not empty ({} tables); use CASCADE", tables.len()),
+            ));
+        }
+        for t in &tables {
+            self.drop_table(schema, t).await?;
+        }
+        self.root.deregister_schema(schema, true).map_err(Error::plan)?;
+        let mut file = self.file.lock().await;
+        file.schemas.remove(schema);
+        persist(&self.data_dir, &file).await?;
+        drop(file);
+        let dir = self.table_root(schema);
+        move_to_trash(&self.data_dir, &dir).await?;
+        Ok(true)
+    }
+
+    /// Register a managed table that was just created on disk.
+    pub(crate) fn register_managed(&self, schema: &str, table: &str, managed: Arc<ManagedTable>) -> Result<()> {
+        self.schema_provider(schema)?
+            .register_table(table.to_string(), managed.clone())
+            .map_err(Error::plan)?;
+        self.managed.insert(key(schema, table), managed);
+        Ok(())
+    }
+
+    /// Record a view or external table (already registered with DataFusion).
+    pub(crate) async fn add_object(&self, object: StoredObject) -> Result<()> {
+        let mut file = self.file.lock().await;
+        file.objects.retain(|o| !(o.schema == object.schema && o.name == object.name));
+        file.objects.push(object);
+        persist(&self.data_dir, &file).await
+    }
+
+    /// Drop any table-like object: managed table, view or external table.
+    pub(crate) async fn drop_table(&self, schema: &str, table: &str) -> Result<()> {
+        let provider = self.schema_provider(schema)?;
+        let managed = self.managed(schema, table).await?;
+        {
+            let mut file = self.file.lock().await;
+            let before = file.objects.len();
+            file.objects.retain(|o| !(o.schema == schema && o.name == table));
+            if file.objects.len() != before {
+                persist(&self.data_dir, &file).await?;
+            }
+        }
+        provider.deregister_table(table).map_err(Error::plan)?;
+        self.managed.remove(&key(schema, table));
+        if managed.is_some() {
+            // Rename is atomic: after a crash the table is either fully there or gone.
+            move_to_trash(&self.data_dir, &self.table_dir(schema, table)).await?;
+        }
+        Ok(())
+    }
+
+    fn register_schema(&self, schema: &str) -> Result<()> {
+        if self.root.schema(schema).is_none() {
+            self.root
+                .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
+                .map_err(Error::plan)?;
+        }
+        Ok(())
+    }
+
+    async fn persist_current(&self) -> Result<()> {
+        let file = self.file.lock().await;
+        persist(&self.data_dir, &file).await
+    }
+}
+
+fn key(schema: &str, table: &str) -> String {
+    format!("{schema}.{table}")
+}
+
+/// `file://` URL of a directory.
+pub(crate) fn dir_url(dir: &Path) -> Result<Url> {
+    Url::from_directory_path(dir).map_err(|()| Error::invalid("path", dir.display().to_string()))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::CatalogIo { path: path.display().to_string(), source }
+}
+
+async fn read_dirs(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rd = match tokio::fs::read_dir(dir).await {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir, e)),
+    };
+    while let Some(entry) = rd.next_entry().await.map_err(|e| io_err(dir, e))? {
+        if entry.file_type().await.map_err(|e| io_err(dir, e))?.is_dir() {
+            if let Some(name) = entry.file_name().to_str() {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn is_committed_delta_table(dir: &Path) -> bool {
+    let log = dir.join("_delta_log");
+    let Ok(mut rd) = tokio::fs::read_dir(&log).await else { return false };
+    while let Ok(Some(entry)) = rd.next_entry().await {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".json") || name.ends_with(".checkpoint.parquet") {
+            return true;
+        }
+    }
+    false
+}
+
+async fn persist(data_dir: &Path, file: &CatalogFile) -> Result<()> {
+    let path = data_dir.join(CATALOG_FILE);
+    let tmp = data_dir.join(format!("{CATALOG_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(file).map_err(|e| Error::CatalogCorrupt {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let (tmp2, path2, dir) = (tmp.clone(), path.clone(), data_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp2)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp2, &path2)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })
+    .await
+    .map_err(|e| io_err(&path, std::io::Error::other(e)))?
+    .map_err(|e| io_err(&path, e))
+}
+
+async fn move_to_trash(data_dir: &Path, dir: &Path) -> Result<()> {
+    if tokio::fs::metadata(dir).await.is_err() {
+        return Ok(());
+    }
+    let trash = data_dir.join("trash").join(uuid::Uuid::new_v4().to_string());
+    tokio::fs::rename(dir, &trash).await.map_err(|e| io_err(dir, e))?;
+    if let Err(e) = tokio::fs::remove_dir_all(&trash).await {
+        warn!(path = %trash.display(), error = %e, "could not delete dropped table; it is removed on next start");
+    }
+    Ok(())
+}
+
+async fn empty_trash(trash: &Path) {
+    if let Ok(entries) = read_dirs(trash).await {
+        for e in entries {
+            let _ = tokio::fs::remove_dir_all(trash.join(e)).await;
+        }
+    }
+}

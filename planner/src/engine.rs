@@ -1,0 +1,746 @@
+//! The engine: turn one SQL statement into a plan, and run it.
+//!
+//! ```text
+//! sql ──parse (DataFusion's parser)──> AST ──`?` → `$n`──> LogicalPlan
+//!        │
+//!        ├─ query (SELECT, EXPLAIN, SHOW, VALUES...)      -> stream of batches
+//!        ├─ INSERT / COPY                                 -> DataFusion, then refresh the table
+//!        ├─ DELETE / UPDATE on a managed table            -> deltalake delete / update
+//!        ├─ DDL (CREATE/DROP TABLE|VIEW|SCHEMA, CTAS...)  -> catalog + Delta, persisted
+//!        └─ SET / RESET                                   -> the session's settings
+//! ```
+//!
+//! Every statement is planned against a [`SessionContext`] built from
+//! [`SessionSettings`], so the server can rebuild the exact context from a ticket.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{
+    DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement,
+    WriteOp,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{self, visit_expressions_mut};
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+use tracing::{debug, info};
+
+use crate::catalog::{dir_url, Catalog, ObjectKind, StoredObject, CATALOG, DEFAULT_SCHEMA};
+use crate::error::{Error, Result};
+use crate::managed::ManagedTable;
+use crate::settings::SessionSettings;
+use crate::types::output_schema;
+
+/// How the engine is set up; the server fills this from its configuration.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where tables and the catalog live.
+    pub data_dir: PathBuf,
+    /// DataFusion `target_partitions` (default: number of cores).
+    pub target_partitions: Option<usize>,
+    /// Rows per batch DataFusion produces.
+    pub batch_size: usize,
+    /// Memory pool limit in bytes for query execution (`None`: unbounded).
+    pub memory_limit: Option<usize>,
+}
+
+impl EngineOptions {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self { data_dir: data_dir.into(), target_partitions: None, batch_size: 8192, memory_limit: None }
+    }
+}
+
+/// Shared by all sessions: catalog, runtime (memory pool, object stores), defaults.
+#[derive(Debug)]
+pub struct Engine {
+    catalog: Arc<Catalog>,
+    runtime: Arc<RuntimeEnv>,
+    base: SessionConfig,
+    /// DDL statements run one at a time.
+    ddl: Mutex<()>,
+}
+
+/// A planned statement, ready to run. Planning has no side effects.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Query(LogicalPlan),
+    Write { plan: LogicalPlan, target: Option<TableReference> },
+    Delete { target: TableReference, plan: LogicalPlan },
+    Update { target: TableReference, plan: LogicalPlan },
+    Ddl { ddl: DdlStatement, sql: String },
+    Set { key: String, value: String },
+    Reset { key: String },
+}
+
+/// What running a statement produced.
+pub enum Outcome {
+    /// A query's rows, streamed as they are produced.
+    Rows(SendableRecordBatchStream),
+    /// Rows affected by DML (`-1` when unknown); `0` for DDL.
+    Count(i64),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            Outcome::Count(n) => write!(f, "Count({n})"),
+        }
+    }
+}
+
+impl Planned {
+    /// Whether the statement returns rows (a query) rather than a count.
+    pub fn is_query(&self) -> bool {
+        matches!(self.kind, Kind::Query(_))
+    }
+
+    /// Whether running the statement changes settings, the catalog or data.
+    pub fn has_side_effects(&self) -> bool {
+        !self.is_query()
+    }
+
+    /// The schema of the rows a query streams (after Contrail's type mapping),
+    /// or of the one-column count result of any other statement.
+    pub fn schema(&self, settings: &SessionSettings) -> SchemaRef {
+        match &self.kind {
+            Kind::Query(plan) => output_schema(plan.schema().inner(), settings.view_types()),
+            _ => count_schema(),
+        }
+    }
+
+    /// Parameters the statement takes (`$1`, `$2`, ... or `?`), in order, with the
+    /// types DataFusion inferred (`Null` when unknown).
+    pub fn parameter_schema(&self) -> Result<SchemaRef> {
+        let plan = match &self.kind {
+            Kind::Query(p) | Kind::Write { plan: p, .. } | Kind::Delete { plan: p, .. } | Kind::Update { plan: p, .. } => p,
+            _ => return Ok(Arc::new(Schema::empty())),
+        };
+        let fields = plan.get_parameter_fields().map_err(Error::plan)?;
+        let mut named: Vec<(String, Option<arrow::datatypes::FieldRef>)> = fields.into_iter().collect();
+        named.sort_by_key(|(name, _)| name.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX));
+        Ok(Arc::new(Schema::new(
+            named
+                .into_iter()
+                .map(|(name, field)| {
+                    let dt = field.map(|f| f.data_type().clone()).unwrap_or(DataType::Null);
+                    Field::new(name, dt, true)
+                })
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// Bind positional parameter values.
+    pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self> {
+        if values.is_empty() {
+            return Ok(self);
+        }
+        let params = ParamValues::from(values);
+        let bind = |p: LogicalPlan| p.with_param_values(params.clone()).map_err(Error::plan);
+        let kind = match self.kind {
+            Kind::Query(p) => Kind::Query(bind(p)?),
+            Kind::Write { plan, target } => Kind::Write { plan: bind(plan)?, target },
+            Kind::Delete { target, plan } => Kind::Delete { target, plan: bind(plan)? },
+            Kind::Update { target, plan } => Kind::Update { target, plan: bind(plan)? },
+            other => {
+                return Err(Error::invalid(
+                    "parameters",
+                    format!("parameter values given to a statement that takes none ({other:?})"),
+                ));
+            }
+        };
+        Ok(Self { kind })
+    }
+}
+
+/// Schema of the result of a statement that returns a count.
+pub fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("count", DataType::Int64, false)]))
+}
+
+impl Engine {
+    /// Open the data directory, load the catalog and replay views and external tables.
+    pub async fn open(options: EngineOptions) -> Result<Arc<Self>> {
+        let catalog = Arc::new(Catalog::open(&options.data_dir).await?);
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            rt = rt.with_memory_limit(limit, 1.0);
+        }
+        let runtime = Arc::new(rt.build().map_err(Error::plan)?);
+
+        let mut base = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
+            .with_batch_size(options.batch_size);
+        if let Some(n) = options.target_partitions {
+            base = base.with_target_partitions(n.max(1));
+        }
+        {
+            let o = base.options_mut();
+            // Plain Utf8 by default: many clients cannot read view types. The
+            // output mapping in `types` covers what planning still produces.
+            o.sql_parser.map_string_types_to_utf8view = false;
+            o.execution.parquet.schema_force_view_types = false;
+        }
+
+        let engine = Arc::new(Self { catalog, runtime, base, ddl: Mutex::new(()) });
+        engine.replay().await?;
+        Ok(engine)
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// A DataFusion context for `settings` over the shared catalog and runtime.
+    pub fn context(&self, settings: &SessionSettings) -> Result<SessionContext> {
+        let mut config = self.base.clone();
+        for (key, value) in &settings.options {
+            if key.starts_with("datafusion.") {
+                config.options_mut().set(key, value).map_err(Error::plan)?;
+            }
+        }
+        if settings.catalog.is_some() || settings.schema.is_some() {
+            let catalog = settings.catalog.clone().unwrap_or_else(|| CATALOG.to_string());
+            let schema = settings.schema.clone().unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
+            config = config.with_default_catalog_and_schema(catalog, schema);
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_catalog_list(self.catalog.catalog_list())
+            .with_default_features()
+            .build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Parse and plan one statement. No side effects.
+    pub async fn plan(&self, settings: &SessionSettings, sql: &str) -> Result<Planned> {
+        let ctx = self.context(settings)?;
+        self.plan_in(&ctx, sql).await
+    }
+
+    async fn plan_in(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state.sql_to_statement(sql, &dialect).map_err(Error::plan)?;
+        number_question_marks(&mut statement);
+        check_supported(&statement)?;
+        let plan = state.statement_to_plan(statement).await.map_err(not_found_or_plan)?;
+        let kind = match plan {
+            LogicalPlan::Ddl(ddl) => Kind::Ddl { ddl, sql: sql.trim().trim_end_matches(';').to_string() },
+            LogicalPlan::Dml(DmlStatement { op: WriteOp::Delete, ref table_name, .. }) => {
+                Kind::Delete { target: table_name.clone(), plan }
+            }
+            LogicalPlan::Dml(DmlStatement { op: WriteOp::Update, ref table_name, .. }) => {
+                Kind::Update { target: table_name.clone(), plan }
+            }
+            LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), ref table_name, .. }) => {
+                Kind::Write { target: Some(table_name.clone()), plan }
+            }
+            LogicalPlan::Dml(DmlStatement { ref op, .. }) => {
+                return Err(Error::unsupported(format!("{op} statements")));
+            }
+            LogicalPlan::Copy(_) => Kind::Write { plan, target: None },
+            LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
+                Kind::Set { key: set.variable, value: set.value }
+            }
+            LogicalPlan::Statement(PlanStatement::ResetVariable(reset)) => Kind::Reset { key: reset.variable },
+            LogicalPlan::Statement(PlanStatement::TransactionStart(_) | PlanStatement::TransactionEnd(_)) => {
+                return Err(Error::unsupported(
+                    "transactions: every statement commits atomically on its own",
+                ));
+            }
+            LogicalPlan::Statement(s) => {
+                return Err(Error::unsupported(format!(
+                    "SQL-level {} (use the Flight SQL prepared statement API)",
+                    s.name()
+                )));
+            }
+            query => Kind::Query(query),
+        };
+        Ok(Planned { kind })
+    }
+
+    /// Run a planned statement. `settings` is updated by `SET`/`RESET`.
+    ///
+    /// Call this on the runtime that should do the CPU work: DataFusion spawns its
+    /// operators' tasks on the current runtime.
+    pub async fn execute(&self, settings: &mut SessionSettings, planned: Planned) -> Result<Outcome> {
+        let ctx = self.context(settings)?;
+        match planned.kind {
+            Kind::Query(plan) => {
+                let view_types = settings.view_types();
+                let df = ctx.execute_logical_plan(plan).await.map_err(Error::plan)?;
+                let stream = df.execute_stream().await.map_err(Error::plan)?;
+                Ok(Outcome::Rows(crate::types::map_output_stream(stream, view_types)))
+            }
+            Kind::Write { plan, target } => {
+                let count = run_count(&ctx, plan).await?;
+                if let Some(target) = target {
+                    if let Some(managed) = self.managed_for(&ctx, &target).await? {
+                        managed.refresh().await?;
+                    }
+                }
+                Ok(Outcome::Count(count))
+            }
+            Kind::Delete { target, plan } => self.delete(&ctx, &target, plan).await,
+            Kind::Update { target, plan } => self.update(&ctx, &target, plan).await,
+            Kind::Ddl { ddl, sql } => {
+                let _guard = self.ddl.lock().await;
+                self.ddl(&ctx, ddl, sql).await.map(|()| Outcome::Count(0))
+            }
+            Kind::Set { key, value } => {
+                let mut next = settings.clone();
+                next.set(&key, &value)?;
+                self.context(&next)?; // validate DataFusion keys and values
+                *settings = next;
+                Ok(Outcome::Count(0))
+            }
+            Kind::Reset { key } => {
+                settings.reset(&key);
+                Ok(Outcome::Count(0))
+            }
+        }
+    }
+
+    /// Plan and run in one step (tests, start-up, sample data).
+    pub async fn sql(&self, settings: &mut SessionSettings, sql: &str) -> Result<Outcome> {
+        let planned = self.plan(settings, sql).await?;
+        self.execute(settings, planned).await
+    }
+
+    /// Append record batches to a managed table in one atomic commit, creating
+    /// it (from the batches' schema) if `create` and it does not exist, or
+    /// replacing its contents if `replace`.
+    pub async fn ingest(
+        &self,
+        settings: &SessionSettings,
+        target: IngestTarget,
+        schema: SchemaRef,
+        batches: SendableRecordBatchStream,
+    ) -> Result<i64> {
+        let ctx = self.context(settings)?;
+        let table_ref = TableReference::full(
+            target.catalog.clone().unwrap_or_else(|| CATALOG.to_string()),
+            target.schema.clone().or_else(|| settings.schema.clone()).unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
+            target.table.clone(),
+        );
+        let (schema_name, table_name) = self.resolve(&ctx, &table_ref)?;
+        let existing = self.catalog.managed(&schema_name, &table_name).await?;
+        let exists_other = existing.is_none()
+            && self.catalog.schema_provider(&schema_name)?.table_exist(&table_name);
+        if exists_other {
+            return Err(Error::unsupported(format!(
+                "ingest into '{schema_name}.{table_name}': only managed tables accept bulk ingest"
+            )));
+        }
+        let input = one_shot_plan(schema.clone(), batches)?;
+        match existing {
+            Some(managed) => {
+                if target.fail_if_exists {
+                    return Err(Error::AlreadyExists { kind: "table", name: format!("{schema_name}.{table_name}") });
+                }
+                let mode = if target.replace { SaveMode::Overwrite } else { SaveMode::Append };
+                let table = managed
+                    .delta()
+                    .write(Vec::<RecordBatch>::new())
+                    .with_input_plan(input)
+                    .with_session_state(Arc::new(ctx.state()))
+                    .with_save_mode(mode)
+                    .await
+                    .map_err(|e| Error::storage(&table_name, e))?;
+                let rows = added_rows(&table).await;
+                managed.install(table).await?;
+                Ok(rows)
+            }
+            None => {
+                if !target.create {
+                    return Err(Error::NotFound { kind: "table", name: format!("{schema_name}.{table_name}") });
+                }
+                let _guard = self.ddl.lock().await;
+                self.create_managed(&ctx, &schema_name, &table_name, input, false).await
+            }
+        }
+    }
+
+    // ---- DDL ----
+
+    async fn ddl(&self, ctx: &SessionContext, ddl: DdlStatement, sql: String) -> Result<()> {
+        match ddl {
+            DdlStatement::CreateMemoryTable(create) => {
+                if create.temporary {
+                    return Err(Error::unsupported("TEMPORARY tables"));
+                }
+                if !create.column_defaults.is_empty() {
+                    return Err(Error::unsupported("column DEFAULT values"));
+                }
+                let (schema, table) = self.resolve(ctx, &create.name)?;
+                let provider = self.catalog.schema_provider(&schema)?;
+                if provider.table_exist(&table) {
+                    if create.if_not_exists {
+                        return Ok(());
+                    }
+                    if !create.or_replace {
+                        return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+                    }
+                }
+                let input = Arc::unwrap_or_clone(create.input);
+                self.create_managed(ctx, &schema, &table, input, create.or_replace).await?;
+                Ok(())
+            }
+            DdlStatement::CreateExternalTable(ext) => {
+                let (schema, table) = self.resolve(ctx, &ext.name)?;
+                let exists = self.catalog.schema_provider(&schema)?.table_exist(&table);
+                if exists && ext.if_not_exists {
+                    return Ok(());
+                }
+                if exists && !ext.or_replace {
+                    return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+                }
+                if exists {
+                    self.catalog.drop_table(&schema, &table).await?;
+                }
+                ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(ext)))
+                    .await
+                    .map_err(Error::plan)?;
+                self.catalog
+                    .add_object(StoredObject { schema, name: table, kind: ObjectKind::External, sql })
+                    .await
+            }
+            DdlStatement::CreateView(view) => {
+                let (schema, table) = self.resolve(ctx, &view.name)?;
+                let exists = self.catalog.schema_provider(&schema)?.table_exist(&table);
+                if exists && !view.or_replace {
+                    return Err(Error::AlreadyExists { kind: "view", name: format!("{schema}.{table}") });
+                }
+                if exists && self.catalog.managed(&schema, &table).await?.is_some() {
+                    return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+                }
+                ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(view)))
+                    .await
+                    .map_err(Error::plan)?;
+                self.catalog.add_object(StoredObject { schema, name: table, kind: ObjectKind::View, sql }).await
+            }
+            DdlStatement::CreateCatalogSchema(create) => {
+                let name = match create.schema_name.split_once('.') {
+                    Some((catalog, schema)) if catalog == CATALOG => schema.to_string(),
+                    Some((catalog, _)) => {
+                        return Err(Error::NotFound { kind: "catalog", name: catalog.to_string() });
+                    }
+                    None => create.schema_name.clone(),
+                };
+                self.catalog.create_schema(&name, create.if_not_exists).await.map(|_| ())
+            }
+            DdlStatement::DropCatalogSchema(drop) => {
+                let name = drop.name.schema_name().to_string();
+                self.catalog.drop_schema(&name, drop.if_exists, drop.cascade).await.map(|_| ())
+            }
+            DdlStatement::DropTable(drop) => self.drop_object(ctx, &drop.name, drop.if_exists, false).await,
+            DdlStatement::DropView(drop) => self.drop_object(ctx, &drop.name, drop.if_exists, true).await,
+            DdlStatement::CreateCatalog(_) => Err(Error::unsupported("CREATE DATABASE/CATALOG: Contrail serves one catalog, 'contrail'")),
+            DdlStatement::CreateIndex(_) => Err(Error::unsupported("CREATE INDEX")),
+            DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => {
+                Err(Error::unsupported("user-defined SQL functions"))
+            }
+        }
+    }
+
+    async fn drop_object(&self, ctx: &SessionContext, name: &TableReference, if_exists: bool, view: bool) -> Result<()> {
+        let (schema, table) = match self.resolve(ctx, name) {
+            Ok(r) => r,
+            Err(Error::NotFound { .. }) if if_exists => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let kind = if view { "view" } else { "table" };
+        let exists = self.catalog.schema_provider(&schema)?.table_exist(&table);
+        if !exists {
+            return if if_exists { Ok(()) } else { Err(Error::NotFound { kind, name: format!("{schema}.{table}") }) };
+        }
+        let is_view = self.catalog.stored(&schema, &table).await.is_some_and(|o| o.kind == ObjectKind::View);
+        if view != is_view {
+            return Err(Error::invalid(
+                "DROP",
+                format!("'{schema}.{table}' is a {}; use DROP {}", if is_view { "view" } else { "table" }, if is_view { "VIEW" } else { "TABLE" }),
+            ));
+        }
+        self.catalog.drop_table(&schema, &table).await
+    }
+
+    /// Create a managed Delta table from a plan's output (an empty relation for
+    /// `CREATE TABLE (...)`), in one commit. Returns rows written.
+    async fn create_managed(
+        &self,
+        ctx: &SessionContext,
+        schema: &str,
+        table: &str,
+        input: LogicalPlan,
+        replace: bool,
+    ) -> Result<i64> {
+        let dir = self.catalog.table_dir(schema, table);
+        let exists = self.catalog.managed(schema, table).await?;
+        if replace && exists.is_none() && self.catalog.schema_provider(schema)?.table_exist(table) {
+            // Replacing a view or external table by a managed table.
+            self.catalog.drop_table(schema, table).await?;
+        }
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::CatalogIo { path: dir.display().to_string(), source: e })?;
+        let url = dir_url(&dir)?;
+        let delta = DeltaTable::try_from_url(url.clone()).await.map_err(|e| Error::storage(table, e))?;
+        let input = strip_view_types(input)?;
+        let written = delta
+            .write(Vec::<RecordBatch>::new())
+            .with_input_plan(input)
+            .with_session_state(Arc::new(ctx.state()))
+            .with_table_name(table)
+            .with_save_mode(if replace { SaveMode::Overwrite } else { SaveMode::ErrorIfExists })
+            .with_schema_mode(if replace { deltalake::operations::write::SchemaMode::Overwrite } else { deltalake::operations::write::SchemaMode::Merge })
+            .await
+            .map_err(|e| Error::storage(table, e))?;
+        let rows = added_rows(&written).await;
+        match exists {
+            Some(managed) => managed.install(written).await?,
+            None => {
+                let managed = ManagedTable::from_table(format!("{schema}.{table}"), url, written).await?;
+                self.catalog.register_managed(schema, table, Arc::new(managed))?;
+            }
+        }
+        info!(%schema, %table, rows, "created table");
+        Ok(rows)
+    }
+
+    // ---- DML on managed tables ----
+
+    async fn delete(&self, ctx: &SessionContext, target: &TableReference, plan: LogicalPlan) -> Result<Outcome> {
+        let managed = self.require_managed(ctx, target, "DELETE").await?;
+        let predicate = dml_predicate(&plan);
+        let mut builder = managed.delta().delete().with_session_state(Arc::new(ctx.state()));
+        if let Some(p) = predicate {
+            builder = builder.with_predicate(unqualify(p)?);
+        }
+        let (table, metrics) = builder.await.map_err(|e| Error::storage(target.table(), e))?;
+        managed.install(table).await?;
+        let count = metrics.num_deleted_rows.map_or(-1, |n| n as i64);
+        debug!(table = %target, count, "delete done");
+        Ok(Outcome::Count(count))
+    }
+
+    async fn update(&self, ctx: &SessionContext, target: &TableReference, plan: LogicalPlan) -> Result<Outcome> {
+        let managed = self.require_managed(ctx, target, "UPDATE").await?;
+        let LogicalPlan::Dml(dml) = &plan else {
+            return Err(Error::unsupported("UPDATE plan shape"));
+        };
+        let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
+            return Err(Error::unsupported("UPDATE ... FROM"));
+        };
+        let mut builder = managed.delta().update().with_session_state(Arc::new(ctx.state()));
+        for expr in &projection.expr {
+            let (inner, name) = match expr {
+                Expr::Alias(a) => (a.expr.as_ref(), a.name.clone()),
+                other => (other, other.schema_name().to_string()),
+            };
+            if matches!(inner, Expr::Column(c) if c.name == name) {
+                continue; // unchanged column
+            }
+            builder = builder.with_update(name, unqualify(inner.clone())?);
+        }
+        if let Some(p) = dml_predicate(projection.input.as_ref()) {
+            builder = builder.with_predicate(unqualify(p)?);
+        }
+        let (table, metrics) = builder.await.map_err(|e| Error::storage(target.table(), e))?;
+        managed.install(table).await?;
+        Ok(Outcome::Count(metrics.num_updated_rows as i64))
+    }
+
+    async fn require_managed(&self, ctx: &SessionContext, target: &TableReference, what: &str) -> Result<Arc<ManagedTable>> {
+        self.managed_for(ctx, target).await?.ok_or_else(|| {
+            Error::unsupported(format!("{what} on '{target}': only managed (Delta) tables can be modified"))
+        })
+    }
+
+    async fn managed_for(&self, ctx: &SessionContext, target: &TableReference) -> Result<Option<Arc<ManagedTable>>> {
+        let (schema, table) = self.resolve(ctx, target)?;
+        self.catalog.managed(&schema, &table).await
+    }
+
+    /// Resolve a possibly partial name against the session's defaults.
+    fn resolve(&self, ctx: &SessionContext, name: &TableReference) -> Result<(String, String)> {
+        let state = ctx.state();
+        let defaults = &state.config().options().catalog;
+        let resolved = name.clone().resolve(&defaults.default_catalog, &defaults.default_schema);
+        if resolved.catalog.as_ref() != CATALOG {
+            return Err(Error::NotFound { kind: "catalog", name: resolved.catalog.to_string() });
+        }
+        self.catalog.schema_provider(&resolved.schema)?;
+        Ok((resolved.schema.to_string(), resolved.table.to_string()))
+    }
+
+    /// Re-create views and external tables from their stored SQL.
+    async fn replay(&self) -> Result<()> {
+        for object in self.catalog.stored_objects().await {
+            let settings = SessionSettings { schema: Some(object.schema.clone()), ..Default::default() };
+            let ctx = self.context(&settings)?;
+            let result = async {
+                let plan = ctx.state().create_logical_plan(&object.sql).await?;
+                ctx.execute_logical_plan(plan).await.map(|_| ())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(schema = %object.schema, name = %object.name, error = %e,
+                    "could not restore {:?}; it stays in the catalog file", object.kind);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where bulk-ingested rows go and what to do if the table exists or not.
+#[derive(Debug, Clone, Default)]
+pub struct IngestTarget {
+    pub catalog: Option<String>,
+    pub schema: Option<String>,
+    pub table: String,
+    /// Create the table when missing.
+    pub create: bool,
+    /// Error when the table exists.
+    pub fail_if_exists: bool,
+    /// Replace the table's contents (one commit).
+    pub replace: bool,
+}
+
+fn check_supported(statement: &DfStatement) -> Result<()> {
+    if let DfStatement::Statement(s) = statement {
+        if let ast::Statement::Delete(d) = s.as_ref() {
+            if d.using.is_some() || d.limit.is_some() || !d.order_by.is_empty() {
+                return Err(Error::unsupported("DELETE with USING, ORDER BY or LIMIT"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrite JDBC/ODBC-style `?` placeholders into DataFusion's `$1`, `$2`, ...
+fn number_question_marks(statement: &mut DfStatement) {
+    let mut next = 0usize;
+    let mut rewrite = |expr: &mut ast::Expr| {
+        if let ast::Expr::Value(v) = expr {
+            if let ast::Value::Placeholder(p) = &mut v.value {
+                if p == "?" {
+                    next += 1;
+                    *p = format!("${next}");
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    match statement {
+        DfStatement::Statement(s) => {
+            let _ = visit_expressions_mut(s.as_mut(), &mut rewrite);
+        }
+        DfStatement::Explain(e) => number_question_marks(e.statement.as_mut()),
+        _ => {}
+    }
+}
+
+/// DataFusion reports a missing table as a plan error; give it its own kind.
+fn not_found_or_plan(e: datafusion::error::DataFusionError) -> Error {
+    let message = e.find_root().to_string();
+    if let Some(rest) = message.split("table '").nth(1) {
+        if let Some(name) = rest.strip_suffix("' not found") {
+            return Error::NotFound { kind: "table", name: name.to_string() };
+        }
+    }
+    Error::plan(e)
+}
+
+async fn run_count(ctx: &SessionContext, plan: LogicalPlan) -> Result<i64> {
+    let df = ctx.execute_logical_plan(plan).await.map_err(Error::plan)?;
+    let batches = df.collect().await.map_err(Error::execution)?;
+    let mut total = 0i64;
+    for b in &batches {
+        if b.num_columns() == 0 {
+            continue;
+        }
+        if let Some(col) = b.column(0).as_any().downcast_ref::<UInt64Array>() {
+            total += col.iter().flatten().map(|v| v as i64).sum::<i64>();
+        }
+    }
+    Ok(total)
+}
+
+fn dml_predicate(plan: &LogicalPlan) -> Option<Expr> {
+    match plan {
+        LogicalPlan::Dml(d) => dml_predicate(d.input.as_ref()),
+        LogicalPlan::Filter(f) => Some(f.predicate.clone()),
+        _ => None,
+    }
+}
+
+/// deltalake resolves columns against the table's own unqualified schema.
+fn unqualify(expr: Expr) -> Result<Expr> {
+    expr.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+    .map_err(Error::plan)
+}
+
+/// Delta tables store plain strings; cast view types on the way in.
+fn strip_view_types(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let schema = plan.schema().clone();
+    if !schema.fields().iter().any(|f| crate::types::has_view_type(f.data_type())) {
+        return Ok(plan);
+    }
+    let exprs = schema
+        .iter()
+        .map(|(q, f)| {
+            let col = Expr::Column(Column::from((q, f)));
+            let target = crate::types::without_view_types(f.data_type());
+            if &target == f.data_type() { col } else { datafusion::logical_expr::cast(col, target).alias(f.name()) }
+        })
+        .collect::<Vec<_>>();
+    LogicalPlanBuilder::from(plan).project(exprs).and_then(|b| b.build()).map_err(Error::plan)
+}
+
+/// Rows the last commit added, from its operation metrics.
+async fn added_rows(table: &DeltaTable) -> i64 {
+    let mut history = table.history(Some(1));
+    if let Some(Ok(info)) = history.next().await {
+        if let Some(rows) = info.info.get("operationMetrics").and_then(|m| m.get("num_added_rows")).and_then(|v| v.as_i64()) {
+            return rows;
+        }
+    }
+    -1
+}
+
+/// A logical plan reading a stream once (bulk ingest input).
+fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<LogicalPlan> {
+    let table = crate::types::OneShotTable::new(schema, stream).into_provider().map_err(Error::plan)?;
+    LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
+        .and_then(|b| b.build())
+        .map_err(Error::plan)
+}

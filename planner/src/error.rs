@@ -1,0 +1,119 @@
+//! The planner's one error type.
+
+use datafusion::error::DataFusionError;
+use deltalake::DeltaTableError;
+
+/// Everything that can go wrong planning or running a statement.
+///
+/// Variants say *what kind* of failure happened; the server maps each to a gRPC
+/// code in exactly one place (`contrail_server::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL text or plan is invalid (syntax, unknown column, type mismatch...).
+    #[error("{source}")]
+    Plan {
+        #[source]
+        source: DataFusionError,
+    },
+
+    /// Execution failed after planning succeeded.
+    #[error("{source}")]
+    Execution {
+        #[source]
+        source: DataFusionError,
+    },
+
+    /// A table, view or schema that the statement names does not exist.
+    #[error("{kind} '{name}' not found")]
+    NotFound { kind: &'static str, name: String },
+
+    /// Creating something that is already there.
+    #[error("{kind} '{name}' already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+
+    /// A valid request we do not support (yet), with what to do instead.
+    #[error("not supported: {what}")]
+    Unsupported { what: String },
+
+    /// A user-supplied value (setting, parameter, option) is malformed.
+    #[error("invalid {what}: {message}")]
+    InvalidInput { what: String, message: String },
+
+    /// The statement was cancelled by the client.
+    #[error("statement cancelled")]
+    Cancelled,
+
+    /// The Delta Lake storage layer failed.
+    #[error("storage error on table '{table}': {source}")]
+    Storage {
+        table: String,
+        #[source]
+        source: DeltaTableError,
+    },
+
+    /// The catalog file or data directory could not be read or written.
+    #[error("catalog I/O error at {path}: {source}")]
+    CatalogIo {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The persisted catalog is corrupt.
+    #[error("catalog file {path} is corrupt: {message}")]
+    CatalogCorrupt { path: String, message: String },
+}
+
+/// Result with the planner's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A planning error from DataFusion, unwrapping the context DataFusion adds so
+    /// the classification (plan vs. execution vs. not found) is kept.
+    pub fn plan(e: DataFusionError) -> Self {
+        classify(e, true)
+    }
+
+    /// An execution-time error from DataFusion.
+    pub fn execution(e: DataFusionError) -> Self {
+        classify(e, false)
+    }
+
+    pub(crate) fn storage(table: impl Into<String>, source: DeltaTableError) -> Self {
+        match source {
+            DeltaTableError::Arrow { .. } | DeltaTableError::Generic(_)
+                if source.to_string().contains("Invalid data found") =>
+            {
+                Self::InvalidInput { what: "data".into(), message: source.to_string() }
+            }
+            other => Self::Storage { table: table.into(), source: other },
+        }
+    }
+
+    pub(crate) fn unsupported(what: impl Into<String>) -> Self {
+        Self::Unsupported { what: what.into() }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidInput { what: what.into(), message: message.into() }
+    }
+}
+
+fn classify(e: DataFusionError, planning: bool) -> Error {
+    match e.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => Error::Plan { source: e },
+        DataFusionError::ExecutionJoin(_) if !planning => Error::Cancelled,
+        _ if planning => Error::Plan { source: e },
+        _ => Error::Execution { source: e },
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::execution(e)
+    }
+}

@@ -1,0 +1,33 @@
+//! # contrail-planner
+//!
+//! Contrail's SQL front end and storage: everything between a SQL string and a
+//! stream of Arrow record batches, with no networking.
+//!
+//! ```text
+//!  server ──plan(settings, sql)──> Engine ──> Planned { query | write | DDL | SET }
+//!         <──schema / parameter schema──
+//!  server ──execute(settings, planned)──> Outcome::Rows(stream) | Outcome::Count(n)
+//!                                           │
+//!                      DataFusion 55 ───────┴──> Catalog ──> Delta tables (deltalake)
+//!                                                        └─> views / external tables
+//! ```
+//!
+//! * [`engine`]: parse, plan, execute; DDL and DML on managed Delta tables.
+//! * [`catalog`]: the persistent catalog under the data directory.
+//! * [`managed`]: the table provider for managed (Delta Lake) tables.
+//! * [`settings`]: per-session settings, carried inside tickets and handles.
+//! * [`types`]: result type mapping (`Utf8View` -> `Utf8` unless asked).
+//! * [`sample`]: TPC-H sample data generated locally.
+
+pub mod catalog;
+pub mod engine;
+pub mod error;
+pub mod managed;
+pub mod sample;
+pub mod settings;
+pub mod types;
+
+pub use catalog::{Catalog, CATALOG, DEFAULT_SCHEMA};
+pub use engine::{count_schema, Engine, EngineOptions, IngestTarget, Outcome, Planned};
+pub use error::{Error, Result};
+pub use settings::SessionSettings;

@@ -1,0 +1,148 @@
+//! Managed tables: Delta Lake tables under the data directory.
+//!
+//! [`ManagedTable`] is the DataFusion [`TableProvider`] the catalog registers for
+//! each managed table. It delegates reads and `INSERT` to deltalake's own provider
+//! and swaps in a fresh snapshot after each write made through Contrail, so a
+//! statement always sees every write acknowledged before it started.
+
+use std::any::Any;
+use std::sync::{Arc, RwLock};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTable;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A Delta table registered in the catalog.
+#[derive(Debug)]
+pub struct ManagedTable {
+    name: String,
+    url: Url,
+    current: RwLock<Current>,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    table: DeltaTable,
+    provider: Arc<dyn TableProvider>,
+}
+
+impl ManagedTable {
+    /// Open the Delta table at `url` (a `file://` directory URL).
+    pub async fn open(name: impl Into<String>, url: Url) -> Result<Self> {
+        let name = name.into();
+        let current = load(&name, &url).await?;
+        Ok(Self { name, url, current: RwLock::new(current) })
+    }
+
+    /// Wrap a table a write operation just returned.
+    pub async fn from_table(name: impl Into<String>, url: Url, table: DeltaTable) -> Result<Self> {
+        let name = name.into();
+        let provider = provider_of(&name, &table).await?;
+        Ok(Self { name, url, current: RwLock::new(Current { table, provider }) })
+    }
+
+    /// The table's directory URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The current [`DeltaTable`] handle, for deltalake operations.
+    pub fn delta(&self) -> DeltaTable {
+        self.read().table
+    }
+
+    /// Reload the latest committed version (after a write through DataFusion).
+    pub async fn refresh(&self) -> Result<()> {
+        let current = load(&self.name, &self.url).await?;
+        self.set(current);
+        Ok(())
+    }
+
+    /// Install the table a deltalake operation returned.
+    pub async fn install(&self, table: DeltaTable) -> Result<()> {
+        let provider = provider_of(&self.name, &table).await?;
+        self.set(Current { table, provider });
+        Ok(())
+    }
+
+    fn read(&self) -> Current {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, current: Current) {
+        match self.current.write() {
+            Ok(mut g) => *g = current,
+            Err(poisoned) => *poisoned.into_inner() = current,
+        }
+    }
+}
+
+async fn load(name: &str, url: &Url) -> Result<Current> {
+    let table = deltalake::open_table(url.clone()).await.map_err(|e| Error::storage(name, e))?;
+    let provider = provider_of(name, &table).await?;
+    Ok(Current { table, provider })
+}
+
+async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    let scan = table.table_provider().await.map_err(|e| Error::plan(e))?;
+    let _ = name;
+    Ok(Arc::new(scan))
+}
+
+#[async_trait]
+impl TableProvider for ManagedTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.read().provider.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let current = self.read();
+        current
+            .table
+            .update_datafusion_session(state)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        current.provider.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.read().provider.supports_filters_pushdown(filters)
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.read().provider.insert_into(state, input, insert_op).await
+    }
+}

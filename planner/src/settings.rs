@@ -1,0 +1,116 @@
+//! Per-session settings: the state a ticket or prepared-statement handle carries
+//! so that any replica (or this one after a restart) can run it the same way.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Prefix of Contrail's own settings (everything else goes to DataFusion).
+pub const CONTRAIL_PREFIX: &str = "contrail.";
+
+/// `contrail.view_types`: keep `Utf8View`/`BinaryView` in results (default off:
+/// the JDBC driver and several BI tools cannot read view types).
+pub const VIEW_TYPES: &str = "contrail.view_types";
+
+/// Every Contrail setting with its default and a one-line description.
+pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[(
+    VIEW_TYPES,
+    "false",
+    "Send Utf8View/BinaryView columns as they are instead of Utf8/Binary",
+)];
+
+/// Settings of one session. Small, serializable, comparable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSettings {
+    /// Current catalog (`None`: the default catalog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// Current schema (`None`: `public`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// `datafusion.*` and `contrail.*` options changed from their defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl SessionSettings {
+    /// Whether results keep view types.
+    pub fn view_types(&self) -> bool {
+        self.options.get(VIEW_TYPES).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// Set one option, validating Contrail's own keys. DataFusion keys are
+    /// validated when a session context is built from these settings.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.trim().to_ascii_lowercase();
+        match key.as_str() {
+            "catalog" | "current_catalog" => self.catalog = Some(value.to_string()),
+            "schema" | "current_schema" | "search_path" => self.schema = Some(value.to_string()),
+            VIEW_TYPES => {
+                let v = parse_bool(&key, value)?;
+                self.options.insert(key, v.to_string());
+            }
+            k if k.starts_with(CONTRAIL_PREFIX) => {
+                return Err(Error::invalid(
+                    "setting",
+                    format!("unknown Contrail setting '{k}'"),
+                ));
+            }
+            k if k.starts_with("datafusion.") => {
+                self.options.insert(key, value.to_string());
+            }
+            k => {
+                return Err(Error::invalid(
+                    "setting",
+                    format!(
+                        "unknown setting '{k}' (settings are 'catalog', 'schema', \
+                         'contrail.*' or 'datafusion.*')"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove one option (back to its default).
+    pub fn reset(&mut self, key: &str) {
+        let key = key.trim().to_ascii_lowercase();
+        match key.as_str() {
+            "catalog" | "current_catalog" => self.catalog = None,
+            "schema" | "current_schema" | "search_path" => self.schema = None,
+            k => {
+                self.options.remove(k);
+            }
+        }
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Ok(true),
+        "false" | "off" | "0" | "no" => Ok(false),
+        other => Err(Error::invalid("setting", format!("{key} expects a boolean, got '{other}'"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_reset() {
+        let mut s = SessionSettings::default();
+        s.set("contrail.view_types", "on").expect("valid bool");
+        assert!(s.view_types());
+        s.set("datafusion.execution.batch_size", "1024").expect("df key");
+        s.set("schema", "tpch").expect("schema");
+        assert_eq!(s.schema.as_deref(), Some("tpch"));
+        s.reset("contrail.view_types");
+        assert!(!s.view_types());
+        assert!(s.set("contrail.nope", "1").is_err());
+        assert!(s.set("contrail.view_types", "maybe").is_err());
+        assert!(s.set("random_key", "1").is_err());
+    }
+}

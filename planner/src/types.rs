@@ -1,0 +1,168 @@
+//! Type mapping at the edges: results go out as `Utf8`/`Binary` unless the
+//! session asks for view types, and bulk-ingest streams become a one-shot table.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::TableProvider;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
+
+/// Whether `dt` is or contains a view type.
+pub fn has_view_type(dt: &DataType) -> bool {
+    match dt {
+        DataType::Utf8View | DataType::BinaryView => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+            has_view_type(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| has_view_type(f.data_type())),
+        DataType::Dictionary(_, v) => has_view_type(v),
+        _ => false,
+    }
+}
+
+/// `dt` with every view type replaced by its plain counterpart.
+pub fn without_view_types(dt: &DataType) -> DataType {
+    let field = |f: &FieldRef| -> FieldRef {
+        Arc::new(Field::new(f.name(), without_view_types(f.data_type()), f.is_nullable()).with_metadata(f.metadata().clone()))
+    };
+    match dt {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(without_view_types(v))),
+        other => other.clone(),
+    }
+}
+
+/// The schema a client sees for a plan's output schema.
+pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
+    if view_types || !schema.fields().iter().any(|f| has_view_type(f.data_type())) {
+        return Arc::new(schema.clone());
+    }
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Field::new(f.name(), without_view_types(f.data_type()), f.is_nullable())
+                    .with_metadata(f.metadata().clone())
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// Cast a stream's batches to [`output_schema`].
+pub fn map_output_stream(stream: SendableRecordBatchStream, view_types: bool) -> SendableRecordBatchStream {
+    let input_schema = stream.schema();
+    let target = output_schema(&input_schema, view_types);
+    if target == input_schema {
+        return stream;
+    }
+    let out_schema = target.clone();
+    let mapped = stream.map(move |batch| {
+        let batch = batch?;
+        cast_batch(&batch, &target).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
+}
+
+fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let options = CastOptions::default();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast_with_options(c, f.data_type(), &options) }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(target.clone(), columns)
+}
+
+/// A table whose single partition is a stream that can be read once.
+#[derive(Debug)]
+pub(crate) struct OneShotTable;
+
+impl OneShotTable {
+    #[allow(clippy::new_ret_no_self)]
+    pub(crate) fn new(schema: SchemaRef, stream: SendableRecordBatchStream) -> StreamingTableProvider {
+        StreamingTableProvider { schema: schema.clone(), inner: Arc::new(OneShot { schema, stream: Mutex::new(Some(stream)) }) }
+    }
+}
+
+/// A [`StreamingTable`] over a [`OneShot`] partition.
+#[derive(Debug)]
+pub(crate) struct StreamingTableProvider {
+    schema: SchemaRef,
+    inner: Arc<OneShot>,
+}
+
+impl StreamingTableProvider {
+    pub(crate) fn into_provider(self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        Ok(Arc::new(StreamingTable::try_new(self.schema, vec![self.inner])?))
+    }
+}
+
+struct OneShot {
+    schema: SchemaRef,
+    stream: Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl std::fmt::Debug for OneShot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneShot").field("schema", &self.schema).finish()
+    }
+}
+
+impl PartitionStream for OneShot {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = match self.stream.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        match taken {
+            Some(s) => s,
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async {
+                    Err(DataFusionError::Execution("ingest stream already consumed".into()))
+                }),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_types_map_recursively() {
+        let dt = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, true)));
+        assert!(has_view_type(&dt));
+        assert_eq!(
+            without_view_types(&dt),
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+        );
+        let schema = Schema::new(vec![Field::new("s", DataType::Utf8View, false), Field::new("i", DataType::Int32, true)]);
+        let out = output_schema(&schema, false);
+        assert_eq!(out.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(output_schema(&schema, true).field(0).data_type(), &DataType::Utf8View);
+    }
+}

@@ -1,0 +1,208 @@
+//! Configuration: command-line flags, `CONTRAIL_*` environment variables and an
+//! optional TOML file, in that order of precedence.
+//!
+//! ```toml
+//! listen = "127.0.0.1:50051"
+//! data_dir = "./contrail-data"
+//! target_partitions = 2
+//!
+//! [[auth.users]]
+//! name = "alice"
+//! password_hash = "$argon2id$v=19$..."   # contrail hash-password
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::auth::User;
+use crate::error::{Error, Result};
+
+/// Contrail: a Flight SQL server on DataFusion, with Delta Lake tables.
+#[derive(Debug, Parser)]
+#[command(name = "contrail", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Flight SQL.
+    Serve(Box<ServeArgs>),
+    /// Read a password on standard input and print its argon2 hash for the
+    /// `[[auth.users]]` section of the config file.
+    HashPassword,
+}
+
+/// Flags of `contrail serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed, and written to --port-file).
+    #[arg(long, env = "CONTRAIL_LISTEN")]
+    pub listen: Option<String>,
+
+    /// Directory holding tables and the catalog (created if missing).
+    #[arg(long, env = "CONTRAIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "CONTRAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Write the bound address (host:port) to this file once serving.
+    #[arg(long, env = "CONTRAIL_PORT_FILE")]
+    pub port_file: Option<PathBuf>,
+
+    /// Temporal for long-running statements: `off` (only inline execution).
+    #[arg(long, env = "CONTRAIL_TEMPORAL")]
+    pub temporal: Option<String>,
+
+    /// Load a sample dataset into the data directory at start (skipped when present).
+    #[arg(long, env = "CONTRAIL_SAMPLE", value_enum)]
+    pub sample: Option<Sample>,
+
+    /// Scale factor of the sample dataset (TPC-H SF; 0.1 is ~860k rows).
+    #[arg(long, env = "CONTRAIL_SAMPLE_SCALE")]
+    pub sample_scale: Option<f64>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,contrail_server=debug`).
+    #[arg(long, env = "CONTRAIL_LOG")]
+    pub log: Option<String>,
+}
+
+/// TLS: serve gRPC over TLS with these PEM files (rustls).
+#[derive(Debug, Args, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain.
+    #[arg(long, env = "CONTRAIL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "CONTRAIL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Query engine limits.
+#[derive(Debug, Args, Default)]
+pub struct EngineArgs {
+    /// Threads of the query (CPU) runtime; default: one per core.
+    #[arg(long, env = "CONTRAIL_CPU_THREADS")]
+    pub cpu_threads: Option<usize>,
+    /// DataFusion target partitions; default: one per core.
+    #[arg(long, env = "CONTRAIL_TARGET_PARTITIONS")]
+    pub target_partitions: Option<usize>,
+    /// Memory limit for query execution in bytes; default: unbounded.
+    #[arg(long, env = "CONTRAIL_MEMORY_LIMIT")]
+    pub memory_limit: Option<usize>,
+    /// Lifetime of bearer tokens in seconds (default 86400).
+    #[arg(long, env = "CONTRAIL_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+}
+
+/// Sample datasets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sample {
+    /// TPC-H, generated locally, in schema `tpch`.
+    Tpch,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub port_file: Option<PathBuf>,
+    pub temporal: Option<String>,
+    pub sample: Option<Sample>,
+    pub sample_scale: Option<f64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub cpu_threads: Option<usize>,
+    pub target_partitions: Option<usize>,
+    pub memory_limit: Option<usize>,
+    pub token_ttl_secs: Option<u64>,
+    pub log: Option<String>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// Resolved configuration of `serve`.
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub port_file: Option<PathBuf>,
+    pub sample: Option<(Sample, f64)>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub cpu_threads: Option<usize>,
+    pub target_partitions: Option<usize>,
+    pub memory_limit: Option<usize>,
+    pub token_ttl: Duration,
+    pub users: Vec<User>,
+    pub log: String,
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = Error;
+
+    fn try_from(a: ServeArgs) -> Result<Self> {
+        let file = match &a.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Error::invalid(format!("cannot read config file {}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| Error::invalid(format!("config file {}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen = a.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:50051".into());
+        let listen = listen
+            .parse()
+            .map_err(|e| Error::invalid(format!("--listen '{listen}' is not host:port: {e}")))?;
+        let temporal = a.temporal.or(file.temporal).unwrap_or_else(|| "off".into());
+        if temporal != "off" {
+            return Err(Error::invalid(format!(
+                "--temporal {temporal}: this build runs every statement inline; only 'off' is available"
+            )));
+        }
+        let tls = match (a.tls.tls_cert.or(file.tls_cert), a.tls.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(Error::invalid("TLS needs both --tls-cert and --tls-key")),
+        };
+        let sample = a.sample.or(file.sample).map(|s| (s, a.sample_scale.or(file.sample_scale).unwrap_or(0.1)));
+        Ok(Self {
+            listen,
+            data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./contrail-data")),
+            port_file: a.port_file.or(file.port_file),
+            sample,
+            tls,
+            cpu_threads: a.engine.cpu_threads.or(file.cpu_threads),
+            target_partitions: a.engine.target_partitions.or(file.target_partitions),
+            memory_limit: a.engine.memory_limit.or(file.memory_limit),
+            token_ttl: Duration::from_secs(a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400)),
+            users: file.auth.users,
+            log: a.log.or(file.log).unwrap_or_else(|| "info".into()),
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! The server's one error type, and the one place errors become [`Status`].
+
+use tonic::{Code, Status};
+use tracing::{debug, error, warn};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// From planning or running SQL, or storage.
+    #[error(transparent)]
+    Planner(#[from] contrail_planner::Error),
+
+    /// A ticket, handle, command or message we could not decode.
+    #[error("invalid {what}: {message}")]
+    Decode { what: &'static str, message: String },
+
+    /// A request that is well-formed but not acceptable.
+    #[error("{message}")]
+    InvalidRequest { message: String },
+
+    /// No or bad credentials.
+    #[error("{message}")]
+    Unauthenticated { message: String },
+
+    /// Authenticated but not allowed.
+    #[error("{message}")]
+    PermissionDenied { message: String },
+
+    /// A Flight SQL feature Contrail does not offer.
+    #[error("{what} is not supported")]
+    Unimplemented { what: String },
+
+    /// Arrow encoding or decoding of data on the wire.
+    #[error("arrow error: {source}")]
+    Arrow {
+        #[from]
+        source: arrow::error::ArrowError,
+    },
+
+    /// A background task died (a bug); the server goes on.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+/// Result with the server's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn decode(what: &'static str, message: impl std::fmt::Display) -> Self {
+        Self::Decode { what, message: message.to_string() }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest { message: message.into() }
+    }
+
+    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::Unauthenticated { message: message.into() }
+    }
+
+    pub(crate) fn unimplemented(what: impl Into<String>) -> Self {
+        Self::Unimplemented { what: what.into() }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        use contrail_planner::Error as P;
+        let code = match &e {
+            Error::Planner(p) => match p {
+                P::Plan { .. } | P::InvalidInput { .. } => Code::InvalidArgument,
+                P::NotFound { .. } => Code::NotFound,
+                P::AlreadyExists { .. } => Code::AlreadyExists,
+                P::Unsupported { .. } => Code::Unimplemented,
+                P::Cancelled => Code::Cancelled,
+                P::Execution { source } => execution_code(source),
+                P::Storage { .. } | P::CatalogIo { .. } | P::CatalogCorrupt { .. } => Code::Internal,
+            },
+            Error::Decode { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
+            Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::PermissionDenied { .. } => Code::PermissionDenied,
+            Error::Unimplemented { .. } => Code::Unimplemented,
+            Error::Arrow { .. } => Code::InvalidArgument,
+            Error::Internal { .. } => Code::Internal,
+        };
+        let message = e.to_string();
+        match code {
+            Code::Internal | Code::Unknown => error!(%message, "request failed"),
+            Code::ResourceExhausted => warn!(%message, "request failed"),
+            _ => debug!(?code, %message, "request failed"),
+        }
+        Status::new(code, message)
+    }
+}
+
+fn execution_code(e: &datafusion::error::DataFusionError) -> Code {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::ResourcesExhausted(_) => Code::ResourceExhausted,
+        // Bad values at run time (division by zero, casts, overflow) are the query's fault.
+        D::ArrowError(..) | D::Execution(_) => Code::InvalidArgument,
+        D::ExecutionJoin(_) => Code::Cancelled,
+        _ => Code::Internal,
+    }
+}

@@ -1,0 +1,165 @@
+//! Running statements off the gRPC runtime, and streaming their results.
+//!
+//! DataFusion runs on its own multi-threaded Tokio runtime (see "Thread
+//! Scheduling" in DataFusion's crate docs): the gRPC runtime only moves bytes.
+//! Results flow through a small bounded channel, so a slow client holds back
+//! the query instead of the server buffering its result.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use dashmap::DashMap;
+use futures::StreamExt;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::error::{Error, Result};
+
+/// Batches in flight between the query and the gRPC stream.
+const CHANNEL_DEPTH: usize = 2;
+/// How long a cancellation of a not-yet-started query is remembered.
+const CANCEL_MEMORY: Duration = Duration::from_secs(600);
+
+/// The CPU runtime and the registry of running queries.
+pub struct Executor {
+    runtime: Option<Runtime>,
+    handle: Handle,
+    running: DashMap<String, CancellationToken>,
+    cancelled_early: DashMap<String, Instant>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("running", &self.running.len()).finish()
+    }
+}
+
+impl Executor {
+    /// A dedicated runtime with `threads` workers (default: one per core).
+    pub fn new(threads: Option<usize>) -> Result<Self> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = threads {
+            b.worker_threads(n.max(1));
+        }
+        let runtime = b
+            .thread_name("contrail-cpu")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal { message: format!("cannot start the CPU runtime: {e}") })?;
+        let handle = runtime.handle().clone();
+        Ok(Self { runtime: Some(runtime), handle, running: DashMap::new(), cancelled_early: DashMap::new() })
+    }
+
+    /// Run a future on the CPU runtime and wait for it.
+    pub async fn run<F, T>(&self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle
+            .spawn(fut)
+            .await
+            .map_err(|e| Error::Internal { message: format!("statement task failed: {e}") })?
+    }
+
+    /// Start a query on the CPU runtime. `start` plans and executes it and
+    /// returns its output schema and stream. Returns the schema and a stream of
+    /// batches; dropping the stream (client gone) stops the query.
+    pub async fn stream<F>(
+        self: &Arc<Self>,
+        query_id: String,
+        start: F,
+    ) -> Result<(SchemaRef, impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static)>
+    where
+        F: Future<Output = Result<(SchemaRef, datafusion::execution::SendableRecordBatchStream)>> + Send + 'static,
+    {
+        if self.cancelled_early.remove(&query_id).is_some() {
+            return Err(contrail_planner::Error::Cancelled.into());
+        }
+        let token = CancellationToken::new();
+        self.running.insert(query_id.clone(), token.clone());
+        let (schema_tx, schema_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(CHANNEL_DEPTH);
+        let this = Arc::clone(self);
+        let id = query_id.clone();
+        self.handle.spawn(async move {
+            let started = Instant::now();
+            let (mut rows, mut batches) = (0usize, 0usize);
+            match start.await {
+                Err(e) => {
+                    let _ = schema_tx.send(Err(e));
+                }
+                Ok((schema, mut stream)) => {
+                    let _ = schema_tx.send(Ok(schema));
+                    loop {
+                        let next = tokio::select! {
+                            biased;
+                            () = token.cancelled() => {
+                                let _ = tx.send(Err(contrail_planner::Error::Cancelled.into())).await;
+                                info!(query_id = %id, "query cancelled");
+                                break;
+                            }
+                            () = tx.closed() => {
+                                debug!(query_id = %id, "client went away; query stopped");
+                                break;
+                            }
+                            next = stream.next() => next,
+                        };
+                        match next {
+                            None => break,
+                            Some(Ok(batch)) => {
+                                rows += batch.num_rows();
+                                batches += 1;
+                                if tx.send(Ok(batch)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Some(Err(e)) => {
+                                let _ = tx.send(Err(contrail_planner::Error::execution(e).into())).await;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            this.running.remove(&id);
+            debug!(query_id = %id, rows, batches, elapsed_ms = started.elapsed().as_millis() as u64, "query stream done");
+        });
+        let schema = schema_rx
+            .await
+            .map_err(|_| Error::Internal { message: "query task ended before planning finished".into() })??;
+        Ok((schema, tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// Cancel a query, running or not yet started. Returns whether it was running.
+    pub fn cancel(&self, query_id: &str) -> bool {
+        if let Some((_, token)) = self.running.remove(query_id) {
+            token.cancel();
+            return true;
+        }
+        let now = Instant::now();
+        self.cancelled_early.retain(|_, at| now.duration_since(*at) < CANCEL_MEMORY);
+        self.cancelled_early.insert(query_id.to_string(), now);
+        false
+    }
+
+    /// Cancel everything (shutdown).
+    pub fn cancel_all(&self) {
+        for entry in self.running.iter() {
+            entry.value().cancel();
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}

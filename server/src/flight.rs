@@ -1,0 +1,145 @@
+//! The gRPC-facing service: authentication and sessions around the Flight SQL
+//! service.
+//!
+//! ```text
+//! request ─> ContrailFlight: authenticate (bearer token) ─> resolve session
+//!              (cookie / token) ─> attach RequestContext ─> SqlService
+//! response <─ add Set-Cookie when the session was just created <─┘
+//! ```
+//!
+//! arrow-flight's `FlightSqlService` answers every method through one blanket
+//! `FlightService` impl; wrapping it here (STYLE.md #2) is also where methods the
+//! trait hard-codes (PollFlightInfo) get their own implementation.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaResult, Ticket,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::service::SqlService;
+use crate::session::{cookie_session_id, RequestContext, Sessions, SESSION_COOKIE};
+
+type Inner = SqlService;
+
+/// The Flight service Contrail serves.
+pub struct ContrailFlight {
+    inner: Arc<SqlService>,
+    sessions: Sessions,
+}
+
+impl ContrailFlight {
+    pub fn new(inner: Arc<SqlService>, sessions: Sessions) -> Self {
+        Self { inner, sessions }
+    }
+
+    /// Authenticate and attach the session.
+    fn admit<T>(&self, mut request: Request<T>) -> Result<(Request<T>, RequestContext), Status> {
+        let identity = if self.inner.auth.enabled() {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Status::from(Error::unauthenticated("authentication required: handshake with Basic credentials first")))?;
+            Some(self.inner.auth.verify_bearer(header)?)
+        } else {
+            None
+        };
+        let cookie = request
+            .metadata()
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(cookie_session_id)
+            .map(str::to_string);
+        let rc = self.sessions.resolve(cookie.as_deref(), identity);
+        request.extensions_mut().insert(rc.clone());
+        Ok((request, rc))
+    }
+}
+
+/// Add `Set-Cookie` when the session was created by this request.
+fn announce<T>(rc: &RequestContext, mut response: Response<T>) -> Response<T> {
+    if rc.session.take_announce() {
+        if let Ok(v) = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly", rc.session.id()).parse() {
+            response.metadata_mut().append("set-cookie", v);
+        }
+    }
+    response
+}
+
+macro_rules! delegate {
+    ($self:ident, $method:ident, $request:ident) => {{
+        let (request, rc) = $self.admit($request)?;
+        let response = <Inner as FlightService>::$method(&$self.inner, request).await?;
+        Ok(announce(&rc, response))
+    }};
+}
+
+#[tonic::async_trait]
+impl FlightService for ContrailFlight {
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type DoActionStream = <Inner as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // The handshake is where credentials are checked; no token yet.
+        <Inner as FlightService>::handshake(&self.inner, request).await
+    }
+
+    async fn list_flights(&self, request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        delegate!(self, list_flights, request)
+    }
+
+    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        delegate!(self, get_flight_info, request)
+    }
+
+    async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        // Inline statements complete within GetFlightInfo: poll answers with the
+        // finished FlightInfo and no descriptor to poll again.
+        let (request, rc) = self.admit(request)?;
+        let info = <Inner as FlightService>::get_flight_info(&self.inner, request).await?.into_inner();
+        let poll = PollInfo { info: Some(info), flight_descriptor: None, progress: Some(1.0), expiration_time: None };
+        Ok(announce(&rc, Response::new(poll)))
+    }
+
+    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        delegate!(self, get_schema, request)
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        delegate!(self, do_get, request)
+    }
+
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        delegate!(self, do_put, request)
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        delegate!(self, do_exchange, request)
+    }
+
+    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        delegate!(self, do_action, request)
+    }
+
+    async fn list_actions(&self, request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        delegate!(self, list_actions, request)
+    }
+}
+

@@ -1,0 +1,648 @@
+//! The Flight SQL service: decode -> delegate to the planner -> encode.
+//!
+//! Handlers stay thin. Every request arrives with a [`RequestContext`]
+//! (identity and session) attached by [`crate::flight::ContrailFlight`];
+//! statements run on the [`Executor`]'s CPU runtime; errors become `Status` in
+//! `crate::error` only.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::command_statement_ingest::table_definition_options::{TableExistsOption, TableNotExistOption};
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint,
+    FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use bytes::Bytes;
+use contrail_planner::{count_schema, Engine, IngestTarget, Outcome, SessionSettings};
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::auth::Authenticator;
+use crate::error::{Error, Result};
+use crate::exec::Executor;
+use crate::handle::{decode_params, encode_params, PreparedHandle, Signer, StatementTicket, TicketBody};
+use crate::metadata;
+use crate::session::{
+    option_to_string, string_to_option, CloseSessionResult, GetSessionOptionsResult, RequestContext,
+    SetSessionOptionsError, SetSessionOptionsRequest, SetSessionOptionsResult,
+};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Flight SQL service.
+pub struct SqlService {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) executor: Arc<Executor>,
+    pub(crate) signer: Signer,
+    pub(crate) auth: Authenticator,
+    sql_info: SqlInfoData,
+    xdbc: XdbcTypeInfoData,
+}
+
+impl SqlService {
+    pub fn new(engine: Arc<Engine>, executor: Arc<Executor>, signer: Signer, auth: Authenticator) -> Result<Self> {
+        Ok(Self { engine, executor, signer, auth, sql_info: metadata::sql_info()?, xdbc: metadata::xdbc_type_info()? })
+    }
+
+    /// Plan a statement; queries get a ticket to stream, anything else runs now
+    /// (exactly once) and its ticket carries the count.
+    async fn statement_info(
+        &self,
+        rc: &RequestContext,
+        sql: String,
+        params: Option<String>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
+        let engine = self.engine.clone();
+        let settings = rc.session.settings();
+        let (schema, body, changed) = self
+            .executor
+            .run(async move {
+                let rows = match &params {
+                    Some(p) => param_rows(&decode_params(p)?)?,
+                    None => vec![],
+                };
+                let planned = engine.plan(&settings, &sql).await?;
+                if planned.is_query() {
+                    if rows.len() > 1 {
+                        return Err(Error::invalid(format!(
+                            "a query takes one row of parameters, {} were bound",
+                            rows.len()
+                        )));
+                    }
+                    let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
+                    let schema = planned.schema(&settings);
+                    return Ok((schema, TicketBody::Query { sql, params }, None));
+                }
+                let mut settings = settings;
+                let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
+                Ok((count_schema(), TicketBody::Done { count }, Some(settings)))
+            })
+            .await?;
+        if let Some(settings) = changed {
+            if settings != rc.session.settings() {
+                rc.update_settings(settings.clone());
+            }
+        }
+        let ticket = StatementTicket { id: uuid::Uuid::new_v4().to_string(), body, settings: rc.session.settings() };
+        let handle = self.signer.encode_ticket(&ticket)?;
+        flight_info(&schema, TicketStatementQuery { statement_handle: handle }.as_any().encode_to_vec(), descriptor)
+    }
+
+    /// Stream a ticket's rows.
+    async fn redeem(&self, ticket: StatementTicket) -> Result<BoxStream<arrow_flight::FlightData>> {
+        match ticket.body {
+            TicketBody::Done { count } => {
+                let batch = RecordBatch::try_new(count_schema(), vec![Arc::new(Int64Array::from(vec![count]))])?;
+                Ok(encode_batches(count_schema(), futures::stream::iter([Ok(batch)])))
+            }
+            TicketBody::Query { sql, params } => {
+                let engine = self.engine.clone();
+                let mut settings = ticket.settings;
+                let (schema, stream) = self
+                    .executor
+                    .stream(ticket.id, async move {
+                        let rows = match &params {
+                            Some(p) => param_rows(&decode_params(p)?)?,
+                            None => vec![],
+                        };
+                        let planned = engine.plan(&settings, &sql).await?;
+                        let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
+                        if !planned.is_query() {
+                            return Err(Error::invalid("ticket does not hold a query"));
+                        }
+                        let schema = planned.schema(&settings);
+                        match engine.execute(&mut settings, planned).await? {
+                            Outcome::Rows(s) => Ok((schema, s)),
+                            Outcome::Count(_) => Err(Error::invalid("ticket does not hold a query")),
+                        }
+                    })
+                    .await?;
+                Ok(encode_batches(schema, stream))
+            }
+        }
+    }
+
+    fn cancel_info(&self, info: &FlightInfo) -> Result<CancelStatus> {
+        let mut status = CancelStatus::NotCancellable;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else { continue };
+            let any = Any::decode(ticket.ticket.as_ref()).map_err(|e| Error::decode("ticket", e))?;
+            let Some(tsq) = any.unpack::<TicketStatementQuery>().map_err(|e| Error::decode("ticket", e))? else {
+                continue;
+            };
+            let t = self.signer.decode_ticket(&tsq.statement_handle)?;
+            if matches!(t.body, TicketBody::Query { .. }) {
+                self.executor.cancel(&t.id);
+                status = CancelStatus::Cancelled;
+            }
+        }
+        Ok(status)
+    }
+
+    fn handle_session_action(&self, rc: &RequestContext, action: &Action) -> Result<Option<Bytes>> {
+        let body = action.body.as_ref();
+        Ok(Some(match action.r#type.as_str() {
+            "SetSessionOptions" => {
+                let req = SetSessionOptionsRequest::decode(body).map_err(|e| Error::decode("SetSessionOptionsRequest", e))?;
+                let mut settings = rc.session.settings();
+                let mut errors = std::collections::HashMap::new();
+                for (key, value) in req.session_options {
+                    let result = match option_to_string(&value) {
+                        None => {
+                            settings.reset(&key);
+                            Ok(())
+                        }
+                        Some(v) => settings.set(&key, &v),
+                    };
+                    if let Err(e) = result {
+                        let code = if e.to_string().contains("unknown") { 1 } else { 2 };
+                        info!(%key, error = %e, "rejected session option");
+                        errors.insert(key, SetSessionOptionsError { value: code });
+                    }
+                }
+                // DataFusion validates its own keys when a context is built.
+                if let Err(e) = self.engine.context(&settings) {
+                    return Err(e.into());
+                }
+                rc.update_settings(settings);
+                SetSessionOptionsResult { errors }.encode_to_vec().into()
+            }
+            "GetSessionOptions" => {
+                let settings = rc.session.settings();
+                let mut options: std::collections::HashMap<_, _> =
+                    settings.options.iter().map(|(k, v)| (k.clone(), string_to_option(v))).collect();
+                options.insert("catalog".into(), string_to_option(settings.catalog.as_deref().unwrap_or(contrail_planner::CATALOG)));
+                options.insert("schema".into(), string_to_option(settings.schema.as_deref().unwrap_or(contrail_planner::DEFAULT_SCHEMA)));
+                GetSessionOptionsResult { session_options: options }.encode_to_vec().into()
+            }
+            "CloseSession" => {
+                rc.close();
+                CloseSessionResult { status: 1 }.encode_to_vec().into()
+            }
+            "CancelFlightInfo" => {
+                let req = CancelFlightInfoRequest::decode(body).map_err(|e| Error::decode("CancelFlightInfoRequest", e))?;
+                let info = req.info.ok_or_else(|| Error::invalid("CancelFlightInfoRequest without info"))?;
+                let status = self.cancel_info(&info)?;
+                CancelFlightInfoResult { status: status as i32 }.encode_to_vec().into()
+            }
+            _ => return Ok(None),
+        }))
+    }
+}
+
+/// Execute a non-query statement once per parameter row (once if none).
+async fn run_update(
+    engine: &Engine,
+    settings: &mut SessionSettings,
+    sql: &str,
+    planned: contrail_planner::Planned,
+    rows: Vec<Vec<ScalarValue>>,
+) -> Result<i64> {
+    if rows.is_empty() {
+        return Ok(count_of(engine.execute(settings, planned).await?));
+    }
+    let mut total = 0i64;
+    let mut planned = Some(planned);
+    for row in rows {
+        let p = match planned.take() {
+            Some(p) => p,
+            None => engine.plan(settings, sql).await?,
+        };
+        let n = count_of(engine.execute(settings, p.bind(row)?).await?);
+        total = if n < 0 || total < 0 { -1 } else { total + n };
+    }
+    Ok(total)
+}
+
+fn count_of(outcome: Outcome) -> i64 {
+    match outcome {
+        Outcome::Count(n) => n,
+        Outcome::Rows(_) => -1,
+    }
+}
+
+/// Rows of a parameter batch as scalar values.
+fn param_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<ScalarValue>>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        for i in 0..batch.num_rows() {
+            let row = batch
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::invalid(format!("bad parameter value: {e}")))?;
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+fn flight_info(schema: &SchemaRef, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo> {
+    Ok(FlightInfo::new()
+        .try_with_schema(schema)?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor)
+        .with_total_records(-1)
+        .with_total_bytes(-1))
+}
+
+fn encode_batches(
+    schema: SchemaRef,
+    stream: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+) -> BoxStream<arrow_flight::FlightData> {
+    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
+    let encoded = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
+    Box::pin(encoded.map_err(|e| match e {
+        FlightError::Tonic(status) => *status,
+        other => Status::internal(other.to_string()),
+    }))
+}
+
+fn schema_bytes(schema: &SchemaRef) -> Result<Bytes> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into()?;
+    Ok(bytes)
+}
+
+fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached the SQL service without a session"))
+}
+
+/// Read a DoPut stream's record batches (the first message carries the schema).
+async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, FlightRecordBatchStream)> {
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s))))
+        .peekable();
+    // Peeking reads messages until the schema (and maybe the first batch) arrives.
+    let _ = Pin::new(&mut batches).peek().await;
+    let inner = batches.into_inner();
+    let schema = inner
+        .schema()
+        .cloned()
+        .ok_or_else(|| Error::invalid("DoPut stream carries no schema"))?;
+    Ok((schema, inner))
+}
+
+fn to_df_stream(schema: SchemaRef, stream: FlightRecordBatchStream) -> datafusion::execution::SendableRecordBatchStream {
+    let s = stream.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+    Box::pin(RecordBatchStreamAdapter::new(schema, s))
+}
+
+fn meta_info<C: ProstMessageExt>(cmd: C, schema: &SchemaRef, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    Ok(flight_info(schema, cmd.as_any().encode_to_vec(), descriptor)?)
+}
+
+fn batch_stream(batch: Result<RecordBatch>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    let batch = batch?;
+    Ok(Response::new(encode_batches(batch.schema(), futures::stream::iter([Ok(batch)]))))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for SqlService {
+    type FlightService = SqlService;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
+        let mut response = Response::new(Box::pin(futures::stream::iter([Ok(HandshakeResponse::default())])) as BoxStream<_>);
+        if !self.auth.enabled() {
+            return Ok(response);
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Status::from(Error::unauthenticated("credentials required: send Basic auth in the handshake")))?;
+        let (user, token) = self.auth.login_basic(header)?;
+        info!(%user, "authenticated");
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header value"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let rc = context(&request)?;
+        let info = self.statement_info(&rc, query.query, None, request.into_inner()).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let rc = context(&request)?;
+        let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
+        // The handle's settings were captured at prepare time; the session's own
+        // current settings win when the session still exists.
+        let info = self.statement_info(&rc, handle.sql, handle.params, request.into_inner()).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let ticket = self.signer.decode_ticket(&ticket.statement_handle)?;
+        Ok(Response::new(self.redeem(ticket).await?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
+        let ticket = StatementTicket {
+            id: uuid::Uuid::new_v4().to_string(),
+            body: TicketBody::Query { sql: handle.sql, params: handle.params },
+            settings: handle.settings,
+        };
+        Ok(Response::new(self.redeem(ticket).await?))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let rc = context(&request)?;
+        let engine = self.engine.clone();
+        let settings = rc.session.settings();
+        let (count, settings) = self
+            .executor
+            .run(async move {
+                let mut settings = settings;
+                let planned = engine.plan(&settings, &cmd.query).await?;
+                let count = run_update(&engine, &mut settings, &cmd.query, planned, vec![]).await?;
+                Ok((count, settings))
+            })
+            .await?;
+        if settings != rc.session.settings() {
+            rc.update_settings(settings);
+        }
+        Ok(count)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let rc = context(&request)?;
+        if cmd.temporary {
+            return Err(Error::unimplemented("ingest into a temporary table").into());
+        }
+        if cmd.transaction_id.is_some() {
+            return Err(Error::unimplemented("ingest inside a transaction").into());
+        }
+        let opts = cmd.table_definition_options.unwrap_or_default();
+        let if_not_exist = TableNotExistOption::try_from(opts.if_not_exist).unwrap_or(TableNotExistOption::Unspecified);
+        let if_exists = TableExistsOption::try_from(opts.if_exists).unwrap_or(TableExistsOption::Unspecified);
+        let target = IngestTarget {
+            catalog: cmd.catalog,
+            schema: cmd.schema,
+            table: cmd.table,
+            create: if_not_exist == TableNotExistOption::Create,
+            fail_if_exists: matches!(if_exists, TableExistsOption::Fail | TableExistsOption::Unspecified),
+            replace: if_exists == TableExistsOption::Replace,
+        };
+        let (schema, stream) = read_batches(request.into_inner()).await?;
+        let engine = self.engine.clone();
+        let settings = rc.session.settings();
+        let rows = self
+            .executor
+            .run(async move {
+                let stream = to_df_stream(schema.clone(), stream);
+                Ok(engine.ingest(&settings, target, schema, stream).await?)
+            })
+            .await?;
+        Ok(rows)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let mut handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
+        let (_schema, stream) = read_batches(request.into_inner()).await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::invalid(e.to_string()))?;
+        handle.params = encode_params(&batches)?;
+        let bytes = self.signer.encode_prepared(&handle)?;
+        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bytes) })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let rc = context(&request)?;
+        let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
+        let (_schema, stream) = read_batches(request.into_inner()).await?;
+        let mut batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::invalid(e.to_string()))?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            if let Some(p) = &handle.params {
+                batches = decode_params(p)?;
+            }
+        }
+        let engine = self.engine.clone();
+        let settings = rc.session.settings();
+        let sql = handle.sql;
+        let count = self
+            .executor
+            .run(async move {
+                let rows = param_rows(&batches)?;
+                let mut settings = settings;
+                let planned = engine.plan(&settings, &sql).await?;
+                if planned.is_query() {
+                    return Err(Error::invalid("a query cannot run as an update; use DoGet"));
+                }
+                run_update(&engine, &mut settings, &sql, planned, rows).await
+            })
+            .await?;
+        Ok(count)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let rc = context(&request)?;
+        if query.transaction_id.is_some() {
+            return Err(Error::unimplemented("prepared statements inside transactions").into());
+        }
+        let engine = self.engine.clone();
+        let settings = rc.session.settings();
+        let sql = query.query.clone();
+        let s2 = settings.clone();
+        let (dataset, params) = self
+            .executor
+            .run(async move {
+                let planned = engine.plan(&s2, &sql).await?;
+                let params = planned.parameter_schema()?;
+                let dataset = if planned.is_query() { planned.schema(&s2) } else { count_schema() };
+                Ok((dataset, params))
+            })
+            .await?;
+        let handle = PreparedHandle { sql: query.query, settings, params: None };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: self.signer.encode_prepared(&handle)?,
+            dataset_schema: schema_bytes(&dataset)?,
+            parameter_schema: schema_bytes(&params)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles are self-contained: nothing to free. Still reject garbage.
+        self.signer.decode_prepared(&query.prepared_statement_handle)?;
+        Ok(())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info.as_ref()).map_err(|e| Error::decode("FlightInfo", e))?;
+        let status = self.cancel_info(&info)?;
+        // ActionCancelQueryResult uses its own enum: 1 = cancelled, 3 = not cancellable.
+        let result = if status == CancelStatus::Cancelled { 1 } else { 3 };
+        Ok(ActionCancelQueryResult { result })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let rc = context(&request)?;
+        let action = request.into_inner();
+        match self.handle_session_action(&rc, &action)? {
+            Some(body) => Ok(Response::new(Box::pin(futures::stream::iter([Ok(arrow_flight::Result { body })])))),
+            None => Err(Error::invalid(format!("unknown action '{}'", action.r#type)).into()),
+        }
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        let action = |t: &str, d: &str| Ok(arrow_flight::ActionType { r#type: t.into(), description: d.into() });
+        Some(vec![
+            action("CancelFlightInfo", "Cancel a query. Request: CancelFlightInfoRequest"),
+            action("SetSessionOptions", "Set session options. Request: SetSessionOptionsRequest"),
+            action("GetSessionOptions", "Get session options. Request: GetSessionOptionsRequest"),
+            action("CloseSession", "Close the session. Request: CloseSessionRequest"),
+        ])
+    }
+
+    // ---- metadata ----
+
+    async fn get_flight_info_catalogs(&self, q: CommandGetCatalogs, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let schema = q.clone().into_builder().schema();
+        Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
+    }
+    async fn get_flight_info_schemas(&self, q: CommandGetDbSchemas, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let schema = q.clone().into_builder().schema();
+        Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
+    }
+    async fn get_flight_info_tables(&self, q: CommandGetTables, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let schema = q.clone().into_builder().schema();
+        Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
+    }
+    async fn get_flight_info_table_types(&self, q: CommandGetTableTypes, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::table_types().map_err(Status::from)?.schema();
+        Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
+    }
+    async fn get_flight_info_sql_info(&self, q: CommandGetSqlInfo, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.sql_info.schema();
+        Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
+    }
+    async fn get_flight_info_xdbc_type_info(&self, q: CommandGetXdbcTypeInfo, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.xdbc.schema();
+        Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
+    }
+    async fn get_flight_info_primary_keys(&self, q: CommandGetPrimaryKeys, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(q, &metadata::primary_keys_schema(), r.into_inner())?))
+    }
+    async fn get_flight_info_imported_keys(&self, q: CommandGetImportedKeys, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(q, &metadata::foreign_keys_schema(), r.into_inner())?))
+    }
+    async fn get_flight_info_exported_keys(&self, q: CommandGetExportedKeys, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(q, &metadata::foreign_keys_schema(), r.into_inner())?))
+    }
+    async fn get_flight_info_cross_reference(&self, q: CommandGetCrossReference, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(q, &metadata::foreign_keys_schema(), r.into_inner())?))
+    }
+
+    async fn do_get_catalogs(&self, _q: CommandGetCatalogs, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(metadata::catalogs())
+    }
+    async fn do_get_schemas(&self, q: CommandGetDbSchemas, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(metadata::db_schemas(&self.engine, q))
+    }
+    async fn do_get_tables(&self, q: CommandGetTables, r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let settings = context(&r)?.session.settings();
+        batch_stream(metadata::tables(&self.engine, &settings, q).await)
+    }
+    async fn do_get_table_types(&self, _q: CommandGetTableTypes, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(metadata::table_types())
+    }
+    async fn do_get_sql_info(&self, q: CommandGetSqlInfo, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(q.into_builder(&self.sql_info).build().map_err(Error::from))
+    }
+    async fn do_get_xdbc_type_info(&self, q: CommandGetXdbcTypeInfo, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(self.xdbc.record_batch(q.data_type).map_err(Error::from))
+    }
+    async fn do_get_primary_keys(&self, _q: CommandGetPrimaryKeys, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(Ok(RecordBatch::new_empty(metadata::primary_keys_schema())))
+    }
+    async fn do_get_imported_keys(&self, _q: CommandGetImportedKeys, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(Ok(RecordBatch::new_empty(metadata::foreign_keys_schema())))
+    }
+    async fn do_get_exported_keys(&self, _q: CommandGetExportedKeys, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(Ok(RecordBatch::new_empty(metadata::foreign_keys_schema())))
+    }
+    async fn do_get_cross_reference(&self, _q: CommandGetCrossReference, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        batch_stream(Ok(RecordBatch::new_empty(metadata::foreign_keys_schema())))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

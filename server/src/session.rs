@@ -1,0 +1,279 @@
+//! Client sessions and the Flight session-option messages.
+//!
+//! A session is found by the `arrow_flight_session_id` cookie (what ADBC's
+//! cookie middleware and the JDBC driver send back), else by the bearer token.
+//! A request with neither gets a fresh session that is kept (and announced
+//! with `Set-Cookie`) only once it changes a setting.
+//!
+//! The messages below are Flight's session-option protos (Flight.proto,
+//! `SetSessionOptionsRequest` and friends), which arrow-flight 59 does not
+//! generate yet.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use contrail_planner::SessionSettings;
+use dashmap::DashMap;
+
+use crate::auth::Identity;
+
+/// Name of the Flight SQL session cookie.
+pub const SESSION_COOKIE: &str = "arrow_flight_session_id";
+
+/// One client session.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    settings: Mutex<SessionSettings>,
+    last_used: AtomicU64,
+    /// Kept in the registry (has been announced or came with a cookie).
+    stored: AtomicBool,
+    /// Needs a `Set-Cookie` on the current response.
+    announce: AtomicBool,
+}
+
+impl Session {
+    fn new(id: String, stored: bool) -> Self {
+        Self {
+            id,
+            settings: Mutex::new(SessionSettings::default()),
+            last_used: AtomicU64::new(now()),
+            stored: AtomicBool::new(stored),
+            announce: AtomicBool::new(false),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A copy of the current settings.
+    pub fn settings(&self) -> SessionSettings {
+        match self.settings.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replace the settings.
+    pub fn set_settings(&self, settings: SessionSettings) {
+        match self.settings.lock() {
+            Ok(mut g) => *g = settings,
+            Err(p) => *p.into_inner() = settings,
+        }
+    }
+
+    /// Take (and clear) the need to send `Set-Cookie`.
+    pub fn take_announce(&self) -> bool {
+        self.announce.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Per-request context the service wrapper attaches to each request.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub identity: Option<Identity>,
+    pub session: Arc<Session>,
+    sessions: Sessions,
+}
+
+impl RequestContext {
+    /// Persist a settings change, making the session durable if it was not.
+    pub fn update_settings(&self, settings: SessionSettings) {
+        self.session.set_settings(settings);
+        if !self.session.stored.swap(true, Ordering::AcqRel) {
+            self.sessions.map.insert(self.session.id.clone(), self.session.clone());
+            self.session.announce.store(true, Ordering::Release);
+        }
+    }
+
+    /// Close the session: forget it and its settings.
+    pub fn close(&self) {
+        self.sessions.map.remove(&self.session.id);
+        self.session.set_settings(SessionSettings::default());
+    }
+}
+
+/// The session registry.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    map: Arc<DashMap<String, Arc<Session>>>,
+    idle_timeout: Duration,
+}
+
+impl Sessions {
+    pub fn new(idle_timeout: Duration) -> Self {
+        Self { map: Arc::new(DashMap::new()), idle_timeout }
+    }
+
+    /// Find or create the session for a request.
+    pub fn resolve(&self, cookie: Option<&str>, identity: Option<Identity>) -> RequestContext {
+        let key = cookie
+            .map(str::to_string)
+            .or_else(|| identity.as_ref().and_then(|i| i.token.as_ref()).map(|t| format!("token-{}", short_hash(t))));
+        let session = match key {
+            Some(key) => {
+                let s = self.map.entry(key.clone()).or_insert_with(|| Arc::new(Session::new(key, true))).clone();
+                s.last_used.store(now(), Ordering::Relaxed);
+                s
+            }
+            None => Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), false)),
+        };
+        RequestContext { identity, session, sessions: self.clone() }
+    }
+
+    /// Drop sessions idle for longer than the timeout.
+    pub fn evict_idle(&self) -> usize {
+        let cutoff = now().saturating_sub(self.idle_timeout.as_secs());
+        let before = self.map.len();
+        self.map.retain(|_, s| s.last_used.load(Ordering::Relaxed) >= cutoff);
+        before - self.map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The session id in a `Cookie` header, if any.
+pub fn cookie_session_id(header: &str) -> Option<&str> {
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn short_hash(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+// ---- Flight session-option messages ----
+
+/// `arrow.flight.protocol.SessionOptionValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionOptionValue {
+    #[prost(oneof = "OptionValue", tags = "1, 2, 3, 4, 5")]
+    pub option_value: Option<OptionValue>,
+}
+
+/// The value of a session option.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum OptionValue {
+    #[prost(string, tag = "1")]
+    StringValue(String),
+    #[prost(bool, tag = "2")]
+    BoolValue(bool),
+    #[prost(sfixed64, tag = "3")]
+    Int64Value(i64),
+    #[prost(double, tag = "4")]
+    DoubleValue(f64),
+    #[prost(message, tag = "5")]
+    StringListValue(StringListValue),
+}
+
+/// `SessionOptionValue.StringListValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringListValue {
+    #[prost(string, repeated, tag = "1")]
+    pub values: Vec<String>,
+}
+
+/// `SetSessionOptionsRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetSessionOptionsRequest {
+    #[prost(map = "string, message", tag = "1")]
+    pub session_options: HashMap<String, SessionOptionValue>,
+}
+
+/// `SetSessionOptionsResult`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetSessionOptionsResult {
+    #[prost(map = "string, message", tag = "1")]
+    pub errors: HashMap<String, SetSessionOptionsError>,
+}
+
+/// `SetSessionOptionsResult.Error`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetSessionOptionsError {
+    /// 1 = invalid name, 2 = invalid value, 3 = error.
+    #[prost(int32, tag = "1")]
+    pub value: i32,
+}
+
+/// `GetSessionOptionsResult`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetSessionOptionsResult {
+    #[prost(map = "string, message", tag = "1")]
+    pub session_options: HashMap<String, SessionOptionValue>,
+}
+
+/// `CloseSessionResult`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CloseSessionResult {
+    /// 1 = closed.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+/// A session option value as the string our settings store.
+pub fn option_to_string(v: &SessionOptionValue) -> Option<String> {
+    Some(match v.option_value.as_ref()? {
+        OptionValue::StringValue(s) => s.clone(),
+        OptionValue::BoolValue(b) => b.to_string(),
+        OptionValue::Int64Value(i) => i.to_string(),
+        OptionValue::DoubleValue(d) => d.to_string(),
+        OptionValue::StringListValue(l) => l.values.join(","),
+    })
+}
+
+/// A stored setting as a typed session option value.
+pub fn string_to_option(s: &str) -> SessionOptionValue {
+    let v = if let Ok(b) = s.parse::<bool>() {
+        OptionValue::BoolValue(b)
+    } else if let Ok(i) = s.parse::<i64>() {
+        OptionValue::Int64Value(i)
+    } else {
+        OptionValue::StringValue(s.to_string())
+    };
+    SessionOptionValue { option_value: Some(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies() {
+        assert_eq!(cookie_session_id("a=b; arrow_flight_session_id=xyz; c=d"), Some("xyz"));
+        assert_eq!(cookie_session_id("a=b"), None);
+        assert_eq!(cookie_session_id("arrow_flight_session_id="), None);
+    }
+
+    #[test]
+    fn ephemeral_until_changed() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let rc = sessions.resolve(None, None);
+        assert!(sessions.is_empty());
+        let mut s = rc.session.settings();
+        s.schema = Some("x".into());
+        rc.update_settings(s);
+        assert!(rc.session.take_announce());
+        assert_eq!(sessions.len(), 1);
+        let again = sessions.resolve(Some(rc.session.id()), None);
+        assert_eq!(again.session.settings().schema.as_deref(), Some("x"));
+    }
+}
