@@ -80,14 +80,16 @@ impl Error {
     }
 
     pub(crate) fn storage(table: impl Into<String>, source: DeltaTableError) -> Self {
-        match source {
-            DeltaTableError::Arrow { .. } | DeltaTableError::Generic(_)
-                if source.to_string().contains("Invalid data found") =>
-            {
-                Self::InvalidInput { what: "data".into(), message: source.to_string() }
-            }
-            other => Self::Storage { table: table.into(), source: other },
+        // Constraint violations surface from deltalake as data errors: they are the
+        // statement's fault, not the storage layer's.
+        let message = source.to_string();
+        if message.contains("Invalid data found") || message.contains("non-nullable") || message.contains("violat") {
+            return Self::InvalidInput { what: "data".into(), message };
         }
+        if let DeltaTableError::Arrow { .. } = source {
+            return Self::InvalidInput { what: "data".into(), message };
+        }
+        Self::Storage { table: table.into(), source }
     }
 
     pub(crate) fn unsupported(what: impl Into<String>) -> Self {

@@ -5,7 +5,6 @@
 //! and swaps in a fresh snapshot after each write made through Contrail, so a
 //! statement always sees every write acknowledged before it started.
 
-use std::any::Any;
 use std::sync::{Arc, RwLock};
 
 use arrow::datatypes::SchemaRef;
@@ -96,17 +95,11 @@ async fn load(name: &str, url: &Url) -> Result<Current> {
 }
 
 async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
-    let scan = table.table_provider().await.map_err(|e| Error::plan(e))?;
-    let _ = name;
-    Ok(Arc::new(scan))
+    table.table_provider().await.map_err(|e| Error::storage(name, e.into()))
 }
 
 #[async_trait]
 impl TableProvider for ManagedTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.read().provider.schema()
     }

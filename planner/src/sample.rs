@@ -1,8 +1,6 @@
 //! Sample data: the eight TPC-H tables, generated locally with `tpchgen`, loaded
 //! as managed tables into the `tpch` schema.
 
-use std::sync::Arc;
-
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -11,7 +9,7 @@ use tpchgen::generators::{
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
 };
 use tpchgen_arrow::{
-    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RecordBatchIterator,
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow,
     RegionArrow, SupplierArrow,
 };
 use tracing::info;
@@ -40,7 +38,7 @@ pub async fn load_tpch(engine: &Engine, scale_factor: f64) -> Result<u64> {
         if engine.catalog().schema_provider(TPCH_SCHEMA)?.table_exist(table) {
             continue;
         }
-        let batches = generate(table, scale_factor);
+        let batches = generate(table, scale_factor)?;
         let Some(first) = batches.first() else { continue };
         let schema: SchemaRef = first.schema();
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -62,10 +60,10 @@ pub async fn load_tpch(engine: &Engine, scale_factor: f64) -> Result<u64> {
     Ok(total)
 }
 
-fn generate(table: &str, sf: f64) -> Vec<RecordBatch> {
+fn generate(table: &str, sf: f64) -> Result<Vec<RecordBatch>> {
     const BATCH: usize = 64 * 1024;
-    fn collect(it: impl RecordBatchIterator) -> Vec<RecordBatch> {
-        it.collect()
+    fn collect(it: impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>) -> Result<Vec<RecordBatch>> {
+        it.collect::<Result<Vec<_>, _>>().map_err(|e| Error::invalid("TPC-H generator", e.to_string()))
     }
     match table {
         "nation" => collect(NationArrow::new(NationGenerator::new(sf, 1, 1)).with_batch_size(BATCH)),

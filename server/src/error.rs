@@ -37,6 +37,13 @@ pub enum Error {
         source: arrow::error::ArrowError,
     },
 
+    /// Flight encoding/decoding, or a status passed through from a stream.
+    #[error("{source}")]
+    Flight {
+        #[from]
+        source: arrow_flight::error::FlightError,
+    },
+
     /// A background task died (a bug); the server goes on.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -81,6 +88,13 @@ impl From<Error> for Status {
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::Unimplemented { .. } => Code::Unimplemented,
             Error::Arrow { .. } => Code::InvalidArgument,
+            Error::Flight { source } => match source {
+                arrow_flight::error::FlightError::Tonic(status) => status.code(),
+                arrow_flight::error::FlightError::Arrow(_)
+                | arrow_flight::error::FlightError::DecodeError(_)
+                | arrow_flight::error::FlightError::ProtocolError(_) => Code::InvalidArgument,
+                _ => Code::Internal,
+            },
             Error::Internal { .. } => Code::Internal,
         };
         let message = e.to_string();

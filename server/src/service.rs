@@ -15,7 +15,7 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::command_statement_ingest::table_definition_options::{TableExistsOption, TableNotExistOption};
+use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -296,20 +296,30 @@ fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
 }
 
 /// Read a DoPut stream's record batches (the first message carries the schema).
-async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, FlightRecordBatchStream)> {
+async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, PutStream)> {
+    match read_optional_batches(stream).await? {
+        (Some(schema), s) => Ok((schema, s)),
+        (None, _) => Err(Error::invalid("DoPut stream carries no schema")),
+    }
+}
+
+/// Like [`read_batches`], for streams that may hold only the command (no schema).
+async fn read_optional_batches(
+    stream: PeekableFlightDataStream,
+) -> Result<(Option<SchemaRef>, PutStream)> {
     let mut batches = FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s))))
         .peekable();
     // Peeking reads messages until the schema (and maybe the first batch) arrives.
-    let _ = Pin::new(&mut batches).peek().await;
-    let inner = batches.into_inner();
-    let schema = inner
-        .schema()
-        .cloned()
-        .ok_or_else(|| Error::invalid("DoPut stream carries no schema"))?;
-    Ok((schema, inner))
+    if let Some(Err(e)) = Pin::new(&mut batches).peek().await {
+        return Err(Error::invalid(format!("cannot read DoPut data: {e}")));
+    }
+    let schema = batches.get_ref().schema().cloned();
+    Ok((schema, Box::pin(batches)))
 }
 
-fn to_df_stream(schema: SchemaRef, stream: FlightRecordBatchStream) -> datafusion::execution::SendableRecordBatchStream {
+type PutStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
+
+fn to_df_stream(schema: SchemaRef, stream: PutStream) -> datafusion::execution::SendableRecordBatchStream {
     let s = stream.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
     Box::pin(RecordBatchStreamAdapter::new(schema, s))
 }
@@ -474,8 +484,11 @@ impl FlightSqlService for SqlService {
     ) -> Result<i64, Status> {
         let rc = context(&request)?;
         let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
-        let (_schema, stream) = read_batches(request.into_inner()).await?;
-        let mut batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::invalid(e.to_string()))?;
+        let (schema, stream) = read_optional_batches(request.into_inner()).await?;
+        let mut batches: Vec<RecordBatch> = match schema {
+            Some(_) => stream.try_collect().await.map_err(|e| Error::invalid(e.to_string()))?,
+            None => vec![],
+        };
         if batches.iter().all(|b| b.num_rows() == 0) {
             if let Some(p) = &handle.params {
                 batches = decode_params(p)?;

@@ -1,0 +1,47 @@
+# Contrail: the two commands a new user needs are `make serve` and `make test`.
+# Both install what is missing (Debian packages, a Python venv) on first use.
+
+CARGO_TARGET_DIR ?= $(HOME)/.cache/contrail-target
+export CARGO_TARGET_DIR
+BIN      := $(CARGO_TARGET_DIR)/release/contrail
+VENV     := .venv
+PY       := $(VENV)/bin/python
+DATA_DIR ?= ./contrail-data
+LISTEN   ?= 127.0.0.1:50051
+SAMPLE_SCALE ?= 0.1
+
+.PHONY: serve test build system-deps py-deps test-rust test-python clean-data
+
+## serve: build, then run the server on $(LISTEN) with TPC-H sample data in $(DATA_DIR)
+serve: build
+	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA_DIR) --sample tpch --sample-scale $(SAMPLE_SCALE) --temporal off
+
+## test: every test: Rust unit and integration tests, sqllogictest over Flight SQL, Python clients
+test: build py-deps test-rust test-python
+
+build: system-deps
+	cargo build --release --workspace --all-targets
+
+system-deps:
+	@command -v cargo >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs"; exit 1; }
+	@command -v cmake >/dev/null && command -v cc >/dev/null || { \
+	  echo "installing build tools (cmake, gcc) from Debian"; \
+	  apt-get update -qq && apt-get install -y -qq cmake build-essential; }
+
+py-deps: $(VENV)/.installed
+
+$(VENV)/.installed: tests/python/requirements.txt
+	@command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+	python3 -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
+	touch $@
+
+test-rust:
+	cargo test --release --workspace
+
+test-python: py-deps
+	CONTRAIL_BIN=$(BIN) $(VENV)/bin/pytest -q tests/python
+
+clean-data:
+	rm -rf $(DATA_DIR)

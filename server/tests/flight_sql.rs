@@ -1,0 +1,303 @@
+//! Flight SQL over the wire with arrow-flight's `FlightSqlServiceClient`,
+//! against the real binary.
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandStatementIngest, SqlInfo};
+use arrow_flight::sql::TableDefinitionOptions;
+use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
+use arrow_flight::error::FlightError;
+use common::{fetch, query, try_fetch, TestServer};
+use futures::TryStreamExt;
+use tonic::Code;
+
+fn code_of(e: &arrow::error::ArrowError) -> Option<Code> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(status) = s.downcast_ref::<tonic::Status>() {
+            return Some(status.code());
+        }
+        if let Some(FlightError::Tonic(status)) = s.downcast_ref::<FlightError>() {
+            return Some(status.code());
+        }
+        source = s.source();
+    }
+    None
+}
+
+#[tokio::test]
+async fn ddl_dml_and_queries() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    assert_eq!(c.execute_update("CREATE TABLE t (id BIGINT NOT NULL, name VARCHAR)".into(), None).await.unwrap(), 0);
+    assert_eq!(
+        c.execute_update("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, NULL)".into(), None).await.unwrap(),
+        3
+    );
+    assert_eq!(c.execute_update("UPDATE t SET name = 'z' WHERE id >= 2".into(), None).await.unwrap(), 2);
+    assert_eq!(c.execute_update("DELETE FROM t WHERE id = 1".into(), None).await.unwrap(), 1);
+    let out = query(&mut c, "SELECT id, name FROM t ORDER BY id").await;
+    assert_eq!(
+        out,
+        "+----+------+\n| id | name |\n+----+------+\n| 2  | z    |\n| 3  | z    |\n+----+------+"
+    );
+    // Strings go out as Utf8, not Utf8View.
+    let info = c.execute("SELECT name FROM t".into(), None).await.unwrap();
+    let schema: Schema = info.clone().try_decode_schema().unwrap();
+    assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+    let batches = fetch(&mut c, info).await;
+    assert_eq!(batches[0].schema().field(0).data_type(), &DataType::Utf8);
+}
+
+#[tokio::test]
+async fn large_result_streams_in_many_batches() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    let n: i64 = 3_000_000;
+    let info = c.execute(format!("SELECT value AS v FROM range({n})"), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    let (mut rows, mut sum, mut batches) = (0i64, 0i64, 0usize);
+    while let Some(batch) = stream.try_next().await.unwrap() {
+        let col = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        rows += batch.num_rows() as i64;
+        sum += col.iter().flatten().sum::<i64>();
+        batches += 1;
+    }
+    assert_eq!(rows, n);
+    assert_eq!(sum, n * (n - 1) / 2);
+    assert!(batches > 10, "result should stream in many batches, got {batches}");
+}
+
+#[tokio::test]
+async fn errors_map_to_grpc_codes_and_server_keeps_serving() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    let e = c.execute("SELEC 1".into(), None).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
+    let e = c.execute("SELECT * FROM no_such_table".into(), None).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::NotFound), "{e}");
+    assert!(e.to_string().contains("no_such_table"), "{e}");
+    let e = c.execute("SELECT no_such_col FROM (VALUES (1)) t(a)".into(), None).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
+    // An undecodable ticket.
+    let e = c.do_get(arrow_flight::Ticket::new(b"garbage".to_vec())).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
+    // A forged ticket (valid Any, wrong signature).
+    use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+    use prost::Message;
+    let forged = TicketStatementQuery { statement_handle: b"CT\x01\x01{}0123456789012345678901234567890123".to_vec().into() };
+    let e = c.do_get(arrow_flight::Ticket::new(forged.as_any().encode_to_vec())).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
+    let e = c.execute("SELECT 1/0".into(), None).await;
+    let e = match e {
+        Err(e) => e,
+        Ok(info) => try_fetch(&mut c, info).await.unwrap_err(),
+    };
+    assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
+    assert_eq!(query(&mut c, "SELECT 41 + 1 AS x").await, "+----+\n| x  |\n+----+\n| 42 |\n+----+");
+}
+
+#[tokio::test]
+async fn prepared_statements_bind_parameters() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update("CREATE TABLE p (id BIGINT, name VARCHAR)".into(), None).await.unwrap();
+    let mut insert = c.prepare("INSERT INTO p VALUES (?, ?)".into(), None).await.unwrap();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, true), Field::new("$2", DataType::Utf8, true)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(vec!["x", "y", "z"]))],
+    )
+    .unwrap();
+    insert.set_parameters(params).unwrap();
+    assert_eq!(insert.execute_update().await.unwrap(), 3, "one insert per parameter row");
+    insert.close().await.unwrap();
+
+    let mut select = c.prepare("SELECT name FROM p WHERE id > $1 ORDER BY id".into(), None).await.unwrap();
+    assert_eq!(select.parameter_schema().unwrap().fields().len(), 1);
+    assert_eq!(select.dataset_schema().unwrap().field(0).data_type(), &DataType::Utf8);
+    let one = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![1]))],
+    )
+    .unwrap();
+    select.set_parameters(one).unwrap();
+    let info = select.execute().await.unwrap();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await).unwrap().to_string();
+    assert_eq!(out, "+------+\n| name |\n+------+\n| y    |\n| z    |\n+------+");
+}
+
+#[tokio::test]
+async fn prepared_handle_and_ticket_survive_restart() {
+    let mut server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update("CREATE TABLE r AS SELECT * FROM (VALUES (1), (2), (3)) v(x)".into(), None).await.unwrap();
+    let handle = raw_prepare(&mut c, "SELECT sum(x) AS s FROM r").await;
+    let info = c.execute("SELECT count(*) AS n FROM r".into(), None).await.unwrap();
+    server.restart(true);
+    let mut c2 = server.client().await;
+    // The old ticket is served by the restarted server.
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c2, info).await).unwrap().to_string();
+    assert_eq!(out, "+---+\n| n |\n+---+\n| 3 |\n+---+");
+    // So is the old prepared statement handle (re-issued through the new connection).
+    use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
+    use prost::Message;
+    let cmd = CommandPreparedStatementQuery { prepared_statement_handle: handle };
+    let info = c2
+        .inner_mut()
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
+        .await
+        .unwrap()
+        .into_inner();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c2, info).await).unwrap().to_string();
+    assert_eq!(out, "+---+\n| s |\n+---+\n| 6 |\n+---+");
+}
+
+/// Prepare through the raw action, returning the server's handle.
+async fn raw_prepare(c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>, sql: &str) -> bytes::Bytes {
+    use arrow_flight::sql::{ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, ProstMessageExt};
+    use prost::Message;
+    let req = ActionCreatePreparedStatementRequest { query: sql.into(), transaction_id: None };
+    let action = arrow_flight::Action { r#type: "CreatePreparedStatement".into(), body: req.as_any().encode_to_vec().into() };
+    let mut results = c.do_action(action).await.unwrap();
+    let result = results.try_next().await.unwrap().expect("one result");
+    let any = Any::decode(result.body.as_ref()).unwrap();
+    let result: ActionCreatePreparedStatementResult = any.unpack().unwrap().unwrap();
+    result.prepared_statement_handle
+}
+
+#[tokio::test]
+async fn metadata_commands() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update("CREATE SCHEMA sales".into(), None).await.unwrap();
+    c.execute_update("CREATE TABLE sales.orders (id INT NOT NULL, note VARCHAR)".into(), None).await.unwrap();
+    c.execute_update("CREATE VIEW sales.v AS SELECT id FROM sales.orders".into(), None).await.unwrap();
+
+    let info = c.get_catalogs().await.unwrap();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await).unwrap().to_string();
+    assert!(out.contains("contrail"), "{out}");
+
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas { catalog: None, db_schema_filter_pattern: Some("sa%".into()) })
+        .await
+        .unwrap();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await).unwrap().to_string();
+    assert!(out.contains("sales") && !out.contains("public"), "{out}");
+
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: Some("sales".into()),
+            table_name_filter_pattern: None,
+            table_types: vec!["TABLE".into()],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let batches = fetch(&mut c, info).await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "only the table, not the view");
+    let schema_bytes = batches[0].column_by_name("table_schema").unwrap();
+    let bytes = schema_bytes.as_any().downcast_ref::<arrow::array::BinaryArray>().unwrap().value(0);
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(bytes).unwrap();
+    let expected = c.execute("SELECT * FROM sales.orders".into(), None).await.unwrap().try_decode_schema().unwrap();
+    assert_eq!(schema, expected, "include_schema matches the streamed schema");
+    assert!(!schema.field(0).is_nullable());
+
+    let info = c.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::SqlIdentifierQuoteChar]).await.unwrap();
+    let batches = fetch(&mut c, info).await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+
+    let info = c.get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None }).await.unwrap();
+    assert!(fetch(&mut c, info).await.iter().map(|b| b.num_rows()).sum::<usize>() >= 10);
+
+    let info = c
+        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("sales".into()),
+            table: "orders".into(),
+        })
+        .await
+        .unwrap();
+    let declared = info.clone().try_decode_schema().unwrap();
+    let batches = fetch(&mut c, info).await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    assert_eq!(declared.fields().len(), 6);
+}
+
+#[tokio::test]
+async fn bulk_ingest_modes() {
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    let batch = |ids: Vec<i64>| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(ids))],
+        )
+        .unwrap()
+    };
+    let cmd = |not_exist: TableNotExistOption, exists: TableExistsOption| CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions { if_not_exist: not_exist as i32, if_exists: exists as i32 }),
+        table: "ing".into(),
+        schema: None,
+        catalog: None,
+        temporary: false,
+        transaction_id: None,
+        options: Default::default(),
+    };
+    let ingest = |c: &mut arrow_flight::sql::client::FlightSqlServiceClient<_>, cmd, b: RecordBatch| {
+        let stream = futures::stream::iter([Ok(b)]);
+        async move { c.execute_ingest(cmd, stream).await }
+    };
+    let n = ingest(&mut c, cmd(TableNotExistOption::Create, TableExistsOption::Fail), batch(vec![1, 2])).await.unwrap();
+    assert_eq!(n, 2);
+    let e = ingest(&mut c, cmd(TableNotExistOption::Create, TableExistsOption::Fail), batch(vec![3])).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::AlreadyExists), "{e}");
+    let n = ingest(&mut c, cmd(TableNotExistOption::Fail, TableExistsOption::Append), batch(vec![3, 4, 5])).await.unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(query(&mut c, "SELECT count(*) AS n FROM ing").await, "+---+\n| n |\n+---+\n| 5 |\n+---+");
+    let n = ingest(&mut c, cmd(TableNotExistOption::Fail, TableExistsOption::Replace), batch(vec![9])).await.unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(query(&mut c, "SELECT sum(id) AS s FROM ing").await, "+---+\n| s |\n+---+\n| 9 |\n+---+");
+    let mut missing = cmd(TableNotExistOption::Fail, TableExistsOption::Append);
+    missing.table = "nope".into();
+    let e = ingest(&mut c, missing, batch(vec![1])).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::NotFound), "{e}");
+}
+
+#[tokio::test]
+async fn auth_required_when_users_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contrail"))
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let config = dir.path().join("contrail.toml");
+    std::fs::write(&config, format!("[[auth.users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n")).unwrap();
+    let server = TestServer::start(&["--config", config.to_str().unwrap()]);
+
+    let mut anon = server.client().await;
+    let e = anon.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::Unauthenticated), "{e}");
+
+    let mut bad = server.client().await;
+    let e = bad.handshake("alice", "wrong").await.unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::Unauthenticated), "{e}");
+
+    let mut good = server.client().await;
+    good.handshake("alice", "s3cret").await.unwrap();
+    assert!(good.token().is_some());
+    assert_eq!(query(&mut good, "SELECT 1 AS one").await, "+-----+\n| one |\n+-----+\n| 1   |\n+-----+");
+}

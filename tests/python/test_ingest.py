@@ -1,0 +1,232 @@
+"""Bulk ingest (Flight SQL CommandStatementIngest) through ADBC's adbc_ingest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import subprocess
+import sys
+import textwrap
+
+import adbc_driver_flightsql.dbapi as dbapi
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from conftest import HERE
+from support import Status, adbc_status, execute_update, query, scalar, wait_idle
+
+
+def sample_table(start: int = 0, n: int = 5) -> pa.Table:
+    ids = list(range(start, start + n))
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "small": pa.array([i % 100 for i in ids], pa.int16()),
+            "i32": pa.array([i * 3 if i % 4 else None for i in ids], pa.int32()),
+            "f64": pa.array([i / 4 for i in ids], pa.float64()),
+            "f32": pa.array([i / 2 for i in ids], pa.float32()),
+            "s": pa.array([f"row-{i}-é" if i % 3 else None for i in ids], pa.string()),
+            "b": pa.array([i % 2 == 0 for i in ids], pa.bool_()),
+            "d": pa.array([dt.date(2020, 1, 1) + dt.timedelta(days=i) for i in ids], pa.date32()),
+            "ts": pa.array(
+                [dt.datetime(2024, 1, 1, 12) + dt.timedelta(seconds=i, microseconds=i) for i in ids],
+                pa.timestamp("us"),
+            ),
+            "tstz": pa.array(
+                [dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=i) for i in ids],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "dec": pa.array([decimal.Decimal(i) / 100 for i in ids], pa.decimal128(12, 2)),
+        }
+    )
+
+
+def read_back(conn, table: str, schema: str | None = None) -> pa.Table:
+    qualified = f"{schema}.{table}" if schema else table
+    return query(conn, f"SELECT * FROM {qualified} ORDER BY id")
+
+
+def assert_same(got: pa.Table, expected: pa.Table) -> None:
+    assert got.schema.names == expected.schema.names
+    for field in expected.schema:
+        got_type = got.schema.field(field.name).type
+        if pa.types.is_timestamp(field.type) and field.type.tz:
+            assert pa.types.is_timestamp(got_type) and got_type.tz in ("UTC", "+00:00"), got_type
+            assert got.column(field.name).cast(field.type).to_pylist() == expected.column(field.name).to_pylist()
+            continue
+        assert got_type == field.type, (field.name, got_type, field.type)
+    assert got.to_pylist() == expected.to_pylist()
+
+
+# --------------------------------------------------------------------------
+
+
+def test_create_round_trips_types(conn, server, name):
+    data = sample_table(0, 50)
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, data, mode="create") == data.num_rows
+    assert_same(read_back(conn, name), data)
+    assert (server.data_dir / "tables" / "public" / name / "_delta_log").is_dir()
+
+
+def test_create_fails_if_table_exists(conn, name):
+    data = sample_table(0, 3)
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, data, mode="create")
+        with pytest.raises(dbapi.ProgrammingError) as exc:
+            cur.adbc_ingest(name, sample_table(100, 3), mode="create")
+    assert adbc_status(exc.value) in (Status.ALREADY_EXISTS, Status.INVALID_ARGUMENT)
+    assert name in str(exc.value)
+    assert_same(read_back(conn, name), data)
+
+
+def test_append(conn, name):
+    first, second = sample_table(0, 10), sample_table(10, 7)
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, first, mode="create") == first.num_rows
+        assert cur.adbc_ingest(name, second, mode="append") == second.num_rows
+    assert_same(read_back(conn, name), pa.concat_tables([first, second]))
+
+
+def test_append_to_missing_table_is_not_found(conn, name):
+    with conn.cursor() as cur:
+        with pytest.raises(dbapi.ProgrammingError) as exc:
+            cur.adbc_ingest(name, sample_table(0, 3), mode="append")
+    assert adbc_status(exc.value) == Status.NOT_FOUND
+    with pytest.raises(dbapi.ProgrammingError):
+        query(conn, f"SELECT * FROM {name}")
+
+
+def test_append_with_incompatible_schema_fails_and_keeps_data(conn, name):
+    data = sample_table(0, 4)
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, data, mode="create")
+        wrong = pa.table({"id": pa.array(["not", "an", "int"]), "other": [1, 2, 3]})
+        with pytest.raises(dbapi.Error):
+            cur.adbc_ingest(name, wrong, mode="append")
+    assert_same(read_back(conn, name), data)
+
+
+def test_replace(conn, name):
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, sample_table(0, 10), mode="create")
+        new = pa.table({"id": pa.array([7, 8], pa.int64()), "other": pa.array(["x", "y"])})
+        assert cur.adbc_ingest(name, new, mode="replace") == new.num_rows
+    got = read_back(conn, name)
+    assert got.schema.names == ["id", "other"]
+    assert got.to_pylist() == new.to_pylist()
+
+
+def test_replace_creates_missing_table(conn, name):
+    data = sample_table(0, 3)
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, data, mode="replace") == data.num_rows
+    assert_same(read_back(conn, name), data)
+
+
+def test_create_append(conn, name):
+    first, second = sample_table(0, 5), sample_table(5, 5)
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, first, mode="create_append") == first.num_rows
+        assert cur.adbc_ingest(name, second, mode="create_append") == second.num_rows
+    assert_same(read_back(conn, name), pa.concat_tables([first, second]))
+
+
+def test_ingest_into_other_schema(conn, name):
+    schema = f"ing_{name}"
+    execute_update(conn, f"CREATE SCHEMA {schema}")
+    data = sample_table(0, 6)
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, data, mode="create", db_schema_name=schema) == data.num_rows
+    assert_same(read_back(conn, name, schema), data)
+    with pytest.raises(dbapi.ProgrammingError):
+        query(conn, f"SELECT * FROM public.{name}")
+
+
+def test_ingest_into_table_created_with_sql(conn, name):
+    execute_update(conn, f"CREATE TABLE {name} (id BIGINT NOT NULL, s VARCHAR)")
+    data = pa.table({"id": pa.array([1, 2], pa.int64()), "s": ["a", None]})
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, data, mode="append") == 2
+    assert query(conn, f"SELECT * FROM {name} ORDER BY id").to_pylist() == data.to_pylist()
+
+
+def test_large_ingest_from_reader(conn, name):
+    batch_rows, batches = 100_000, 20
+    schema = pa.schema([("id", pa.int64()), ("g", pa.int32()), ("s", pa.string())])
+
+    def gen():
+        for b in range(batches):
+            ids = pa.array(range(b * batch_rows, (b + 1) * batch_rows), pa.int64())
+            yield pa.record_batch(
+                [ids, pc.cast(pc.bit_wise_and(ids, 7), pa.int32()), pc.cast(ids, pa.string())], schema=schema
+            )
+
+    reader = pa.RecordBatchReader.from_batches(schema, gen())
+    n = batch_rows * batches
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, reader, mode="create") == n
+    row = query(conn, f"SELECT count(*) AS c, sum(id) AS s, count(DISTINCT g) AS g FROM {name}").to_pylist()[0]
+    assert row == {"c": n, "s": n * (n - 1) // 2, "g": 8}
+
+
+def test_large_string_and_view_inputs_are_accepted(conn, name):
+    """pandas 3 / polars hand over large_string and string_view columns."""
+    data = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "ls": pa.array(["a", None, "c"], pa.large_string()),
+            "sv": pa.array(["x", "y", None], pa.string_view()),
+        }
+    )
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, data, mode="create") == 3
+    got = query(conn, f"SELECT * FROM {name} ORDER BY id")
+    assert got.column("ls").to_pylist() == ["a", None, "c"]
+    assert got.column("sv").to_pylist() == ["x", "y", None]
+    assert got.schema.field("ls").type == pa.string()
+    assert got.schema.field("sv").type == pa.string()
+
+
+def test_ingest_is_atomic_when_client_dies_mid_stream(conn, server, name):
+    """A DoPut cut off half way (client killed) leaves the table as it was."""
+    base = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", "c"]})
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, base, mode="create")
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import pyarrow as pa, pyarrow.compute as pc, pyarrow.flight as flight
+        import support
+        client = flight.connect("grpc+tcp://{server.address}")
+        schema = pa.schema([("id", pa.int64()), ("s", pa.string())])
+        desc = flight.FlightDescriptor.for_command(
+            support.cmd_statement_ingest("{name}", if_not_exist="fail", if_exists="append"))
+        writer, reader = client.do_put(desc, schema)
+        for b in range(20):
+            ids = pa.array(range(b * 50_000, (b + 1) * 50_000), pa.int64())
+            writer.write_batch(pa.record_batch([ids, pc.cast(ids, pa.string())], schema=schema))
+        print("WROTE", flush=True)
+        sys.stdin.read()  # hold the stream open until we are killed
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(HERE))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "WROTE", f"child failed: {line!r}"
+    finally:
+        child.kill()
+        child.wait(30)
+    # Let the server notice the broken stream and finish whatever it does with it.
+    wait_idle(server.pid)
+    assert scalar(conn, f"SELECT count(*) FROM {name}") == base.num_rows
+    # and the table still takes writes
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, base, mode="append") == base.num_rows
+    assert scalar(conn, f"SELECT count(*) FROM {name}") == 2 * base.num_rows
