@@ -31,6 +31,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions_mut};
+use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use futures::StreamExt;
@@ -230,6 +231,8 @@ impl Engine {
             .with_runtime_env(self.runtime.clone())
             .with_catalog_list(self.catalog.catalog_list())
             .with_default_features()
+            // Plans deltalake's own nodes (write metrics, delete/update scans).
+            .with_query_planner(DeltaPlanner::new())
             .build();
         Ok(SessionContext::new_with_state(state))
     }

@@ -195,6 +195,20 @@ def test_client_disconnect_stops_query(server):
         assert scalar(c, "SELECT 1") == 1
 
 
+def test_stream_cancelled_by_client_stops_query(server):
+    """The client cancels its DoGet call (gRPC RST_STREAM) while the query runs."""
+    raw = server.raw()
+    info = raw.flight_info(cmd_statement_query(SLOW_SQL))
+    reader = raw.client.do_get(info.endpoints[0].ticket, raw.options)
+    thread, box = _run_in_thread(reader.read_chunk)
+    wait_busy(server.pid)
+    reader.cancel()
+    thread.join(30)
+    assert not thread.is_alive() and "error" in box, box
+    wait_idle(server.pid)
+    assert raw.execute("SELECT 8 AS x").column("x").to_pylist() == [8]
+
+
 def test_cancel_one_query_leaves_others_running(server):
     """Cancelling one statement does not disturb a concurrent one."""
     with server.connect() as other:
