@@ -181,7 +181,11 @@ impl Engine {
     /// Open the data directory, load the catalog and replay views and external tables.
     pub async fn open(options: EngineOptions) -> Result<Arc<Self>> {
         let catalog = Arc::new(Catalog::open(&options.data_dir).await?);
-        let mut rt = RuntimeEnvBuilder::new();
+        // No list-files cache: an external table over a folder must see files
+        // added after its first scan.
+        let mut rt = RuntimeEnvBuilder::new().with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default().with_list_files_cache_limit(0),
+        );
         if let Some(limit) = options.memory_limit {
             rt = rt.with_memory_limit(limit, 1.0);
         }
@@ -537,7 +541,14 @@ impl Engine {
 
     async fn delete(&self, ctx: &SessionContext, target: &TableReference, plan: LogicalPlan) -> Result<Outcome> {
         let managed = self.require_managed(ctx, target, "DELETE").await?;
-        let predicate = dml_predicate(&plan);
+        let predicate = match dml_predicate(&plan).map(|p| simplify(&plan, p)).transpose()? {
+            Some(p) => match constant_truth(&p) {
+                Some(true) => None,
+                Some(false) => return Ok(Outcome::Count(0)), // WHERE false / NULL: nothing matches
+                None => Some(p),
+            },
+            None => None,
+        };
         let mut builder = managed.delta().delete().with_session_state(Arc::new(ctx.state()));
         if let Some(p) = predicate {
             builder = builder.with_predicate(unqualify(p)?);
@@ -569,7 +580,12 @@ impl Engine {
             builder = builder.with_update(name, unqualify(inner.clone())?);
         }
         if let Some(p) = dml_predicate(projection.input.as_ref()) {
-            builder = builder.with_predicate(unqualify(p)?);
+            let p = simplify(projection.input.as_ref(), p)?;
+            match constant_truth(&p) {
+                Some(true) => {}
+                Some(false) => return Ok(Outcome::Count(0)),
+                None => builder = builder.with_predicate(unqualify(p)?),
+            }
         }
         let (table, metrics) = builder.await.map_err(|e| Error::storage(target.table(), e))?;
         managed.install(table).await?;
@@ -696,6 +712,30 @@ fn dml_predicate(plan: &LogicalPlan) -> Option<Expr> {
     match plan {
         LogicalPlan::Dml(d) => dml_predicate(d.input.as_ref()),
         LogicalPlan::Filter(f) => Some(f.predicate.clone()),
+        _ => None,
+    }
+}
+
+/// Constant-fold a DML predicate against its input's schema, so `x = NULL`
+/// becomes the NULL literal it is.
+fn simplify(plan: &LogicalPlan, predicate: Expr) -> Result<Expr> {
+    use datafusion::logical_expr::simplify::SimplifyContext;
+    use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+    let schema = match plan {
+        LogicalPlan::Dml(d) => d.input.schema().clone(),
+        other => other.schema().clone(),
+    };
+    ExprSimplifier::new(SimplifyContext::builder().with_schema(schema).build())
+        .simplify(predicate)
+        .map_err(Error::plan)
+}
+
+/// `Some(true)` / `Some(false)` when a predicate is a constant (NULL counts as
+/// false, as in a WHERE clause), `None` when it depends on the row.
+fn constant_truth(predicate: &Expr) -> Option<bool> {
+    match predicate {
+        Expr::Literal(ScalarValue::Boolean(Some(b)), _) => Some(*b),
+        Expr::Literal(v, _) if v.is_null() => Some(false),
         _ => None,
     }
 }

@@ -202,7 +202,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             memory_limit: a.engine.memory_limit.or(file.memory_limit),
             token_ttl: Duration::from_secs(a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400)),
             users: file.auth.users,
-            log: a.log.or(file.log).unwrap_or_else(|| "info".into()),
+            // delta-kernel logs expected misses (probing a new table) at ERROR.
+            log: a.log.or(file.log).unwrap_or_else(|| "info,buoyant_kernel=off".into()),
         })
     }
 }

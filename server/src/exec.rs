@@ -148,6 +148,11 @@ impl Executor {
         false
     }
 
+    /// Number of queries streaming right now.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
     /// Cancel everything (shutdown).
     pub fn cancel_all(&self) {
         for entry in self.running.iter() {
@@ -159,7 +164,9 @@ impl Executor {
 impl Drop for Executor {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(5));
+            // May run inside the IO runtime (the last Arc can live in a task):
+            // never block here.
+            rt.shutdown_background();
         }
     }
 }

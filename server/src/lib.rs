@@ -107,21 +107,28 @@ pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Outpu
         })
     };
 
+    // Shutdown: stop accepting, let running streams finish (up to the grace
+    // period), then cancel what is left and stop, even if idle clients keep
+    // their connections open.
     let exec2 = executor.clone();
     let on_shutdown = async move {
         shutdown.await;
-        info!("shutting down: no new requests; in-flight streams get {}s to finish", SHUTDOWN_GRACE.as_secs());
-        tokio::spawn(async move {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-            warn!("grace period over: cancelling running queries");
+        info!(running = exec2.running(), "shutting down: in-flight streams get up to {}s to finish", SHUTDOWN_GRACE.as_secs());
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while exec2.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if exec2.running() > 0 {
+            warn!(running = exec2.running(), "grace period over: cancelling running queries");
             exec2.cancel_all();
-        });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     };
-    builder
-        .add_service(flight)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), on_shutdown)
-        .await
-        .map_err(|e| Error::Internal { message: format!("server error: {e}") })?;
+    let server = builder.add_service(flight).serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::select! {
+        result = server => result.map_err(|e| Error::Internal { message: format!("server error: {e}") })?,
+        () = on_shutdown => {}
+    }
     evictor.abort();
     info!("stopped");
     Ok(())

@@ -307,6 +307,8 @@ async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, Pu
 async fn read_optional_batches(
     stream: PeekableFlightDataStream,
 ) -> Result<(Option<SchemaRef>, PutStream)> {
+    // Clients may send the command alone (no schema, no data): skip empty messages.
+    let stream = stream.try_filter(|fd| futures::future::ready(!fd.data_header.is_empty() || !fd.data_body.is_empty()));
     let mut batches = FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s))))
         .peekable();
     // Peeking reads messages until the schema (and maybe the first batch) arrives.

@@ -17,7 +17,9 @@
 //!   server returns. Review every rewritten result by hand before committing it.
 //!
 //! Each file gets a fresh server and data directory; files run one after the
-//! other; the server is killed when its file is done (also on panic).
+//! other; the server is killed when its file is done (also on panic). A file
+//! goes on after a failing record and reports every failure; it also fails if
+//! the server died or logged a panic (a clean SIGTERM shutdown included).
 //!
 //! Conventions of this engine:
 //! - Results: NULL is `NULL`, the empty string `(empty)`, booleans `true`/`false`,
@@ -57,7 +59,7 @@ use async_trait::async_trait;
 use bigdecimal::BigDecimal;
 use futures::TryStreamExt;
 use sqllogictest::{
-    AsyncDB, DBOutput, DefaultColumnType, Runner, default_normalizer, default_validator,
+    AsyncDB, DBOutput, DefaultColumnType, Record, Runner, default_normalizer, default_validator,
     strict_column_validator,
 };
 use tempfile::TempDir;
@@ -195,6 +197,19 @@ impl Server {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Panic reports in the server's log (any restart included), with the lines after each.
+    fn panics(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let found: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.contains("panicked at"))
+            .map(|(i, _)| lines[i..(i + 3).min(lines.len())].join("\n"))
+            .collect();
+        (!found.is_empty()).then(|| found.join("\n"))
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -310,9 +325,7 @@ impl Contrail {
         let mut batches = Vec::new();
         // Contrail serves every endpoint itself, so endpoint locations are not followed.
         for endpoint in info.endpoint {
-            let ticket = endpoint
-                .ticket
-                .ok_or_else(|| SltError::Client("endpoint without a ticket".into()))?;
+            let ticket = endpoint.ticket.ok_or_else(|| SltError::Client("endpoint without a ticket".into()))?;
             let mut stream = self.client.do_get(ticket).await?;
             while let Some(batch) = stream.try_next().await? {
                 batches.push(batch);
@@ -429,20 +442,10 @@ const FORMAT: FormatOptions<'static> =
     FormatOptions::new().with_null("NULL").with_duration_format(DurationFormat::Pretty);
 
 fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<String>>, SltError> {
-    let formatters = batch
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &FORMAT))
-        .collect::<Result<Vec<_>, _>>()?;
+    let formatters =
+        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &FORMAT)).collect::<Result<Vec<_>, _>>()?;
     (0..batch.num_rows())
-        .map(|row| {
-            batch
-                .columns()
-                .iter()
-                .zip(&formatters)
-                .map(|(col, fmt)| cell(col, fmt, row))
-                .collect()
-        })
+        .map(|row| batch.columns().iter().zip(&formatters).map(|(col, fmt)| cell(col, fmt, row)).collect())
         .collect()
 }
 
@@ -548,6 +551,29 @@ fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
+/// Run every record of a file, going on after a failure (unlike
+/// `Runner::run_file_async`) so that one known bug does not hide the rest of
+/// the file; fail with all the mismatches.
+async fn run_records<M>(runner: &mut Runner<Contrail, M>, path: &Path) -> anyhow::Result<()>
+where
+    M: sqllogictest::MakeConnection<Conn = Contrail>,
+{
+    let records = sqllogictest::parse_file::<DefaultColumnType>(path)?;
+    let mut failures = Vec::new();
+    for record in records {
+        if let Record::Halt { .. } = record {
+            break;
+        }
+        if let Err(e) = runner.run_async(record).await {
+            failures.push(e.display(false).to_string());
+        }
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    bail!("{} failing record(s)\n\n{}", failures.len(), failures.join("\n"))
+}
+
 async fn run_file(path: &Path, complete: bool) -> anyhow::Result<()> {
     let server = Arc::new(Mutex::new(Server::start().await?));
     let result = {
@@ -564,16 +590,20 @@ async fn run_file(path: &Path, complete: bool) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow!("{e}"))
         } else {
-            runner.run_file_async(path).await.map_err(|e| anyhow!("{}", e.display(false)))
+            run_records(&mut runner, path).await
         };
         runner.shutdown_async().await;
         result
     };
-    if result.is_err() {
-        let mut s = server.lock().await;
-        if let Some(status) = s.exited() {
-            return result.map_err(|e| anyhow!("{e}\nthe server died ({status})\n{}", s.log_tail()));
-        }
+    let mut s = server.lock().await;
+    if let Some(status) = s.exited() {
+        let e = result.err().map(|e| format!("{e:#}\n")).unwrap_or_default();
+        bail!("{e}the server died ({status})\n{}", s.log_tail());
+    }
+    // A panic is a bug even when the statements passed (e.g. during a restart's shutdown).
+    if let Some(panics) = s.panics() {
+        let e = result.err().map(|e| format!("{e:#}\n")).unwrap_or_default();
+        bail!("{e}the server panicked:\n{panics}");
     }
     result
 }

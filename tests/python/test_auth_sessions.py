@@ -58,11 +58,12 @@ def test_hash_password_is_argon2_phc(contrail_binary):
     assert h1 != h2, "hashes must be salted"
 
 
-def test_adbc_valid_user(auth_server):
-    for user, pw in USERS.items():
-        with auth_server.connect(username=user, password=pw) as c:
-            assert scalar(c, "SELECT 1 + 1") == 2
-            execute_update(c, f"CREATE TABLE IF NOT EXISTS auth_t_{user} (a INT)")
+@pytest.mark.parametrize("user", sorted(USERS))
+def test_adbc_valid_user(auth_server, user):
+    # ADBC (Go) sends "Basic <base64 without padding>"; any length of user:password must work
+    with auth_server.connect(username=user, password=USERS[user]) as c:
+        assert scalar(c, "SELECT 1 + 1") == 2
+        execute_update(c, f"CREATE TABLE IF NOT EXISTS auth_t_{user} (a INT)")
 
 
 @pytest.mark.parametrize(
@@ -133,6 +134,29 @@ def test_session_by_bearer_token(auth_server):
     assert bob.get_session_options().get("schema") != "alice_s"
 
 
+def test_tls(make_server, tmp_path):
+    """--tls-cert/--tls-key: clients connect over grpc+tls with the server's CA."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )
+    srv = make_server(extra_args=("--tls-cert", str(cert), "--tls-key", str(key)))
+    pem = cert.read_text()
+    with dbapi.connect(
+        f"grpc+tls://{srv.address}",
+        db_kwargs={"adbc.flight.sql.client_option.tls_root_certs": pem},
+        autocommit=True,
+    ) as c:
+        assert scalar(c, "SELECT 'over tls' AS s") == "over tls"
+    tls_client = flight.connect(f"grpc+tls://{srv.address}", tls_root_certs=pem.encode())
+    assert s.RawFlightSql(tls_client).execute("SELECT 1 AS one").column(0).to_pylist() == [1]
+    # a plaintext client cannot talk to the TLS port
+    with pytest.raises(Exception):
+        s.RawFlightSql(srv.flight_client(), timeout=10).execute("SELECT 1")
+
+
 # --------------------------------------------------------------------------
 # sessions (no auth)
 
@@ -166,7 +190,8 @@ def test_sql_set_schema(server, session_schema):
     with server.connect() as c:
         with pytest.raises(dbapi.Error):
             query(c, "SELECT * FROM only_here")
-        execute_update(c, f"SET schema = '{session_schema}'")
+        with c.cursor() as cur:
+            cur.execute(f"SET schema = '{session_schema}'")
         assert scalar(c, "SELECT count(*) FROM only_here") == 2
         # a prepared statement in this session resolves the same way
         with c.cursor() as cur:
@@ -184,17 +209,34 @@ def test_sql_set_unknown_key_is_invalid(server):
         assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
 
 
+# Expressions DataFusion evaluates as Utf8View / BinaryView.
+VIEW_SQL = "SELECT arrow_cast('abc', 'Utf8View') AS s, arrow_cast(CAST('b' AS BYTEA), 'BinaryView') AS bin"
+
+
+def test_sql_set_via_execute_update_sticks(server):
+    """ADBC users run SET with execute_update (Flight SQL CommandStatementUpdate),
+    often as the first statement of a connection."""
+    with server.connect() as c:
+        default = show(c, "datafusion.execution.batch_size")
+    with server.connect() as c:
+        new = str(int(default) + 11)
+        execute_update(c, f"SET datafusion.execution.batch_size = {new}")
+        assert show(c, "datafusion.execution.batch_size") == new
+
+
 def test_view_types_option(server):
-    sql = "SELECT 'abc' AS s, CAST('b' AS BYTEA) AS bin"
     with server.connect() as a, server.connect() as b:
-        execute_update(a, "SET contrail.view_types = true")
-        ta, tb = query(a, sql), query(b, sql)
+        with a.cursor() as cur:
+            cur.execute("SET contrail.view_types = true")
+        ta, tb = query(a, VIEW_SQL), query(b, VIEW_SQL)
         assert ta.schema.field("s").type == pa.string_view()
+        assert ta.schema.field("bin").type == pa.binary_view()
         assert tb.schema.field("s").type == pa.string()
         assert tb.schema.field("bin").type == pa.binary()
-        assert ta.column("s").to_pylist() == tb.column("s").to_pylist() == ["abc"]
-        execute_update(a, "SET contrail.view_types = false")
-        assert query(a, sql).schema.field("s").type == pa.string()
+        assert ta.to_pylist() == tb.to_pylist() == [{"s": "abc", "bin": b"b"}]
+        with a.cursor() as cur:
+            cur.execute("SET contrail.view_types = false")
+        assert query(a, VIEW_SQL).schema.field("s").type == pa.string()
 
 
 def test_adbc_session_options(server, session_schema):
@@ -203,12 +245,13 @@ def test_adbc_session_options(server, session_schema):
         adbc.set_options(**{"adbc.flight.sql.session.option.schema": session_schema})
         assert scalar(c, "SELECT count(*) FROM only_here") == 2
         adbc.set_options(**{"adbc.flight.sql.session.optionbool.contrail.view_types": "true"})
-        assert query(c, "SELECT 'z' AS s").schema.field("s").type == pa.string_view()
+        assert query(c, VIEW_SQL).schema.field("s").type == pa.string_view()
+        assert query(c, "SELECT s FROM only_here").schema.field("s").type == pa.string_view()
         options = json.loads(adbc.get_option("adbc.flight.sql.session.options"))
         assert options.get("schema") == session_schema, options
         assert str(options.get("contrail.view_types")).lower() == "true", options
         adbc.set_options(**{"adbc.flight.sql.session.optionerase.contrail.view_types": ""})
-        assert query(c, "SELECT 'z' AS s").schema.field("s").type == pa.string()
+        assert query(c, VIEW_SQL).schema.field("s").type == pa.string()
 
 
 def test_adbc_current_catalog_and_schema(server, session_schema):

@@ -135,6 +135,14 @@ def test_nested_types(conn):
     }
 
 
+def test_execute_schema_without_running(conn):
+    """cursor.adbc_execute_schema: the result schema without executing."""
+    sql = "SELECT CAST(1 AS INT) AS i, 'x' AS s, make_array(1.5) AS l"
+    with conn.cursor() as cur:
+        schema = cur.adbc_execute_schema(sql)
+    assert schema.equals(query(conn, sql).schema, check_metadata=False)
+
+
 def test_many_rows_fetch_apis_agree(conn):
     n = 100_000
     sql = f"SELECT value AS v, CAST(value AS VARCHAR) AS s FROM generate_series(1, {n}) ORDER BY v"

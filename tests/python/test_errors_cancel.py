@@ -28,10 +28,11 @@ from support import (
 )
 
 # A CPU-bound query that would run for many minutes and emits nothing until done.
-SLOW_SQL = (
-    "SELECT sum((a.value * b.value) % 7) AS s "
-    "FROM generate_series(1, 400000) a CROSS JOIN generate_series(1, 400000) b"
-)
+# (A streaming aggregate: DataFusion yields between batches, so a cancelled
+# query can stop within a fraction of a second.)
+SLOW_SQL = "SELECT sum(value % 7) AS s FROM generate_series(1, 200000000000)"
+# How long a cancelled or abandoned query may keep burning CPU.
+CANCEL_DEADLINE = 10.0
 
 
 def expect_error(conn, sql, status=None):
@@ -135,7 +136,8 @@ def _run_in_thread(fn):
     return t, box
 
 
-def test_adbc_cancel_stops_query(server):
+def test_adbc_cancel_stops_query(make_server):
+    server = make_server()  # its own server: a query that does not stop cannot leak into other tests
     conn = server.connect()
     cur = conn.cursor()
 
@@ -150,13 +152,14 @@ def test_adbc_cancel_stops_query(server):
     assert not thread.is_alive(), "cursor did not return after adbc_cancel"
     assert "error" in box, f"cancelled query returned a result: {box.get('result')}"
     assert isinstance(box["error"], dbapi.Error), repr(box["error"])
-    wait_idle(server.pid)  # the server stopped computing
+    wait_idle(server.pid, timeout=CANCEL_DEADLINE)  # the server stopped computing
     cur.close()
     assert scalar(conn, "SELECT 42") == 42
     conn.close()
 
 
-def test_cancel_flight_info_stops_query(server):
+def test_cancel_flight_info_stops_query(make_server):
+    server = make_server()  # its own server: a query that does not stop cannot leak into other tests
     raw = server.raw()
     info = raw.flight_info(cmd_statement_query(SLOW_SQL))
     thread, box = _run_in_thread(lambda: raw.read_info(info))
@@ -169,11 +172,12 @@ def test_cancel_flight_info_stops_query(server):
     assert isinstance(box["error"], flight.FlightError) or "cancel" in str(box["error"]).lower(), repr(
         box["error"]
     )
-    wait_idle(server.pid)
+    wait_idle(server.pid, timeout=CANCEL_DEADLINE)
     assert raw.execute("SELECT 7 AS x").column("x").to_pylist() == [7]
 
 
-def test_client_disconnect_stops_query(server):
+def test_client_disconnect_stops_query(make_server):
+    server = make_server()  # its own server: a query that does not stop cannot leak into other tests
     script = textwrap.dedent(
         f"""
         import pyarrow.flight as flight, support
@@ -190,12 +194,13 @@ def test_client_disconnect_stops_query(server):
     finally:
         child.kill()
         child.wait(30)
-    wait_idle(server.pid)
+    wait_idle(server.pid, timeout=CANCEL_DEADLINE)
     with server.connect() as c:
         assert scalar(c, "SELECT 1") == 1
 
 
-def test_stream_cancelled_by_client_stops_query(server):
+def test_stream_cancelled_by_client_stops_query(make_server):
+    server = make_server()  # its own server: a query that does not stop cannot leak into other tests
     """The client cancels its DoGet call (gRPC RST_STREAM) while the query runs."""
     raw = server.raw()
     info = raw.flight_info(cmd_statement_query(SLOW_SQL))
@@ -205,11 +210,12 @@ def test_stream_cancelled_by_client_stops_query(server):
     reader.cancel()
     thread.join(30)
     assert not thread.is_alive() and "error" in box, box
-    wait_idle(server.pid)
+    wait_idle(server.pid, timeout=CANCEL_DEADLINE)
     assert raw.execute("SELECT 8 AS x").column("x").to_pylist() == [8]
 
 
-def test_cancel_one_query_leaves_others_running(server):
+def test_cancel_one_query_leaves_others_running(make_server):
+    server = make_server()  # its own server: a query that does not stop cannot leak into other tests
     """Cancelling one statement does not disturb a concurrent one."""
     with server.connect() as other:
         n = 3_000_000
@@ -232,7 +238,7 @@ def test_cancel_one_query_leaves_others_running(server):
         assert box_ok.get("result") == [{"c": n, "s": n * (n + 1) // 2}], box_ok
         slow_cur.close()
         slow_conn.close()
-    wait_idle(server.pid)
+    wait_idle(server.pid, timeout=CANCEL_DEADLINE)
 
 
 def test_bad_ticket_and_command_are_invalid_argument(server):

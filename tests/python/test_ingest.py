@@ -190,6 +190,17 @@ def test_large_string_and_view_inputs_are_accepted(conn, name):
     assert got.schema.field("sv").type == pa.string()
 
 
+def test_schema_metadata_is_accepted(conn, name):
+    """pandas (DataFrame.to_sql, pa.Table.from_pandas) attaches schema metadata."""
+    data = pa.table({"id": pa.array([1, 2], pa.int64()), "s": ["a", None]}).replace_schema_metadata(
+        {"pandas": '{"note": "from pandas"}', "origin": "test"}
+    )
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, data, mode="create") == 2
+        assert cur.adbc_ingest(name, data, mode="append") == 2
+    assert scalar(conn, f"SELECT count(*) FROM {name}") == 4
+
+
 def test_ingest_is_atomic_when_client_dies_mid_stream(conn, server, name):
     """A DoPut cut off half way (client killed) leaves the table as it was."""
     base = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", "c"]})

@@ -138,7 +138,9 @@ def test_depth_columns(meta_conn):
     assert [c["column_name"] for c in cols] == ["id", "label", "amount", "seen"]
     assert [c["ordinal_position"] for c in cols] == [1, 2, 3, 4]
     by_name = {c["column_name"]: c for c in cols}
-    # nullability as declared: id NOT NULL
+    # JDBC/XDBC type codes: BIGINT -5, VARCHAR 12, DECIMAL 3
+    assert [by_name[c]["xdbc_data_type"] for c in ("id", "label", "amount")] == [-5, 12, 3]
+    # nullability as declared: id NOT NULL (when the driver reports it)
     if by_name["id"]["xdbc_nullable"] is not None:
         assert by_name["id"]["xdbc_nullable"] == 0
         assert by_name["label"]["xdbc_nullable"] == 1

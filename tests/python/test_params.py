@@ -111,7 +111,7 @@ def test_executemany_update_and_delete(conn, people):
 
 def test_executemany_with_arrow_batch(conn, name):
     execute_update(conn, f"CREATE TABLE {name} (id BIGINT, x DOUBLE)")
-    n = 500
+    n = 100
     params = pa.record_batch(
         [pa.array(range(n), pa.int64()), pa.array([i / 2 for i in range(n)], pa.float64())], names=["id", "x"]
     )

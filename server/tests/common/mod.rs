@@ -82,7 +82,7 @@ fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
         .arg("--port-file")
         .arg(&port_file)
         .args(extra)
-        .env("CONTRAIL_LOG", "warn")
+        .env("CONTRAIL_LOG", "warn,buoyant_kernel=off")
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn contrail");
@@ -106,13 +106,12 @@ pub async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInf
 pub async fn try_fetch(
     client: &mut FlightSqlServiceClient<Channel>,
     info: FlightInfo,
-) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
     let mut out = Vec::new();
     for endpoint in info.endpoint {
         let ticket = endpoint.ticket.expect("ticket");
         let stream = client.do_get(ticket).await?;
-        let batches: Vec<RecordBatch> =
-            stream.try_collect().await.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
         out.extend(batches);
     }
     Ok(out)
