@@ -368,13 +368,22 @@ impl Engine {
                 if target.fail_if_exists {
                     return Err(Error::AlreadyExists { kind: "table", name: format!("{schema_name}.{table_name}") });
                 }
-                let mode = if target.replace { SaveMode::Overwrite } else { SaveMode::Append };
-                let table = managed
+                let (mode, schema_mode) = if target.replace {
+                    // Replace means new contents *and* the new data's schema.
+                    (SaveMode::Overwrite, Some(deltalake::operations::write::SchemaMode::Overwrite))
+                } else {
+                    (SaveMode::Append, None)
+                };
+                let mut write = managed
                     .delta()
                     .write(Vec::<RecordBatch>::new())
-                    .with_input_plan(input)
+                    .with_input_plan(strip_view_types(input)?)
                     .with_session_state(Arc::new(ctx.state()))
-                    .with_save_mode(mode)
+                    .with_save_mode(mode);
+                if let Some(m) = schema_mode {
+                    write = write.with_schema_mode(m);
+                }
+                let table = write
                     .await
                     .map_err(|e| Error::storage(&table_name, e))?;
                 let rows = added_rows(&table).await;

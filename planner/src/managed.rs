@@ -95,7 +95,16 @@ async fn load(name: &str, url: &Url) -> Result<Current> {
 }
 
 async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
-    table.table_provider().await.map_err(|e| Error::storage(name, e.into()))
+    // deltalake reads strings as Utf8View by default; Contrail's tables are
+    // Utf8/Binary everywhere (information_schema, GetTables, results).
+    let mut config = datafusion::prelude::SessionConfig::new();
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    let session = Arc::new(datafusion::execution::SessionStateBuilder::new().with_config(config).build());
+    table
+        .table_provider()
+        .with_session(session)
+        .await
+        .map_err(|e| Error::storage(name, e.into()))
 }
 
 #[async_trait]

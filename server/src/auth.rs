@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+#[cfg(test)]
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Deserialize;
 
@@ -62,8 +64,10 @@ impl Authenticator {
     pub fn login_basic(&self, header: &str) -> Result<(String, String)> {
         let encoded = strip_scheme(header, "basic")
             .ok_or_else(|| Error::unauthenticated("expected 'Authorization: Basic' credentials in the handshake"))?;
-        let decoded = STANDARD
-            .decode(encoded.trim())
+        // Some clients (ADBC's Go driver) send base64 without padding.
+        let encoded = encoded.trim().trim_end_matches('=');
+        let decoded = STANDARD_NO_PAD
+            .decode(encoded)
             .map_err(|_| Error::unauthenticated("malformed Basic credentials"))?;
         let decoded = String::from_utf8(decoded).map_err(|_| Error::unauthenticated("malformed Basic credentials"))?;
         let (user, password) =
@@ -150,6 +154,8 @@ mod tests {
         .expect("auth");
         let basic = format!("Basic {}", STANDARD.encode("alice:s3cret"));
         let (user, token) = auth.login_basic(&basic).expect("login");
+        let unpadded = format!("Basic {}", STANDARD_NO_PAD.encode("alice:s3cret"));
+        assert!(auth.login_basic(&unpadded).is_ok(), "unpadded base64 (ADBC Go) is accepted");
         assert_eq!(user, "alice");
         let id = auth.verify_bearer(&format!("Bearer {token}")).expect("verify");
         assert_eq!(id.user, "alice");

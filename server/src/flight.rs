@@ -116,7 +116,12 @@ impl FlightService for ContrailFlight {
     }
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
-        delegate!(self, get_schema, request)
+        let (request, rc) = self.admit(request)?;
+        let schema = self.inner.schema_of(&rc, request.get_ref()).await?;
+        let options = arrow::ipc::writer::IpcWriteOptions::default();
+        let result = SchemaResult::try_from(arrow_flight::SchemaAsIpc::new(&schema, &options))
+            .map_err(|e| Status::from(Error::from(e)))?;
+        Ok(announce(&rc, Response::new(result)))
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {

@@ -56,6 +56,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Run `contrail serve` until `shutdown` resolves.
 pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    // Two rustls crypto providers are linked (ring for gRPC, aws-lc via
+    // deltalake's HTTP stack): pick one for the process, or TLS setup panics.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let executor = Arc::new(Executor::new(config.cpu_threads)?);
     let mut options = EngineOptions::new(&config.data_dir);
     options.target_partitions = config.target_partitions;

@@ -19,7 +19,8 @@ use datafusion::datasource::TableType;
 use crate::error::Result;
 
 /// Table types we report.
-pub const TABLE_TYPES: [&str; 3] = ["TABLE", "VIEW", "SYSTEM TABLE"];
+/// Table types we report, ordered by name as Flight SQL asks.
+pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 
 /// `CommandGetCatalogs`.
 pub fn catalogs() -> Result<RecordBatch> {

@@ -111,6 +111,43 @@ impl SqlService {
         flight_info(&schema, TicketStatementQuery { statement_handle: handle }.as_any().encode_to_vec(), descriptor)
     }
 
+    /// The schema a statement would stream, without running it.
+    pub(crate) async fn statement_schema(&self, rc: &RequestContext, sql: String) -> Result<SchemaRef> {
+        let engine = self.engine.clone();
+        let settings = rc.session.settings();
+        self.executor
+            .run(async move {
+                let planned = engine.plan(&settings, &sql).await?;
+                Ok(planned.schema(&settings))
+            })
+            .await
+    }
+
+    /// `GetSchema`: the schema of any command, without side effects.
+    pub(crate) async fn schema_of(&self, rc: &RequestContext, descriptor: &FlightDescriptor) -> Result<SchemaRef> {
+        use arrow_flight::sql::Command;
+        let any = Any::decode(descriptor.cmd.as_ref()).map_err(|e| Error::decode("command", e))?;
+        let command = Command::try_from(any).map_err(|e| Error::decode("command", e))?;
+        Ok(match command {
+            Command::CommandStatementQuery(q) => self.statement_schema(rc, q.query).await?,
+            Command::CommandPreparedStatementQuery(p) => {
+                let handle = self.signer.decode_prepared(&p.prepared_statement_handle)?;
+                self.statement_schema(rc, handle.sql).await?
+            }
+            Command::CommandGetCatalogs(q) => q.into_builder().schema(),
+            Command::CommandGetDbSchemas(q) => q.into_builder().schema(),
+            Command::CommandGetTables(q) => q.into_builder().schema(),
+            Command::CommandGetTableTypes(_) => metadata::table_types()?.schema(),
+            Command::CommandGetSqlInfo(_) => self.sql_info.schema(),
+            Command::CommandGetXdbcTypeInfo(_) => self.xdbc.schema(),
+            Command::CommandGetPrimaryKeys(_) => metadata::primary_keys_schema(),
+            Command::CommandGetImportedKeys(_) | Command::CommandGetExportedKeys(_) | Command::CommandGetCrossReference(_) => {
+                metadata::foreign_keys_schema()
+            }
+            other => return Err(Error::unimplemented(format!("GetSchema for {}", other.type_url()))),
+        })
+    }
+
     /// Stream a ticket's rows.
     async fn redeem(&self, ticket: StatementTicket) -> Result<BoxStream<arrow_flight::FlightData>> {
         match ticket.body {
@@ -321,9 +358,19 @@ async fn read_optional_batches(
 
 type PutStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
 
-fn to_df_stream(schema: SchemaRef, stream: PutStream) -> datafusion::execution::SendableRecordBatchStream {
-    let s = stream.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
-    Box::pin(RecordBatchStreamAdapter::new(schema, s))
+/// Ingested data as a DataFusion stream. Schema and field metadata (pandas
+/// attaches some) are dropped: tables store types, not client annotations.
+fn to_df_stream(schema: SchemaRef, stream: PutStream) -> (SchemaRef, datafusion::execution::SendableRecordBatchStream) {
+    let plain: SchemaRef = Arc::new(arrow::datatypes::Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_metadata(Default::default())).collect::<Vec<_>>(),
+    ));
+    let target = plain.clone();
+    let s = stream.map(move |r| {
+        let batch = r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        RecordBatch::try_new(target.clone(), batch.columns().to_vec())
+            .map_err(|e| datafusion::error::DataFusionError::ArrowError(Box::new(e), None))
+    });
+    (plain.clone(), Box::pin(RecordBatchStreamAdapter::new(plain, s)))
 }
 
 fn meta_info<C: ProstMessageExt>(cmd: C, schema: &SchemaRef, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
@@ -459,7 +506,7 @@ impl FlightSqlService for SqlService {
         let rows = self
             .executor
             .run(async move {
-                let stream = to_df_stream(schema.clone(), stream);
+                let (schema, stream) = to_df_stream(schema, stream);
                 Ok(engine.ingest(&settings, target, schema, stream).await?)
             })
             .await?;

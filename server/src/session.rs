@@ -2,8 +2,9 @@
 //!
 //! A session is found by the `arrow_flight_session_id` cookie (what ADBC's
 //! cookie middleware and the JDBC driver send back), else by the bearer token.
-//! A request with neither gets a fresh session that is kept (and announced
-//! with `Set-Cookie`) only once it changes a setting.
+//! A request with neither gets a fresh session, announced with `Set-Cookie`
+//! on that response (clients do not all read cookies from every call, so the
+//! first response a client sees carries it). Idle sessions are evicted.
 //!
 //! The messages below are Flight's session-option protos (Flight.proto,
 //! `SetSessionOptionsRequest` and friends), which arrow-flight 59 does not
@@ -119,7 +120,13 @@ impl Sessions {
                 s.last_used.store(now(), Ordering::Relaxed);
                 s
             }
-            None => Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), false)),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let s = Arc::new(Session::new(id.clone(), true));
+                s.announce.store(true, Ordering::Release);
+                self.map.insert(id, s.clone());
+                s
+            }
         };
         RequestContext { identity, session, sessions: self.clone() }
     }
@@ -264,14 +271,14 @@ mod tests {
     }
 
     #[test]
-    fn ephemeral_until_changed() {
+    fn new_sessions_are_announced_once() {
         let sessions = Sessions::new(Duration::from_secs(60));
         let rc = sessions.resolve(None, None);
-        assert!(sessions.is_empty());
+        assert!(rc.session.take_announce());
+        assert!(!rc.session.take_announce());
         let mut s = rc.session.settings();
         s.schema = Some("x".into());
         rc.update_settings(s);
-        assert!(rc.session.take_announce());
         assert_eq!(sessions.len(), 1);
         let again = sessions.resolve(Some(rc.session.id()), None);
         assert_eq!(again.session.settings().schema.as_deref(), Some("x"));

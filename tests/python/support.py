@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from typing import Any, Callable, Iterable
@@ -50,8 +51,6 @@ def cpu_seconds(pid: int) -> float:
     # The command name (field 2) may contain spaces; fields after it are fixed.
     fields = raw[raw.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
-    import os
-
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
