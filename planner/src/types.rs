@@ -45,19 +45,27 @@ pub fn without_view_types(dt: &DataType) -> DataType {
     }
 }
 
-/// The schema a client sees for a plan's output schema.
+/// `dt` with top-level `Utf8`/`Binary` turned into their view types.
+fn with_view_types(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Utf8 => DataType::Utf8View,
+        DataType::Binary => DataType::BinaryView,
+        other => other.clone(),
+    }
+}
+
+/// The schema a client sees for a plan's output schema: plain `Utf8`/`Binary`
+/// by default, `Utf8View`/`BinaryView` when the session asks for view types.
 pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
-    if view_types || !schema.fields().iter().any(|f| has_view_type(f.data_type())) {
+    let map: fn(&DataType) -> DataType = if view_types { with_view_types } else { without_view_types };
+    if schema.fields().iter().all(|f| &map(f.data_type()) == f.data_type()) {
         return Arc::new(schema.clone());
     }
     Arc::new(Schema::new_with_metadata(
         schema
             .fields()
             .iter()
-            .map(|f| {
-                Field::new(f.name(), without_view_types(f.data_type()), f.is_nullable())
-                    .with_metadata(f.metadata().clone())
-            })
+            .map(|f| Field::new(f.name(), map(f.data_type()), f.is_nullable()).with_metadata(f.metadata().clone()))
             .collect::<Vec<_>>(),
         schema.metadata().clone(),
     ))
@@ -164,5 +172,7 @@ mod tests {
         let out = output_schema(&schema, false);
         assert_eq!(out.field(0).data_type(), &DataType::Utf8);
         assert_eq!(output_schema(&schema, true).field(0).data_type(), &DataType::Utf8View);
+        let plain = Schema::new(vec![Field::new("s", DataType::Utf8, false)]);
+        assert_eq!(output_schema(&plain, true).field(0).data_type(), &DataType::Utf8View);
     }
 }
