@@ -315,7 +315,7 @@ impl Engine {
             Kind::Update { target, plan } => self.update(&ctx, &target, plan).await,
             Kind::Ddl { ddl, sql } => {
                 let _guard = self.ddl.lock().await;
-                self.ddl(&ctx, ddl, sql).await.map(|()| Outcome::Count(0))
+                self.ddl(&ctx, ddl, sql).await.map(Outcome::Count)
             }
             Kind::Set { key, value } => {
                 let mut next = settings.clone();
@@ -402,29 +402,39 @@ impl Engine {
 
     // ---- DDL ----
 
-    async fn ddl(&self, ctx: &SessionContext, ddl: DdlStatement, sql: String) -> Result<()> {
-        match ddl {
-            DdlStatement::CreateMemoryTable(create) => {
-                if create.temporary {
-                    return Err(Error::unsupported("TEMPORARY tables"));
-                }
-                if !create.column_defaults.is_empty() {
-                    return Err(Error::unsupported("column DEFAULT values"));
-                }
-                let (schema, table) = self.resolve(ctx, &create.name)?;
-                let provider = self.catalog.schema_provider(&schema)?;
-                if provider.table_exist(&table) {
-                    if create.if_not_exists {
-                        return Ok(());
-                    }
-                    if !create.or_replace {
-                        return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
-                    }
-                }
-                let input = Arc::unwrap_or_clone(create.input);
-                self.create_managed(ctx, &schema, &table, input, create.or_replace).await?;
-                Ok(())
+    /// Run DDL; returns rows written (CTAS), else 0.
+    async fn ddl(&self, ctx: &SessionContext, ddl: DdlStatement, sql: String) -> Result<i64> {
+        if let DdlStatement::CreateMemoryTable(create) = ddl {
+            return self.create_table(ctx, create).await;
+        }
+        self.other_ddl(ctx, ddl, sql).await.map(|()| 0)
+    }
+
+    async fn create_table(&self, ctx: &SessionContext, create: datafusion::logical_expr::CreateMemoryTable) -> Result<i64> {
+        if create.temporary {
+            return Err(Error::unsupported("TEMPORARY tables"));
+        }
+        if !create.column_defaults.is_empty() {
+            return Err(Error::unsupported("column DEFAULT values"));
+        }
+        let (schema, table) = self.resolve(ctx, &create.name)?;
+        let provider = self.catalog.schema_provider(&schema)?;
+        if provider.table_exist(&table) {
+            if create.if_not_exists {
+                return Ok(0);
             }
+            if !create.or_replace {
+                return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+            }
+        }
+        let input = Arc::unwrap_or_clone(create.input);
+        let rows = self.create_managed(ctx, &schema, &table, input, create.or_replace).await?;
+        Ok(rows.max(0))
+    }
+
+    async fn other_ddl(&self, ctx: &SessionContext, ddl: DdlStatement, sql: String) -> Result<()> {
+        match ddl {
+            DdlStatement::CreateMemoryTable(create) => self.create_table(ctx, create).await.map(|_| ()),
             DdlStatement::CreateExternalTable(ext) => {
                 let (schema, table) = self.resolve(ctx, &ext.name)?;
                 let exists = self.catalog.schema_provider(&schema)?.table_exist(&table);

@@ -145,7 +145,8 @@ async fn prepared_statements_bind_parameters() {
 async fn prepared_handle_and_ticket_survive_restart() {
     let mut server = TestServer::start(&[]);
     let mut c = server.client().await;
-    c.execute_update("CREATE TABLE r AS SELECT * FROM (VALUES (1), (2), (3)) v(x)".into(), None).await.unwrap();
+    let created = c.execute_update("CREATE TABLE r AS SELECT * FROM (VALUES (1), (2), (3)) v(x)".into(), None).await.unwrap();
+    assert_eq!(created, 3, "CTAS reports the rows it wrote");
     let handle = raw_prepare(&mut c, "SELECT sum(x) AS s FROM r").await;
     let info = c.execute("SELECT count(*) AS n FROM r".into(), None).await.unwrap();
     server.restart(true);
