@@ -81,16 +81,16 @@ impl Authenticator {
         let hash = self.users.get(user).ok_or_else(bad)?;
         let parsed = PasswordHash::new(hash).map_err(|_| bad())?;
         Argon2::default().verify_password(password.as_bytes(), &parsed).map_err(|_| bad())?;
-        Ok((user.to_string(), self.issue(user)))
+        Ok((user.to_string(), self.issue(user)?))
     }
 
     /// A fresh token for `user`.
-    pub fn issue(&self, user: &str) -> String {
+    pub fn issue(&self, user: &str) -> Result<String> {
         let expiry = now_secs() + self.token_ttl.as_secs();
         let nonce: u64 = rand::random();
         let payload = format!("{user}:{expiry}:{nonce:016x}");
-        let sig = self.signer.sign(payload.as_bytes());
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(sig))
+        let sig = self.signer.sign(payload.as_bytes())?;
+        Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(sig)))
     }
 
     /// Validate `Authorization: Bearer ...`.

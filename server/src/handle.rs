@@ -88,24 +88,21 @@ impl Signer {
         Self { key: key.into() }
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length.
-        match Hmac::<Sha256>::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => unreachable_mac(),
-        }
+    fn mac(&self) -> Result<Hmac<Sha256>> {
+        // HMAC accepts keys of any length; the error case cannot happen.
+        Hmac::<Sha256>::new_from_slice(&self.key).map_err(|e| Error::Internal { message: format!("HMAC key: {e}") })
     }
 
     /// Sign arbitrary bytes (used for bearer tokens too).
-    pub fn sign(&self, data: &[u8]) -> Vec<u8> {
-        let mut mac = self.mac();
+    pub fn sign(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let mut mac = self.mac()?;
         mac.update(data);
-        mac.finalize().into_bytes().to_vec()
+        Ok(mac.finalize().into_bytes().to_vec())
     }
 
     /// Constant-time check of a signature.
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> bool {
-        let mut mac = self.mac();
+        let Ok(mut mac) = self.mac() else { return false };
         mac.update(data);
         mac.verify_slice(signature).is_ok()
     }
@@ -132,7 +129,7 @@ impl Signer {
         out.push(VERSION);
         out.push(kind as u8);
         serde_json::to_writer(&mut out, value).map_err(|e| Error::Internal { message: e.to_string() })?;
-        let sig = self.sign(&out);
+        let sig = self.sign(&out)?;
         out.extend_from_slice(&sig);
         Ok(out.into())
     }
@@ -153,11 +150,6 @@ impl Signer {
         }
         serde_json::from_slice(&data[4..]).map_err(|e| Error::decode(what, e))
     }
-}
-
-fn unreachable_mac() -> ! {
-    // `Hmac::new_from_slice` only fails for fixed-size-key MACs; HMAC has none.
-    panic!("HMAC rejected its key")
 }
 
 /// Encode parameter rows as a base64 Arrow IPC stream.
