@@ -149,6 +149,29 @@ impl Planned {
         )))
     }
 
+    /// Bind several rows of parameters to an `INSERT`: one statement, one
+    /// commit, all rows or none. `None` when the statement is not an INSERT
+    /// (the caller then runs it once per row).
+    pub fn bind_rows(&self, rows: &[Vec<ScalarValue>]) -> Result<Option<Self>> {
+        let Kind::Write { plan: LogicalPlan::Dml(dml), target } = &self.kind else { return Ok(None) };
+        if !matches!(dml.op, WriteOp::Insert(_)) || rows.is_empty() {
+            return Ok(None);
+        }
+        let mut inputs = rows.iter().map(|row| {
+            Arc::unwrap_or_clone(dml.input.clone())
+                .with_param_values(ParamValues::from(row.clone()))
+                .map_err(Error::plan)
+        });
+        let first = inputs.next().transpose()?.ok_or_else(|| Error::invalid("parameters", "no rows"))?;
+        let mut builder = LogicalPlanBuilder::from(first);
+        for input in inputs {
+            builder = builder.union(input?).map_err(Error::plan)?;
+        }
+        let input = builder.build().map_err(Error::plan)?;
+        let insert = DmlStatement::new(dml.table_name.clone(), dml.target.clone(), dml.op.clone(), Arc::new(input));
+        Ok(Some(Self { kind: Kind::Write { plan: LogicalPlan::Dml(insert), target: target.clone() } }))
+    }
+
     /// Bind positional parameter values.
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self> {
         if values.is_empty() {

@@ -261,6 +261,12 @@ async fn run_update(
     if rows.is_empty() {
         return Ok(count_of(engine.execute(settings, planned).await?));
     }
+    // INSERT with many parameter rows: one atomic statement.
+    if rows.len() > 1 {
+        if let Some(batched) = planned.bind_rows(&rows)? {
+            return Ok(count_of(engine.execute(settings, batched).await?));
+        }
+    }
     let mut total = 0i64;
     let mut planned = Some(planned);
     for row in rows {

@@ -124,8 +124,13 @@ async fn prepared_statements_bind_parameters() {
     )
     .unwrap();
     insert.set_parameters(params).unwrap();
-    assert_eq!(insert.execute_update().await.unwrap(), 3, "one insert per parameter row");
+    assert_eq!(insert.execute_update().await.unwrap(), 3, "every parameter row inserted");
     insert.close().await.unwrap();
+    let commits = std::fs::read_dir(server.data_dir.join("tables/public/p/_delta_log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert_eq!(commits, 2, "CREATE and one atomic commit for all parameter rows");
 
     let mut select = c.prepare("SELECT name FROM p WHERE id > $1 ORDER BY id".into(), None).await.unwrap();
     assert_eq!(select.parameter_schema().unwrap().fields().len(), 1);
