@@ -24,9 +24,9 @@ build: system-deps
 
 system-deps:
 	@command -v cargo >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs"; exit 1; }
-	@command -v cmake >/dev/null && command -v cc >/dev/null || { \
-	  echo "installing build tools (cmake, gcc) from Debian"; \
-	  apt-get update -qq && apt-get install -y -qq cmake build-essential; }
+	@command -v cmake >/dev/null && command -v cc >/dev/null && command -v openssl >/dev/null || { \
+	  echo "installing build tools (cmake, gcc) and openssl (TLS test certificates) from Debian"; \
+	  apt-get update -qq && apt-get install -y -qq cmake build-essential openssl; }
 
 py-deps: $(VENV)/.installed
 

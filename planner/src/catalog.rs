@@ -18,11 +18,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::catalog::{
-    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
-    MemorySchemaProvider, SchemaProvider,
-};
 use dashmap::DashMap;
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+    SchemaProvider,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -88,8 +88,9 @@ impl Catalog {
 
         let path = data_dir.join(CATALOG_FILE);
         let mut file = match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| {
-                Error::CatalogCorrupt { path: path.display().to_string(), message: e.to_string() }
+            Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| Error::CatalogCorrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
             Err(e) => return Err(io_err(&path, e)),
@@ -101,7 +102,13 @@ impl Catalog {
         let list = Arc::new(MemoryCatalogProviderList::new());
         list.register_catalog(CATALOG.to_string(), root.clone());
 
-        let catalog = Self { data_dir, list, root, managed: DashMap::new(), file: Mutex::new(CatalogFile::default()) };
+        let catalog = Self {
+            data_dir,
+            list,
+            root,
+            managed: DashMap::new(),
+            file: Mutex::new(CatalogFile::default()),
+        };
 
         // Schemas: the persisted list plus every directory under tables/.
         let mut schemas = file.schemas.clone();
@@ -154,9 +161,10 @@ impl Catalog {
 
     /// The DataFusion schema provider for `schema`.
     pub fn schema_provider(&self, schema: &str) -> Result<Arc<dyn SchemaProvider>> {
-        self.root
-            .schema(schema)
-            .ok_or_else(|| Error::NotFound { kind: "schema", name: schema.to_string() })
+        self.root.schema(schema).ok_or_else(|| Error::NotFound {
+            kind: "schema",
+            name: schema.to_string(),
+        })
     }
 
     /// Directory of a managed table.
@@ -169,8 +177,8 @@ impl Catalog {
     }
 
     /// The managed table `schema.table`, if it is one.
-    pub async fn managed(&self, schema: &str, table: &str) -> Result<Option<Arc<ManagedTable>>> {
-        Ok(self.managed.get(&key(schema, table)).map(|m| m.value().clone()))
+    pub fn managed(&self, schema: &str, table: &str) -> Option<Arc<ManagedTable>> {
+        self.managed.get(&key(schema, table)).map(|m| m.value().clone())
     }
 
     /// Whether `schema.table` is a stored view or external table.
@@ -192,7 +200,10 @@ impl Catalog {
             if if_not_exists {
                 return Ok(false);
             }
-            return Err(Error::AlreadyExists { kind: "schema", name: schema.to_string() });
+            return Err(Error::AlreadyExists {
+                kind: "schema",
+                name: schema.to_string(),
+            });
         }
         let dir = self.table_root(schema);
         tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
@@ -209,7 +220,10 @@ impl Catalog {
             if if_exists {
                 return Ok(false);
             }
-            return Err(Error::NotFound { kind: "schema", name: schema.to_string() });
+            return Err(Error::NotFound {
+                kind: "schema",
+                name: schema.to_string(),
+            });
         };
         if schema == DEFAULT_SCHEMA {
             return Err(Error::unsupported("dropping the default schema 'public'"));
@@ -246,7 +260,8 @@ impl Catalog {
     /// Record a view or external table (already registered with DataFusion).
     pub(crate) async fn add_object(&self, object: StoredObject) -> Result<()> {
         let mut file = self.file.lock().await;
-        file.objects.retain(|o| !(o.schema == object.schema && o.name == object.name));
+        file.objects
+            .retain(|o| !(o.schema == object.schema && o.name == object.name));
         file.objects.push(object);
         persist(&self.data_dir, &file).await
     }
@@ -254,7 +269,7 @@ impl Catalog {
     /// Drop any table-like object: managed table, view or external table.
     pub(crate) async fn drop_table(&self, schema: &str, table: &str) -> Result<()> {
         let provider = self.schema_provider(schema)?;
-        let managed = self.managed(schema, table).await?;
+        let managed = self.managed(schema, table);
         {
             let mut file = self.file.lock().await;
             let before = file.objects.len();
@@ -297,7 +312,10 @@ pub(crate) fn dir_url(dir: &Path) -> Result<Url> {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::CatalogIo { path: path.display().to_string(), source }
+    Error::CatalogIo {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 async fn read_dirs(dir: &Path) -> Result<Vec<String>> {
@@ -319,7 +337,9 @@ async fn read_dirs(dir: &Path) -> Result<Vec<String>> {
 
 async fn is_committed_delta_table(dir: &Path) -> bool {
     let log = dir.join("_delta_log");
-    let Ok(mut rd) = tokio::fs::read_dir(&log).await else { return false };
+    let Ok(mut rd) = tokio::fs::read_dir(&log).await else {
+        return false;
+    };
     while let Ok(Some(entry)) = rd.next_entry().await {
         let name = entry.file_name();
         let name = name.to_string_lossy();

@@ -21,24 +21,23 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{
-    DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement,
-    WriteOp,
+    DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement, WriteOp,
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions_mut};
+use deltalake::DeltaTable;
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::protocol::SaveMode;
-use deltalake::DeltaTable;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use crate::catalog::{dir_url, Catalog, ObjectKind, StoredObject, CATALOG, DEFAULT_SCHEMA};
+use crate::catalog::{CATALOG, Catalog, DEFAULT_SCHEMA, ObjectKind, StoredObject, dir_url};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 use crate::settings::SessionSettings;
@@ -60,7 +59,12 @@ pub struct EngineOptions {
 impl EngineOptions {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), target_partitions: None, batch_size: 8192, memory_limit: None }
+        Self {
+            data_dir: data_dir.into(),
+            target_partitions: None,
+            batch_size: 8192,
+            memory_limit: None,
+        }
     }
 }
 
@@ -83,12 +87,29 @@ pub struct Planned {
 #[derive(Debug, Clone)]
 enum Kind {
     Query(LogicalPlan),
-    Write { plan: LogicalPlan, target: Option<TableReference> },
-    Delete { target: TableReference, plan: LogicalPlan },
-    Update { target: TableReference, plan: LogicalPlan },
-    Ddl { ddl: DdlStatement, sql: String },
-    Set { key: String, value: String },
-    Reset { key: String },
+    Write {
+        plan: LogicalPlan,
+        target: Option<TableReference>,
+    },
+    Delete {
+        target: TableReference,
+        plan: LogicalPlan,
+    },
+    Update {
+        target: TableReference,
+        plan: LogicalPlan,
+    },
+    Ddl {
+        ddl: DdlStatement,
+        sql: String,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
+    Reset {
+        key: String,
+    },
 }
 
 /// What running a statement produced.
@@ -114,11 +135,6 @@ impl Planned {
         matches!(self.kind, Kind::Query(_))
     }
 
-    /// Whether running the statement changes settings, the catalog or data.
-    pub fn has_side_effects(&self) -> bool {
-        !self.is_query()
-    }
-
     /// The schema of the rows a query streams (after Contrail's type mapping),
     /// or of the one-column count result of any other statement.
     pub fn schema(&self, settings: &SessionSettings) -> SchemaRef {
@@ -132,7 +148,10 @@ impl Planned {
     /// types DataFusion inferred (`Null` when unknown).
     pub fn parameter_schema(&self) -> Result<SchemaRef> {
         let plan = match &self.kind {
-            Kind::Query(p) | Kind::Write { plan: p, .. } | Kind::Delete { plan: p, .. } | Kind::Update { plan: p, .. } => p,
+            Kind::Query(p)
+            | Kind::Write { plan: p, .. }
+            | Kind::Delete { plan: p, .. }
+            | Kind::Update { plan: p, .. } => p,
             _ => return Ok(Arc::new(Schema::empty())),
         };
         let fields = plan.get_parameter_fields().map_err(Error::plan)?;
@@ -153,7 +172,13 @@ impl Planned {
     /// commit, all rows or none. `None` when the statement is not an INSERT
     /// (the caller then runs it once per row).
     pub fn bind_rows(&self, rows: &[Vec<ScalarValue>]) -> Result<Option<Self>> {
-        let Kind::Write { plan: LogicalPlan::Dml(dml), target } = &self.kind else { return Ok(None) };
+        let Kind::Write {
+            plan: LogicalPlan::Dml(dml),
+            target,
+        } = &self.kind
+        else {
+            return Ok(None);
+        };
         if !matches!(dml.op, WriteOp::Insert(_)) || rows.is_empty() {
             return Ok(None);
         }
@@ -162,14 +187,27 @@ impl Planned {
                 .with_param_values(ParamValues::from(row.clone()))
                 .map_err(Error::plan)
         });
-        let first = inputs.next().transpose()?.ok_or_else(|| Error::invalid("parameters", "no rows"))?;
+        let first = inputs
+            .next()
+            .transpose()?
+            .ok_or_else(|| Error::invalid("parameters", "no rows"))?;
         let mut builder = LogicalPlanBuilder::from(first);
         for input in inputs {
             builder = builder.union(input?).map_err(Error::plan)?;
         }
         let input = builder.build().map_err(Error::plan)?;
-        let insert = DmlStatement::new(dml.table_name.clone(), dml.target.clone(), dml.op.clone(), Arc::new(input));
-        Ok(Some(Self { kind: Kind::Write { plan: LogicalPlan::Dml(insert), target: target.clone() } }))
+        let insert = DmlStatement::new(
+            dml.table_name.clone(),
+            dml.target.clone(),
+            dml.op.clone(),
+            Arc::new(input),
+        );
+        Ok(Some(Self {
+            kind: Kind::Write {
+                plan: LogicalPlan::Dml(insert),
+                target: target.clone(),
+            },
+        }))
     }
 
     /// Bind positional parameter values.
@@ -181,9 +219,18 @@ impl Planned {
         let bind = |p: LogicalPlan| p.with_param_values(params.clone()).map_err(Error::plan);
         let kind = match self.kind {
             Kind::Query(p) => Kind::Query(bind(p)?),
-            Kind::Write { plan, target } => Kind::Write { plan: bind(plan)?, target },
-            Kind::Delete { target, plan } => Kind::Delete { target, plan: bind(plan)? },
-            Kind::Update { target, plan } => Kind::Update { target, plan: bind(plan)? },
+            Kind::Write { plan, target } => Kind::Write {
+                plan: bind(plan)?,
+                target,
+            },
+            Kind::Delete { target, plan } => Kind::Delete {
+                target,
+                plan: bind(plan)?,
+            },
+            Kind::Update { target, plan } => Kind::Update {
+                target,
+                plan: bind(plan)?,
+            },
             other => {
                 return Err(Error::invalid(
                     "parameters",
@@ -230,7 +277,12 @@ impl Engine {
             o.execution.parquet.schema_force_view_types = false;
         }
 
-        let engine = Arc::new(Self { catalog, runtime, base, ddl: Mutex::new(()) });
+        let engine = Arc::new(Self {
+            catalog,
+            runtime,
+            base,
+            ddl: Mutex::new(()),
+        });
         engine.replay().await?;
         Ok(engine)
     }
@@ -278,23 +330,42 @@ impl Engine {
         check_supported(&statement)?;
         let plan = state.statement_to_plan(statement).await.map_err(not_found_or_plan)?;
         let kind = match plan {
-            LogicalPlan::Ddl(ddl) => Kind::Ddl { ddl, sql: sql.trim().trim_end_matches(';').to_string() },
-            LogicalPlan::Dml(DmlStatement { op: WriteOp::Delete, ref table_name, .. }) => {
-                Kind::Delete { target: table_name.clone(), plan }
-            }
-            LogicalPlan::Dml(DmlStatement { op: WriteOp::Update, ref table_name, .. }) => {
-                Kind::Update { target: table_name.clone(), plan }
-            }
-            LogicalPlan::Dml(DmlStatement { op: WriteOp::Insert(_), ref table_name, .. }) => {
-                Kind::Write { target: Some(table_name.clone()), plan }
-            }
+            LogicalPlan::Ddl(ddl) => Kind::Ddl {
+                ddl,
+                sql: sql.trim().trim_end_matches(';').to_string(),
+            },
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Delete,
+                ref table_name,
+                ..
+            }) => Kind::Delete {
+                target: table_name.clone(),
+                plan,
+            },
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Update,
+                ref table_name,
+                ..
+            }) => Kind::Update {
+                target: table_name.clone(),
+                plan,
+            },
+            LogicalPlan::Dml(DmlStatement {
+                op: WriteOp::Insert(_),
+                ref table_name,
+                ..
+            }) => Kind::Write {
+                target: Some(table_name.clone()),
+                plan,
+            },
             LogicalPlan::Dml(DmlStatement { ref op, .. }) => {
                 return Err(Error::unsupported(format!("{op} statements")));
             }
             LogicalPlan::Copy(_) => Kind::Write { plan, target: None },
-            LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
-                Kind::Set { key: set.variable, value: set.value }
-            }
+            LogicalPlan::Statement(PlanStatement::SetVariable(set)) => Kind::Set {
+                key: set.variable,
+                value: set.value,
+            },
             LogicalPlan::Statement(PlanStatement::ResetVariable(reset)) => Kind::Reset { key: reset.variable },
             LogicalPlan::Statement(PlanStatement::TransactionStart(_) | PlanStatement::TransactionEnd(_)) => {
                 return Err(Error::unsupported(
@@ -373,13 +444,16 @@ impl Engine {
         let ctx = self.context(settings)?;
         let table_ref = TableReference::full(
             target.catalog.clone().unwrap_or_else(|| CATALOG.to_string()),
-            target.schema.clone().or_else(|| settings.schema.clone()).unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
+            target
+                .schema
+                .clone()
+                .or_else(|| settings.schema.clone())
+                .unwrap_or_else(|| DEFAULT_SCHEMA.to_string()),
             target.table.clone(),
         );
         let (schema_name, table_name) = self.resolve(&ctx, &table_ref)?;
-        let existing = self.catalog.managed(&schema_name, &table_name).await?;
-        let exists_other = existing.is_none()
-            && self.catalog.schema_provider(&schema_name)?.table_exist(&table_name);
+        let existing = self.catalog.managed(&schema_name, &table_name);
+        let exists_other = existing.is_none() && self.catalog.schema_provider(&schema_name)?.table_exist(&table_name);
         if exists_other {
             return Err(Error::unsupported(format!(
                 "ingest into '{schema_name}.{table_name}': only managed tables accept bulk ingest"
@@ -389,11 +463,17 @@ impl Engine {
         match existing {
             Some(managed) => {
                 if target.fail_if_exists {
-                    return Err(Error::AlreadyExists { kind: "table", name: format!("{schema_name}.{table_name}") });
+                    return Err(Error::AlreadyExists {
+                        kind: "table",
+                        name: format!("{schema_name}.{table_name}"),
+                    });
                 }
                 let (mode, schema_mode) = if target.replace {
                     // Replace means new contents *and* the new data's schema.
-                    (SaveMode::Overwrite, Some(deltalake::operations::write::SchemaMode::Overwrite))
+                    (
+                        SaveMode::Overwrite,
+                        Some(deltalake::operations::write::SchemaMode::Overwrite),
+                    )
                 } else {
                     (SaveMode::Append, None)
                 };
@@ -406,16 +486,17 @@ impl Engine {
                 if let Some(m) = schema_mode {
                     write = write.with_schema_mode(m);
                 }
-                let table = write
-                    .await
-                    .map_err(|e| Error::storage(&table_name, e))?;
+                let table = write.await.map_err(|e| Error::storage(&table_name, e))?;
                 let rows = added_rows(&table).await;
                 managed.install(table).await?;
                 Ok(rows)
             }
             None => {
                 if !target.create {
-                    return Err(Error::NotFound { kind: "table", name: format!("{schema_name}.{table_name}") });
+                    return Err(Error::NotFound {
+                        kind: "table",
+                        name: format!("{schema_name}.{table_name}"),
+                    });
                 }
                 let _guard = self.ddl.lock().await;
                 self.create_managed(&ctx, &schema_name, &table_name, input, false).await
@@ -433,7 +514,11 @@ impl Engine {
         self.other_ddl(ctx, ddl, sql).await.map(|()| 0)
     }
 
-    async fn create_table(&self, ctx: &SessionContext, create: datafusion::logical_expr::CreateMemoryTable) -> Result<i64> {
+    async fn create_table(
+        &self,
+        ctx: &SessionContext,
+        create: datafusion::logical_expr::CreateMemoryTable,
+    ) -> Result<i64> {
         if create.temporary {
             return Err(Error::unsupported("TEMPORARY tables"));
         }
@@ -447,11 +532,16 @@ impl Engine {
                 return Ok(0);
             }
             if !create.or_replace {
-                return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+                return Err(Error::AlreadyExists {
+                    kind: "table",
+                    name: format!("{schema}.{table}"),
+                });
             }
         }
         let input = Arc::unwrap_or_clone(create.input);
-        let rows = self.create_managed(ctx, &schema, &table, input, create.or_replace).await?;
+        let rows = self
+            .create_managed(ctx, &schema, &table, input, create.or_replace)
+            .await?;
         Ok(rows.max(0))
     }
 
@@ -465,7 +555,10 @@ impl Engine {
                     return Ok(());
                 }
                 if exists && !ext.or_replace {
-                    return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+                    return Err(Error::AlreadyExists {
+                        kind: "table",
+                        name: format!("{schema}.{table}"),
+                    });
                 }
                 if exists {
                     self.catalog.drop_table(&schema, &table).await?;
@@ -474,40 +567,69 @@ impl Engine {
                     .await
                     .map_err(Error::plan)?;
                 self.catalog
-                    .add_object(StoredObject { schema, name: table, kind: ObjectKind::External, sql })
+                    .add_object(StoredObject {
+                        schema,
+                        name: table,
+                        kind: ObjectKind::External,
+                        sql,
+                    })
                     .await
             }
             DdlStatement::CreateView(view) => {
                 let (schema, table) = self.resolve(ctx, &view.name)?;
                 let exists = self.catalog.schema_provider(&schema)?.table_exist(&table);
                 if exists && !view.or_replace {
-                    return Err(Error::AlreadyExists { kind: "view", name: format!("{schema}.{table}") });
+                    return Err(Error::AlreadyExists {
+                        kind: "view",
+                        name: format!("{schema}.{table}"),
+                    });
                 }
-                if exists && self.catalog.managed(&schema, &table).await?.is_some() {
-                    return Err(Error::AlreadyExists { kind: "table", name: format!("{schema}.{table}") });
+                if exists && self.catalog.managed(&schema, &table).is_some() {
+                    return Err(Error::AlreadyExists {
+                        kind: "table",
+                        name: format!("{schema}.{table}"),
+                    });
                 }
                 ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(view)))
                     .await
                     .map_err(Error::plan)?;
-                self.catalog.add_object(StoredObject { schema, name: table, kind: ObjectKind::View, sql }).await
+                self.catalog
+                    .add_object(StoredObject {
+                        schema,
+                        name: table,
+                        kind: ObjectKind::View,
+                        sql,
+                    })
+                    .await
             }
             DdlStatement::CreateCatalogSchema(create) => {
                 let name = match create.schema_name.split_once('.') {
                     Some((catalog, schema)) if catalog == CATALOG => schema.to_string(),
                     Some((catalog, _)) => {
-                        return Err(Error::NotFound { kind: "catalog", name: catalog.to_string() });
+                        return Err(Error::NotFound {
+                            kind: "catalog",
+                            name: catalog.to_string(),
+                        });
                     }
                     None => create.schema_name.clone(),
                 };
-                self.catalog.create_schema(&name, create.if_not_exists).await.map(|_| ())
+                self.catalog
+                    .create_schema(&name, create.if_not_exists)
+                    .await
+                    .map(|_| ())
             }
             DdlStatement::DropCatalogSchema(drop) => {
                 let name = drop.name.schema_name().to_string();
-                self.catalog.drop_schema(&name, drop.if_exists, drop.cascade).await.map(|_| ())
+                self.catalog
+                    .drop_schema(&name, drop.if_exists, drop.cascade)
+                    .await
+                    .map(|_| ())
             }
             DdlStatement::DropTable(drop) => self.drop_object(ctx, &drop.name, drop.if_exists, false).await,
             DdlStatement::DropView(drop) => self.drop_object(ctx, &drop.name, drop.if_exists, true).await,
-            DdlStatement::CreateCatalog(_) => Err(Error::unsupported("CREATE DATABASE/CATALOG: Contrail serves one catalog, 'contrail'")),
+            DdlStatement::CreateCatalog(_) => Err(Error::unsupported(
+                "CREATE DATABASE/CATALOG: Contrail serves one catalog, 'contrail'",
+            )),
             DdlStatement::CreateIndex(_) => Err(Error::unsupported("CREATE INDEX")),
             DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => {
                 Err(Error::unsupported("user-defined SQL functions"))
@@ -515,7 +637,13 @@ impl Engine {
         }
     }
 
-    async fn drop_object(&self, ctx: &SessionContext, name: &TableReference, if_exists: bool, view: bool) -> Result<()> {
+    async fn drop_object(
+        &self,
+        ctx: &SessionContext,
+        name: &TableReference,
+        if_exists: bool,
+        view: bool,
+    ) -> Result<()> {
         let (schema, table) = match self.resolve(ctx, name) {
             Ok(r) => r,
             Err(Error::NotFound { .. }) if if_exists => return Ok(()),
@@ -524,13 +652,28 @@ impl Engine {
         let kind = if view { "view" } else { "table" };
         let exists = self.catalog.schema_provider(&schema)?.table_exist(&table);
         if !exists {
-            return if if_exists { Ok(()) } else { Err(Error::NotFound { kind, name: format!("{schema}.{table}") }) };
+            return if if_exists {
+                Ok(())
+            } else {
+                Err(Error::NotFound {
+                    kind,
+                    name: format!("{schema}.{table}"),
+                })
+            };
         }
-        let is_view = self.catalog.stored(&schema, &table).await.is_some_and(|o| o.kind == ObjectKind::View);
+        let is_view = self
+            .catalog
+            .stored(&schema, &table)
+            .await
+            .is_some_and(|o| o.kind == ObjectKind::View);
         if view != is_view {
             return Err(Error::invalid(
                 "DROP",
-                format!("'{schema}.{table}' is a {}; use DROP {}", if is_view { "view" } else { "table" }, if is_view { "VIEW" } else { "TABLE" }),
+                format!(
+                    "'{schema}.{table}' is a {}; use DROP {}",
+                    if is_view { "view" } else { "table" },
+                    if is_view { "VIEW" } else { "TABLE" }
+                ),
             ));
         }
         self.catalog.drop_table(&schema, &table).await
@@ -547,24 +690,35 @@ impl Engine {
         replace: bool,
     ) -> Result<i64> {
         let dir = self.catalog.table_dir(schema, table);
-        let exists = self.catalog.managed(schema, table).await?;
+        let exists = self.catalog.managed(schema, table);
         if replace && exists.is_none() && self.catalog.schema_provider(schema)?.table_exist(table) {
             // Replacing a view or external table by a managed table.
             self.catalog.drop_table(schema, table).await?;
         }
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| Error::CatalogIo { path: dir.display().to_string(), source: e })?;
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| Error::CatalogIo {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
         let url = dir_url(&dir)?;
-        let delta = DeltaTable::try_from_url(url.clone()).await.map_err(|e| Error::storage(table, e))?;
+        let delta = DeltaTable::try_from_url(url.clone())
+            .await
+            .map_err(|e| Error::storage(table, e))?;
         let input = strip_view_types(input)?;
         let written = delta
             .write(Vec::<RecordBatch>::new())
             .with_input_plan(input)
             .with_session_state(Arc::new(ctx.state()))
             .with_table_name(table)
-            .with_save_mode(if replace { SaveMode::Overwrite } else { SaveMode::ErrorIfExists })
-            .with_schema_mode(if replace { deltalake::operations::write::SchemaMode::Overwrite } else { deltalake::operations::write::SchemaMode::Merge })
+            .with_save_mode(if replace {
+                SaveMode::Overwrite
+            } else {
+                SaveMode::ErrorIfExists
+            })
+            .with_schema_mode(if replace {
+                deltalake::operations::write::SchemaMode::Overwrite
+            } else {
+                deltalake::operations::write::SchemaMode::Merge
+            })
             .await
             .map_err(|e| Error::storage(table, e))?;
         let rows = added_rows(&written).await;
@@ -634,24 +788,36 @@ impl Engine {
         Ok(Outcome::Count(metrics.num_updated_rows as i64))
     }
 
-    async fn require_managed(&self, ctx: &SessionContext, target: &TableReference, what: &str) -> Result<Arc<ManagedTable>> {
+    async fn require_managed(
+        &self,
+        ctx: &SessionContext,
+        target: &TableReference,
+        what: &str,
+    ) -> Result<Arc<ManagedTable>> {
         self.managed_for(ctx, target).await?.ok_or_else(|| {
-            Error::unsupported(format!("{what} on '{target}': only managed (Delta) tables can be modified"))
+            Error::unsupported(format!(
+                "{what} on '{target}': only managed (Delta) tables can be modified"
+            ))
         })
     }
 
     async fn managed_for(&self, ctx: &SessionContext, target: &TableReference) -> Result<Option<Arc<ManagedTable>>> {
         let (schema, table) = self.resolve(ctx, target)?;
-        self.catalog.managed(&schema, &table).await
+        Ok(self.catalog.managed(&schema, &table))
     }
 
     /// Resolve a possibly partial name against the session's defaults.
     fn resolve(&self, ctx: &SessionContext, name: &TableReference) -> Result<(String, String)> {
         let state = ctx.state();
         let defaults = &state.config().options().catalog;
-        let resolved = name.clone().resolve(&defaults.default_catalog, &defaults.default_schema);
+        let resolved = name
+            .clone()
+            .resolve(&defaults.default_catalog, &defaults.default_schema);
         if resolved.catalog.as_ref() != CATALOG {
-            return Err(Error::NotFound { kind: "catalog", name: resolved.catalog.to_string() });
+            return Err(Error::NotFound {
+                kind: "catalog",
+                name: resolved.catalog.to_string(),
+            });
         }
         self.catalog.schema_provider(&resolved.schema)?;
         Ok((resolved.schema.to_string(), resolved.table.to_string()))
@@ -660,7 +826,10 @@ impl Engine {
     /// Re-create views and external tables from their stored SQL.
     async fn replay(&self) -> Result<()> {
         for object in self.catalog.stored_objects().await {
-            let settings = SessionSettings { schema: Some(object.schema.clone()), ..Default::default() };
+            let settings = SessionSettings {
+                schema: Some(object.schema.clone()),
+                ..Default::default()
+            };
             let ctx = self.context(&settings)?;
             let result = async {
                 let plan = ctx.state().create_logical_plan(&object.sql).await?;
@@ -729,7 +898,10 @@ fn not_found_or_plan(e: datafusion::error::DataFusionError) -> Error {
     let message = e.find_root().to_string();
     if let Some(rest) = message.split("table '").nth(1) {
         if let Some(name) = rest.strip_suffix("' not found") {
-            return Error::NotFound { kind: "table", name: name.to_string() };
+            return Error::NotFound {
+                kind: "table",
+                name: name.to_string(),
+            };
         }
     }
     Error::plan(e)
@@ -797,7 +969,11 @@ fn unqualify(expr: Expr) -> Result<Expr> {
 /// Delta tables store plain strings; cast view types on the way in.
 fn strip_view_types(plan: LogicalPlan) -> Result<LogicalPlan> {
     let schema = plan.schema().clone();
-    if !schema.fields().iter().any(|f| crate::types::has_view_type(f.data_type())) {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| crate::types::has_view_type(f.data_type()))
+    {
         return Ok(plan);
     }
     let exprs = schema
@@ -805,17 +981,29 @@ fn strip_view_types(plan: LogicalPlan) -> Result<LogicalPlan> {
         .map(|(q, f)| {
             let col = Expr::Column(Column::from((q, f)));
             let target = crate::types::without_view_types(f.data_type());
-            if &target == f.data_type() { col } else { datafusion::logical_expr::cast(col, target).alias(f.name()) }
+            if &target == f.data_type() {
+                col
+            } else {
+                datafusion::logical_expr::cast(col, target).alias(f.name())
+            }
         })
         .collect::<Vec<_>>();
-    LogicalPlanBuilder::from(plan).project(exprs).and_then(|b| b.build()).map_err(Error::plan)
+    LogicalPlanBuilder::from(plan)
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(Error::plan)
 }
 
 /// Rows the last commit added, from its operation metrics.
 async fn added_rows(table: &DeltaTable) -> i64 {
     let mut history = table.history(Some(1));
     if let Some(Ok(info)) = history.next().await {
-        if let Some(rows) = info.info.get("operationMetrics").and_then(|m| m.get("num_added_rows")).and_then(|v| v.as_i64()) {
+        if let Some(rows) = info
+            .info
+            .get("operationMetrics")
+            .and_then(|m| m.get("num_added_rows"))
+            .and_then(|v| v.as_i64())
+        {
             return rows;
         }
     }
@@ -824,7 +1012,9 @@ async fn added_rows(table: &DeltaTable) -> i64 {
 
 /// A logical plan reading a stream once (bulk ingest input).
 fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<LogicalPlan> {
-    let table = crate::types::OneShotTable::new(schema, stream).into_provider().map_err(Error::plan)?;
+    let table = crate::types::OneShotTable::new(schema, stream)
+        .into_provider()
+        .map_err(Error::plan)?;
     LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
         .and_then(|b| b.build())
         .map_err(Error::plan)

@@ -84,12 +84,21 @@ impl Error {
         // statement's fault, not the storage layer's.
         let message = source.to_string();
         if message.contains("Invalid data found") || message.contains("non-nullable") || message.contains("violat") {
-            return Self::InvalidInput { what: "data".into(), message };
+            return Self::InvalidInput {
+                what: "data".into(),
+                message,
+            };
         }
         if let DeltaTableError::Arrow { .. } = source {
-            return Self::InvalidInput { what: "data".into(), message };
+            return Self::InvalidInput {
+                what: "data".into(),
+                message,
+            };
         }
-        Self::Storage { table: table.into(), source }
+        Self::Storage {
+            table: table.into(),
+            source,
+        }
     }
 
     pub(crate) fn unsupported(what: impl Into<String>) -> Self {
@@ -97,7 +106,10 @@ impl Error {
     }
 
     pub(crate) fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidInput { what: what.into(), message: message.into() }
+        Self::InvalidInput {
+            what: what.into(),
+            message: message.into(),
+        }
     }
 }
 

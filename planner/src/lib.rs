@@ -27,7 +27,7 @@ pub mod sample;
 pub mod settings;
 pub mod types;
 
-pub use catalog::{Catalog, CATALOG, DEFAULT_SCHEMA};
-pub use engine::{count_schema, Engine, EngineOptions, IngestTarget, Outcome, Planned};
+pub use catalog::{CATALOG, Catalog, DEFAULT_SCHEMA};
+pub use engine::{Engine, EngineOptions, IngestTarget, Outcome, Planned, count_schema};
 pub use error::{Error, Result};
 pub use settings::SessionSettings;

@@ -39,14 +39,22 @@ impl ManagedTable {
     pub async fn open(name: impl Into<String>, url: Url) -> Result<Self> {
         let name = name.into();
         let current = load(&name, &url).await?;
-        Ok(Self { name, url, current: RwLock::new(current) })
+        Ok(Self {
+            name,
+            url,
+            current: RwLock::new(current),
+        })
     }
 
     /// Wrap a table a write operation just returned.
     pub async fn from_table(name: impl Into<String>, url: Url, table: DeltaTable) -> Result<Self> {
         let name = name.into();
         let provider = provider_of(&name, &table).await?;
-        Ok(Self { name, url, current: RwLock::new(Current { table, provider }) })
+        Ok(Self {
+            name,
+            url,
+            current: RwLock::new(Current { table, provider }),
+        })
     }
 
     /// The table's directory URL.
@@ -89,7 +97,9 @@ impl ManagedTable {
 }
 
 async fn load(name: &str, url: &Url) -> Result<Current> {
-    let table = deltalake::open_table(url.clone()).await.map_err(|e| Error::storage(name, e))?;
+    let table = deltalake::open_table(url.clone())
+        .await
+        .map_err(|e| Error::storage(name, e))?;
     let provider = provider_of(name, &table).await?;
     Ok(Current { table, provider })
 }
@@ -99,7 +109,11 @@ async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProv
     // Utf8/Binary everywhere (information_schema, GetTables, results).
     let mut config = datafusion::prelude::SessionConfig::new();
     config.options_mut().execution.parquet.schema_force_view_types = false;
-    let session = Arc::new(datafusion::execution::SessionStateBuilder::new().with_config(config).build());
+    let session = Arc::new(
+        datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .build(),
+    );
     table
         .table_provider()
         .with_session(session)
@@ -132,10 +146,7 @@ impl TableProvider for ManagedTable {
         current.provider.scan(state, projection, filters, limit).await
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
         self.read().provider.supports_filters_pushdown(filters)
     }
 

@@ -5,12 +5,11 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use tpchgen::generators::{
-    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
-    PartSuppGenerator, RegionGenerator, SupplierGenerator,
+    CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator, PartSuppGenerator,
+    RegionGenerator, SupplierGenerator,
 };
 use tpchgen_arrow::{
-    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow,
-    RegionArrow, SupplierArrow,
+    CustomerArrow, LineItemArrow, NationArrow, OrderArrow, PartArrow, PartSuppArrow, RegionArrow, SupplierArrow,
 };
 use tracing::info;
 
@@ -22,17 +21,23 @@ use crate::settings::SessionSettings;
 pub const TPCH_SCHEMA: &str = "tpch";
 
 /// The TPC-H table names.
-pub const TPCH_TABLES: [&str; 8] =
-    ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"];
+pub const TPCH_TABLES: [&str; 8] = [
+    "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
+];
 
 /// Load TPC-H at `scale_factor` into `tpch.*`, skipping tables that exist.
 /// Returns the number of rows loaded.
 pub async fn load_tpch(engine: &Engine, scale_factor: f64) -> Result<u64> {
     if !(scale_factor > 0.0 && scale_factor <= 100.0) {
-        return Err(Error::invalid("scale factor", format!("{scale_factor} (expected 0 < sf <= 100)")));
+        return Err(Error::invalid(
+            "scale factor",
+            format!("{scale_factor} (expected 0 < sf <= 100)"),
+        ));
     }
     let mut settings = SessionSettings::default();
-    engine.sql(&mut settings, &format!("CREATE SCHEMA IF NOT EXISTS {TPCH_SCHEMA}")).await?;
+    engine
+        .sql(&mut settings, &format!("CREATE SCHEMA IF NOT EXISTS {TPCH_SCHEMA}"))
+        .await?;
     let mut total = 0u64;
     for table in TPCH_TABLES {
         if engine.catalog().schema_provider(TPCH_SCHEMA)?.table_exist(table) {
@@ -63,7 +68,8 @@ pub async fn load_tpch(engine: &Engine, scale_factor: f64) -> Result<u64> {
 fn generate(table: &str, sf: f64) -> Result<Vec<RecordBatch>> {
     const BATCH: usize = 64 * 1024;
     fn collect(it: impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>) -> Result<Vec<RecordBatch>> {
-        it.collect::<Result<Vec<_>, _>>().map_err(|e| Error::invalid("TPC-H generator", e.to_string()))
+        it.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid("TPC-H generator", e.to_string()))
     }
     match table {
         "nation" => collect(NationArrow::new(NationGenerator::new(sf, 1, 1)).with_batch_size(BATCH)),
@@ -76,4 +82,3 @@ fn generate(table: &str, sf: f64) -> Result<Vec<RecordBatch>> {
         _ => collect(LineItemArrow::new(LineItemGenerator::new(sf, 1, 1)).with_batch_size(BATCH)),
     }
 }
-

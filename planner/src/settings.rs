@@ -38,7 +38,9 @@ pub struct SessionSettings {
 impl SessionSettings {
     /// Whether results keep view types.
     pub fn view_types(&self) -> bool {
-        self.options.get(VIEW_TYPES).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.options
+            .get(VIEW_TYPES)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
     /// Set one option, validating Contrail's own keys. DataFusion keys are
@@ -53,10 +55,7 @@ impl SessionSettings {
                 self.options.insert(key, v.to_string());
             }
             k if k.starts_with(CONTRAIL_PREFIX) => {
-                return Err(Error::invalid(
-                    "setting",
-                    format!("unknown Contrail setting '{k}'"),
-                ));
+                return Err(Error::invalid("setting", format!("unknown Contrail setting '{k}'")));
             }
             k if k.starts_with("datafusion.") => {
                 self.options.insert(key, value.to_string());
@@ -91,7 +90,10 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "on" | "1" | "yes" => Ok(true),
         "false" | "off" | "0" | "no" => Ok(false),
-        other => Err(Error::invalid("setting", format!("{key} expects a boolean, got '{other}'"))),
+        other => Err(Error::invalid(
+            "setting",
+            format!("{key} expects a boolean, got '{other}'"),
+        )),
     }
 }
 

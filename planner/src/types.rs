@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
-use arrow::compute::{cast_with_options, CastOptions};
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::TableProvider;
@@ -30,7 +30,10 @@ pub fn has_view_type(dt: &DataType) -> bool {
 /// `dt` with every view type replaced by its plain counterpart.
 pub fn without_view_types(dt: &DataType) -> DataType {
     let field = |f: &FieldRef| -> FieldRef {
-        Arc::new(Field::new(f.name(), without_view_types(f.data_type()), f.is_nullable()).with_metadata(f.metadata().clone()))
+        Arc::new(
+            Field::new(f.name(), without_view_types(f.data_type()), f.is_nullable())
+                .with_metadata(f.metadata().clone()),
+        )
     };
     match dt {
         DataType::Utf8View => DataType::Utf8,
@@ -57,7 +60,11 @@ fn with_view_types(dt: &DataType) -> DataType {
 /// The schema a client sees for a plan's output schema: plain `Utf8`/`Binary`
 /// by default, `Utf8View`/`BinaryView` when the session asks for view types.
 pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
-    let map: fn(&DataType) -> DataType = if view_types { with_view_types } else { without_view_types };
+    let map: fn(&DataType) -> DataType = if view_types {
+        with_view_types
+    } else {
+        without_view_types
+    };
     if schema.fields().iter().all(|f| &map(f.data_type()) == f.data_type()) {
         return Arc::new(schema.clone());
     }
@@ -93,7 +100,11 @@ fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, ar
         .iter()
         .zip(target.fields())
         .map(|(c, f)| {
-            if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast_with_options(c, f.data_type(), &options) }
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast_with_options(c, f.data_type(), &options)
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(target.clone(), columns)
@@ -106,7 +117,13 @@ pub(crate) struct OneShotTable;
 impl OneShotTable {
     #[allow(clippy::new_ret_no_self)]
     pub(crate) fn new(schema: SchemaRef, stream: SendableRecordBatchStream) -> StreamingTableProvider {
-        StreamingTableProvider { schema: schema.clone(), inner: Arc::new(OneShot { schema, stream: Mutex::new(Some(stream)) }) }
+        StreamingTableProvider {
+            schema: schema.clone(),
+            inner: Arc::new(OneShot {
+                schema,
+                stream: Mutex::new(Some(stream)),
+            }),
+        }
     }
 }
 
@@ -168,7 +185,10 @@ mod tests {
             without_view_types(&dt),
             DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
         );
-        let schema = Schema::new(vec![Field::new("s", DataType::Utf8View, false), Field::new("i", DataType::Int32, true)]);
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8View, false),
+            Field::new("i", DataType::Int32, true),
+        ]);
         let out = output_schema(&schema, false);
         assert_eq!(out.field(0).data_type(), &DataType::Utf8);
         assert_eq!(output_schema(&schema, true).field(0).data_type(), &DataType::Utf8View);

@@ -8,12 +8,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine as _;
 #[cfg(test)]
 use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -48,11 +48,18 @@ impl Authenticator {
         let mut map = HashMap::new();
         for u in users {
             PasswordHash::new(&u.password_hash).map_err(|e| {
-                Error::invalid(format!("user '{}': password_hash is not an argon2 PHC string: {e}", u.name))
+                Error::invalid(format!(
+                    "user '{}': password_hash is not an argon2 PHC string: {e}",
+                    u.name
+                ))
             })?;
             map.insert(u.name.clone(), u.password_hash.clone());
         }
-        Ok(Self { users: map, signer, token_ttl })
+        Ok(Self {
+            users: map,
+            signer,
+            token_ttl,
+        })
     }
 
     /// Whether authentication is required.
@@ -70,8 +77,9 @@ impl Authenticator {
             .decode(encoded)
             .map_err(|_| Error::unauthenticated("malformed Basic credentials"))?;
         let decoded = String::from_utf8(decoded).map_err(|_| Error::unauthenticated("malformed Basic credentials"))?;
-        let (user, password) =
-            decoded.split_once(':').ok_or_else(|| Error::unauthenticated("malformed Basic credentials"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Error::unauthenticated("malformed Basic credentials"))?;
         self.login(user, password)
     }
 
@@ -80,7 +88,9 @@ impl Authenticator {
         let bad = || Error::unauthenticated("invalid user name or password");
         let hash = self.users.get(user).ok_or_else(bad)?;
         let parsed = PasswordHash::new(hash).map_err(|_| bad())?;
-        Argon2::default().verify_password(password.as_bytes(), &parsed).map_err(|_| bad())?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .map_err(|_| bad())?;
         Ok((user.to_string(), self.issue(user)?))
     }
 
@@ -90,7 +100,11 @@ impl Authenticator {
         let nonce: u64 = rand::random();
         let payload = format!("{user}:{expiry}:{nonce:016x}");
         let sig = self.signer.sign(payload.as_bytes())?;
-        Ok(format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(sig)))
+        Ok(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(payload),
+            URL_SAFE_NO_PAD.encode(sig)
+        ))
     }
 
     /// Validate `Authorization: Bearer ...`.
@@ -114,16 +128,21 @@ impl Authenticator {
             return Err(bad());
         }
         if !self.users.contains_key(user) {
-            return Err(Error::PermissionDenied { message: format!("user '{user}' is no longer configured") });
+            return Err(Error::PermissionDenied {
+                message: format!("user '{user}' is no longer configured"),
+            });
         }
-        Ok(Identity { user: user.to_string(), token: Some(token.to_string()) })
+        Ok(Identity {
+            user: user.to_string(),
+            token: Some(token.to_string()),
+        })
     }
 }
 
 /// Hash a password for the config file.
 pub fn hash_password(password: &str) -> Result<String> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| Error::Internal { message: e.to_string() })?;
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| Error::Internal { message: e.to_string() })?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -136,7 +155,10 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -147,7 +169,10 @@ mod tests {
     fn login_and_tokens() {
         let hash = hash_password("s3cret").expect("hash");
         let auth = Authenticator::new(
-            &[User { name: "alice".into(), password_hash: hash }],
+            &[User {
+                name: "alice".into(),
+                password_hash: hash,
+            }],
             Signer::new(b"k"),
             Duration::from_secs(60),
         )
@@ -155,7 +180,10 @@ mod tests {
         let basic = format!("Basic {}", STANDARD.encode("alice:s3cret"));
         let (user, token) = auth.login_basic(&basic).expect("login");
         let unpadded = format!("Basic {}", STANDARD_NO_PAD.encode("alice:s3cret"));
-        assert!(auth.login_basic(&unpadded).is_ok(), "unpadded base64 (ADBC Go) is accepted");
+        assert!(
+            auth.login_basic(&unpadded).is_ok(),
+            "unpadded base64 (ADBC Go) is accepted"
+        );
         assert_eq!(user, "alice");
         let id = auth.verify_bearer(&format!("Bearer {token}")).expect("verify");
         assert_eq!(id.user, "alice");

@@ -190,10 +190,16 @@ impl TryFrom<ServeArgs> for ServeConfig {
             (None, None) => None,
             _ => return Err(Error::invalid("TLS needs both --tls-cert and --tls-key")),
         };
-        let sample = a.sample.or(file.sample).map(|s| (s, a.sample_scale.or(file.sample_scale).unwrap_or(0.1)));
+        let sample = a
+            .sample
+            .or(file.sample)
+            .map(|s| (s, a.sample_scale.or(file.sample_scale).unwrap_or(0.1)));
         Ok(Self {
             listen,
-            data_dir: a.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./contrail-data")),
+            data_dir: a
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./contrail-data")),
             port_file: a.port_file.or(file.port_file),
             sample,
             tls,

@@ -54,15 +54,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn decode(what: &'static str, message: impl std::fmt::Display) -> Self {
-        Self::Decode { what, message: message.to_string() }
+        Self::Decode {
+            what,
+            message: message.to_string(),
+        }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidRequest { message: message.into() }
+        Self::InvalidRequest {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::Unauthenticated { message: message.into() }
+        Self::Unauthenticated {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn unimplemented(what: impl Into<String>) -> Self {

@@ -35,7 +35,9 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("running", &self.running.len()).finish()
+        f.debug_struct("Executor")
+            .field("running", &self.running.len())
+            .finish()
     }
 }
 
@@ -50,9 +52,16 @@ impl Executor {
             .thread_name("contrail-cpu")
             .enable_all()
             .build()
-            .map_err(|e| Error::Internal { message: format!("cannot start the CPU runtime: {e}") })?;
+            .map_err(|e| Error::Internal {
+                message: format!("cannot start the CPU runtime: {e}"),
+            })?;
         let handle = runtime.handle().clone();
-        Ok(Self { runtime: Some(runtime), handle, running: DashMap::new(), cancelled_early: DashMap::new() })
+        Ok(Self {
+            runtime: Some(runtime),
+            handle,
+            running: DashMap::new(),
+            cancelled_early: DashMap::new(),
+        })
     }
 
     /// Run a future on the CPU runtime and wait for it.
@@ -61,10 +70,9 @@ impl Executor {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        self.handle
-            .spawn(fut)
-            .await
-            .map_err(|e| Error::Internal { message: format!("statement task failed: {e}") })?
+        self.handle.spawn(fut).await.map_err(|e| Error::Internal {
+            message: format!("statement task failed: {e}"),
+        })?
     }
 
     /// Start a query on the CPU runtime. `start` plans and executes it and
@@ -74,7 +82,10 @@ impl Executor {
         self: &Arc<Self>,
         query_id: String,
         start: F,
-    ) -> Result<(SchemaRef, impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static)>
+    ) -> Result<(
+        SchemaRef,
+        impl futures::Stream<Item = Result<RecordBatch>> + Send + 'static,
+    )>
     where
         F: Future<Output = Result<(SchemaRef, datafusion::execution::SendableRecordBatchStream)>> + Send + 'static,
     {
@@ -130,9 +141,9 @@ impl Executor {
             this.running.remove(&id);
             debug!(query_id = %id, rows, batches, elapsed_ms = started.elapsed().as_millis() as u64, "query stream done");
         });
-        let schema = schema_rx
-            .await
-            .map_err(|_| Error::Internal { message: "query task ended before planning finished".into() })??;
+        let schema = schema_rx.await.map_err(|_| Error::Internal {
+            message: "query task ended before planning finished".into(),
+        })??;
         Ok((schema, tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
@@ -143,7 +154,8 @@ impl Executor {
             return true;
         }
         let now = Instant::now();
-        self.cancelled_early.retain(|_, at| now.duration_since(*at) < CANCEL_MEMORY);
+        self.cancelled_early
+            .retain(|_, at| now.duration_since(*at) < CANCEL_MEMORY);
         self.cancelled_early.insert(query_id.to_string(), now);
         false
     }

@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
-    SchemaResult, Ticket,
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo, SchemaResult, Ticket,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::service::SqlService;
-use crate::session::{cookie_session_id, RequestContext, Sessions, SESSION_COOKIE};
+use crate::session::{RequestContext, SESSION_COOKIE, Sessions, cookie_session_id};
 
 type Inner = SqlService;
 
@@ -44,7 +43,11 @@ impl ContrailFlight {
                 .metadata()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Status::from(Error::unauthenticated("authentication required: handshake with Basic credentials first")))?;
+                .ok_or_else(|| {
+                    Status::from(Error::unauthenticated(
+                        "authentication required: handshake with Basic credentials first",
+                    ))
+                })?;
             Some(self.inner.auth.verify_bearer(header)?)
         } else {
             None
@@ -110,8 +113,15 @@ impl FlightService for ContrailFlight {
         // Inline statements complete within GetFlightInfo: poll answers with the
         // finished FlightInfo and no descriptor to poll again.
         let (request, rc) = self.admit(request)?;
-        let info = <Inner as FlightService>::get_flight_info(&self.inner, request).await?.into_inner();
-        let poll = PollInfo { info: Some(info), flight_descriptor: None, progress: Some(1.0), expiration_time: None };
+        let info = <Inner as FlightService>::get_flight_info(&self.inner, request)
+            .await?
+            .into_inner();
+        let poll = PollInfo {
+            info: Some(info),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        };
         Ok(announce(&rc, Response::new(poll)))
     }
 
@@ -147,4 +157,3 @@ impl FlightService for ContrailFlight {
         delegate!(self, list_actions, request)
     }
 }
-

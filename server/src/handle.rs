@@ -90,7 +90,9 @@ impl Signer {
 
     fn mac(&self) -> Result<Hmac<Sha256>> {
         // HMAC accepts keys of any length; the error case cannot happen.
-        Hmac::<Sha256>::new_from_slice(&self.key).map_err(|e| Error::Internal { message: format!("HMAC key: {e}") })
+        Hmac::<Sha256>::new_from_slice(&self.key).map_err(|e| Error::Internal {
+            message: format!("HMAC key: {e}"),
+        })
     }
 
     /// Sign arbitrary bytes (used for bearer tokens too).
@@ -146,7 +148,10 @@ impl Signer {
         }
         let (data, sig) = bytes.split_at(bytes.len() - MAC_LEN);
         if !self.verify(data, sig) {
-            return Err(Error::decode(what, "signature mismatch (altered, or issued by a server with another secret)"));
+            return Err(Error::decode(
+                what,
+                "signature mismatch (altered, or issued by a server with another secret)",
+            ));
         }
         serde_json::from_slice(&data[4..]).map_err(|e| Error::decode(what, e))
     }
@@ -184,7 +189,10 @@ mod tests {
         let s = Signer::new(b"secret");
         let t = StatementTicket {
             id: "q1".into(),
-            body: TicketBody::Query { sql: "SELECT 1".into(), params: None },
+            body: TicketBody::Query {
+                sql: "SELECT 1".into(),
+                params: None,
+            },
             settings: SessionSettings::default(),
         };
         let bytes = s.encode_ticket(&t).expect("encode");

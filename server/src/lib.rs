@@ -55,7 +55,10 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Run `contrail serve` until `shutdown` resolves.
-pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     // Two rustls crypto providers are linked (ring for gRPC, aws-lc via
     // deltalake's HTTP stack): pick one for the process, or TLS setup panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -67,7 +70,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Outpu
 
     if let Some((Sample::Tpch, sf)) = config.sample {
         let e = engine.clone();
-        let rows = executor.run(async move { Ok(contrail_planner::sample::load_tpch(&e, sf).await?) }).await?;
+        let rows = executor
+            .run(async move { Ok(contrail_planner::sample::load_tpch(&e, sf).await?) })
+            .await?;
         info!(rows, scale_factor = sf, "TPC-H sample ready in schema 'tpch'");
     }
 
@@ -82,7 +87,9 @@ pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Outpu
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::invalid(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener.local_addr().map_err(|e| Error::Internal { message: e.to_string() })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal { message: e.to_string() })?;
 
     let mut builder = Server::builder().tcp_nodelay(true);
     let tls = config.tls.is_some();
@@ -116,18 +123,27 @@ pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Outpu
     let exec2 = executor.clone();
     let on_shutdown = async move {
         shutdown.await;
-        info!(running = exec2.running(), "shutting down: in-flight streams get up to {}s to finish", SHUTDOWN_GRACE.as_secs());
+        info!(
+            running = exec2.running(),
+            "shutting down: in-flight streams get up to {}s to finish",
+            SHUTDOWN_GRACE.as_secs()
+        );
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while exec2.running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if exec2.running() > 0 {
-            warn!(running = exec2.running(), "grace period over: cancelling running queries");
+            warn!(
+                running = exec2.running(),
+                "grace period over: cancelling running queries"
+            );
             exec2.cancel_all();
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    let server = builder.add_service(flight).serve_with_incoming(TcpListenerStream::new(listener));
+    let server = builder
+        .add_service(flight)
+        .serve_with_incoming(TcpListenerStream::new(listener));
     tokio::select! {
         result = server => result.map_err(|e| Error::Internal { message: format!("server error: {e}") })?,
         () = on_shutdown => {}
@@ -140,7 +156,11 @@ pub async fn serve(config: ServeConfig, shutdown: impl std::future::Future<Outpu
 fn print_banner(addr: std::net::SocketAddr, tls: bool, auth: bool) {
     let (scheme, enc) = if tls { ("grpc+tls", "true") } else { ("grpc", "false") };
     let creds = if auth { "&user=USER&password=PASSWORD" } else { "" };
-    let py_auth = if auth { ", db_kwargs={\"username\": \"USER\", \"password\": \"PASSWORD\"}" } else { "" };
+    let py_auth = if auth {
+        ", db_kwargs={\"username\": \"USER\", \"password\": \"PASSWORD\"}"
+    } else {
+        ""
+    };
     println!("Contrail {} listening on {addr}", env!("CARGO_PKG_VERSION"));
     println!("  ADBC (Python): adbc_driver_flightsql.dbapi.connect(\"{scheme}://{addr}\"{py_auth})");
     println!("  JDBC:          jdbc:arrow-flight-sql://{addr}/?useEncryption={enc}{creds}");
@@ -152,7 +172,12 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
     let path = data_dir.join("server.key");
     match std::fs::read(&path) {
         Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
-        Ok(_) => return Err(Error::invalid(format!("{} is too short (need 32 bytes)", path.display()))),
+        Ok(_) => {
+            return Err(Error::invalid(format!(
+                "{} is too short (need 32 bytes)",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::invalid(format!("cannot read {}: {e}", path.display()))),
     }

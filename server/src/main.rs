@@ -24,7 +24,10 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
                 .with_writer(std::io::stderr)
                 .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("contrail-io").build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("contrail-io")
+                .build()?;
             runtime.block_on(contrail_server::serve(config, shutdown_signal()))?;
             Ok(())
         }

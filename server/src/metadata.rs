@@ -9,11 +9,11 @@ use arrow_flight::sql::metadata::{
     GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{
-    CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering,
-    SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
+    CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity,
+    SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
 };
 use contrail_planner::types::output_schema;
-use contrail_planner::{Engine, SessionSettings, CATALOG};
+use contrail_planner::{CATALOG, Engine, SessionSettings};
 use datafusion::datasource::TableType;
 
 use crate::error::Result;
@@ -48,7 +48,9 @@ pub async fn tables(engine: &Engine, settings: &SessionSettings, cmd: CommandGet
         let mut names = provider.table_names();
         names.sort();
         for name in names {
-            let Ok(Some(table)) = provider.table(&name).await else { continue };
+            let Ok(Some(table)) = provider.table(&name).await else {
+                continue;
+            };
             let kind = match table.table_type() {
                 TableType::View => "VIEW",
                 TableType::Temporary => "LOCAL TEMPORARY",
@@ -60,7 +62,15 @@ pub async fn tables(engine: &Engine, settings: &SessionSettings, cmd: CommandGet
     }
     // information_schema, as DataFusion exposes it.
     let ctx = engine.context(settings)?;
-    for name in ["tables", "views", "columns", "df_settings", "schemata", "routines", "parameters"] {
+    for name in [
+        "tables",
+        "views",
+        "columns",
+        "df_settings",
+        "schemata",
+        "routines",
+        "parameters",
+    ] {
         let sql_name = format!("{CATALOG}.information_schema.{name}");
         if let Ok(table) = ctx.table_provider(sql_name.as_str()).await {
             let schema_out = output_schema(&table.schema(), settings.view_types());
@@ -111,27 +121,127 @@ pub fn foreign_keys_schema() -> SchemaRef {
 
 /// SQL keywords beyond SQL:2003 that DataFusion's parser knows.
 const KEYWORDS: &[&str] = &[
-    "ANALYZE", "ARRAY", "COPY", "EXPLAIN", "EXTERNAL", "FORMAT", "ILIKE", "LIMIT", "LOCATION",
-    "OFFSET", "OPTIONS", "PARTITIONED", "QUALIFY", "REPLACE", "SHOW", "STORED", "STRUCT", "TBLPROPERTIES",
-    "UNNEST", "UNSIGNED",
+    "ANALYZE",
+    "ARRAY",
+    "COPY",
+    "EXPLAIN",
+    "EXTERNAL",
+    "FORMAT",
+    "ILIKE",
+    "LIMIT",
+    "LOCATION",
+    "OFFSET",
+    "OPTIONS",
+    "PARTITIONED",
+    "QUALIFY",
+    "REPLACE",
+    "SHOW",
+    "STORED",
+    "STRUCT",
+    "TBLPROPERTIES",
+    "UNNEST",
+    "UNSIGNED",
 ];
 const NUMERIC_FUNCTIONS: &[&str] = &[
-    "abs", "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "cbrt", "ceil", "cos", "cosh", "cot",
-    "degrees", "exp", "factorial", "floor", "gcd", "isnan", "iszero", "lcm", "ln", "log", "log10", "log2",
-    "nanvl", "pi", "pow", "power", "radians", "random", "round", "signum", "sin", "sinh", "sqrt", "tan",
-    "tanh", "trunc",
+    "abs",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "cbrt",
+    "ceil",
+    "cos",
+    "cosh",
+    "cot",
+    "degrees",
+    "exp",
+    "factorial",
+    "floor",
+    "gcd",
+    "isnan",
+    "iszero",
+    "lcm",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "nanvl",
+    "pi",
+    "pow",
+    "power",
+    "radians",
+    "random",
+    "round",
+    "signum",
+    "sin",
+    "sinh",
+    "sqrt",
+    "tan",
+    "tanh",
+    "trunc",
 ];
 const STRING_FUNCTIONS: &[&str] = &[
-    "ascii", "bit_length", "btrim", "char_length", "character_length", "chr", "concat", "concat_ws",
-    "ends_with", "initcap", "instr", "left", "length", "levenshtein", "lower", "lpad", "ltrim",
-    "octet_length", "overlay", "position", "repeat", "replace", "reverse", "right", "rpad", "rtrim",
-    "split_part", "starts_with", "strpos", "substr", "substring", "to_hex", "translate", "trim", "upper",
+    "ascii",
+    "bit_length",
+    "btrim",
+    "char_length",
+    "character_length",
+    "chr",
+    "concat",
+    "concat_ws",
+    "ends_with",
+    "initcap",
+    "instr",
+    "left",
+    "length",
+    "levenshtein",
+    "lower",
+    "lpad",
+    "ltrim",
+    "octet_length",
+    "overlay",
+    "position",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "rpad",
+    "rtrim",
+    "split_part",
+    "starts_with",
+    "strpos",
+    "substr",
+    "substring",
+    "to_hex",
+    "translate",
+    "trim",
+    "upper",
     "uuid",
 ];
 const DATETIME_FUNCTIONS: &[&str] = &[
-    "current_date", "current_time", "current_timestamp", "date_bin", "date_part", "date_trunc", "datepart",
-    "datetrunc", "extract", "from_unixtime", "make_date", "now", "to_char", "to_date", "to_timestamp",
-    "to_timestamp_micros", "to_timestamp_millis", "to_timestamp_nanos", "to_timestamp_seconds", "to_unixtime",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "date_bin",
+    "date_part",
+    "date_trunc",
+    "datepart",
+    "datetrunc",
+    "extract",
+    "from_unixtime",
+    "make_date",
+    "now",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "to_timestamp_micros",
+    "to_timestamp_millis",
+    "to_timestamp_nanos",
+    "to_timestamp_seconds",
+    "to_unixtime",
 ];
 const SYSTEM_FUNCTIONS: &[&str] = &["arrow_typeof", "coalesce", "ifnull", "nullif", "nvl", "nvl2", "version"];
 
@@ -145,7 +255,10 @@ pub fn sql_info() -> Result<SqlInfoData> {
     b.append(SqlInfo::FlightSqlServerReadOnly, false);
     b.append(SqlInfo::FlightSqlServerSql, true);
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
-    b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+    b.append(
+        SqlInfo::FlightSqlServerTransaction,
+        SqlSupportedTransaction::None as i32,
+    );
     b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::FlightSqlServerBulkIngestion, true);
     b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
@@ -154,9 +267,15 @@ pub fn sql_info() -> Result<SqlInfoData> {
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, true);
     b.append(SqlInfo::SqlDdlTable, true);
-    b.append(SqlInfo::SqlIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32);
+    b.append(
+        SqlInfo::SqlIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
+    );
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    b.append(SqlInfo::SqlQuotedIdentifierCase, SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32);
+    b.append(
+        SqlInfo::SqlQuotedIdentifierCase,
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
+    );
     b.append(SqlInfo::SqlAllTablesAreSelectable, true);
     b.append(SqlInfo::SqlNullOrdering, SqlNullOrdering::SqlNullsSortedHigh as i32);
     b.append(SqlInfo::SqlKeywords, KEYWORDS);
@@ -236,7 +355,15 @@ pub fn sql_info() -> Result<SqlInfoData> {
 /// The types `GetXdbcTypeInfo` lists: those Contrail tables can store.
 pub fn xdbc_type_info() -> Result<XdbcTypeInfoData> {
     let mut b = XdbcTypeInfoDataBuilder::new();
-    let ty = |name: &str, dt: XdbcDataType, size: Option<i32>, prefix: Option<&str>, searchable: Searchable, unsigned: Option<bool>, params: Option<Vec<String>>, min_scale: Option<i32>, max_scale: Option<i32>| XdbcTypeInfo {
+    let ty = |name: &str,
+              dt: XdbcDataType,
+              size: Option<i32>,
+              prefix: Option<&str>,
+              searchable: Searchable,
+              unsigned: Option<bool>,
+              params: Option<Vec<String>>,
+              min_scale: Option<i32>,
+              max_scale: Option<i32>| XdbcTypeInfo {
         type_name: name.into(),
         data_type: dt,
         column_size: size,
@@ -261,17 +388,117 @@ pub fn xdbc_type_info() -> Result<XdbcTypeInfoData> {
     use XdbcDataType as X;
     for info in [
         ty("BOOLEAN", X::XdbcBit, Some(1), None, Basic, None, None, None, None),
-        ty("TINYINT", X::XdbcTinyint, Some(3), None, Basic, Some(false), None, None, None),
-        ty("BIGINT", X::XdbcBigint, Some(19), None, Basic, Some(false), None, None, None),
-        ty("BINARY", X::XdbcBinary, Some(i32::MAX), Some("X'"), Basic, None, None, None, None),
-        ty("VARCHAR", X::XdbcVarchar, Some(i32::MAX), Some("'"), Full, None, None, None, None),
-        ty("DECIMAL", X::XdbcDecimal, Some(38), None, Basic, Some(false), Some(vec!["precision".into(), "scale".into()]), Some(0), Some(38)),
-        ty("INTEGER", X::XdbcInteger, Some(10), None, Basic, Some(false), None, None, None),
-        ty("SMALLINT", X::XdbcSmallint, Some(5), None, Basic, Some(false), None, None, None),
-        ty("FLOAT", X::XdbcFloat, Some(7), None, Basic, Some(false), None, None, None),
-        ty("DOUBLE", X::XdbcDouble, Some(15), None, Basic, Some(false), None, None, None),
+        ty(
+            "TINYINT",
+            X::XdbcTinyint,
+            Some(3),
+            None,
+            Basic,
+            Some(false),
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "BIGINT",
+            X::XdbcBigint,
+            Some(19),
+            None,
+            Basic,
+            Some(false),
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "BINARY",
+            X::XdbcBinary,
+            Some(i32::MAX),
+            Some("X'"),
+            Basic,
+            None,
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "VARCHAR",
+            X::XdbcVarchar,
+            Some(i32::MAX),
+            Some("'"),
+            Full,
+            None,
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "DECIMAL",
+            X::XdbcDecimal,
+            Some(38),
+            None,
+            Basic,
+            Some(false),
+            Some(vec!["precision".into(), "scale".into()]),
+            Some(0),
+            Some(38),
+        ),
+        ty(
+            "INTEGER",
+            X::XdbcInteger,
+            Some(10),
+            None,
+            Basic,
+            Some(false),
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "SMALLINT",
+            X::XdbcSmallint,
+            Some(5),
+            None,
+            Basic,
+            Some(false),
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "FLOAT",
+            X::XdbcFloat,
+            Some(7),
+            None,
+            Basic,
+            Some(false),
+            None,
+            None,
+            None,
+        ),
+        ty(
+            "DOUBLE",
+            X::XdbcDouble,
+            Some(15),
+            None,
+            Basic,
+            Some(false),
+            None,
+            None,
+            None,
+        ),
         ty("DATE", X::XdbcDate, Some(10), Some("'"), Basic, None, None, None, None),
-        ty("TIMESTAMP", X::XdbcTimestamp, Some(26), Some("'"), Basic, None, None, Some(0), Some(6)),
+        ty(
+            "TIMESTAMP",
+            X::XdbcTimestamp,
+            Some(26),
+            Some("'"),
+            Basic,
+            None,
+            None,
+            Some(0),
+            Some(6),
+        ),
     ] {
         b.append(info);
     }

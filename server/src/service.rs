@@ -15,7 +15,6 @@ use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -26,12 +25,13 @@ use arrow_flight::sql::{
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
     CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
+use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint,
     FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
-use contrail_planner::{count_schema, Engine, IngestTarget, Outcome, SessionSettings};
+use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -42,11 +42,11 @@ use tracing::info;
 use crate::auth::Authenticator;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
-use crate::handle::{decode_params, encode_params, PreparedHandle, Signer, StatementTicket, TicketBody};
+use crate::handle::{PreparedHandle, Signer, StatementTicket, TicketBody, decode_params, encode_params};
 use crate::metadata;
 use crate::session::{
-    option_to_string, string_to_option, CloseSessionResult, GetSessionOptionsResult, RequestContext,
-    SetSessionOptionsError, SetSessionOptionsRequest, SetSessionOptionsResult,
+    CloseSessionResult, GetSessionOptionsResult, RequestContext, SetSessionOptionsError, SetSessionOptionsRequest,
+    SetSessionOptionsResult, option_to_string, string_to_option,
 };
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -63,7 +63,14 @@ pub struct SqlService {
 
 impl SqlService {
     pub fn new(engine: Arc<Engine>, executor: Arc<Executor>, signer: Signer, auth: Authenticator) -> Result<Self> {
-        Ok(Self { engine, executor, signer, auth, sql_info: metadata::sql_info()?, xdbc: metadata::xdbc_type_info()? })
+        Ok(Self {
+            engine,
+            executor,
+            signer,
+            auth,
+            sql_info: metadata::sql_info()?,
+            xdbc: metadata::xdbc_type_info()?,
+        })
     }
 
     /// Plan a statement; queries get a ticket to stream, anything else runs now
@@ -106,9 +113,21 @@ impl SqlService {
                 rc.update_settings(settings.clone());
             }
         }
-        let ticket = StatementTicket { id: uuid::Uuid::new_v4().to_string(), body, settings: rc.session.settings() };
+        let ticket = StatementTicket {
+            id: uuid::Uuid::new_v4().to_string(),
+            body,
+            settings: rc.session.settings(),
+        };
         let handle = self.signer.encode_ticket(&ticket)?;
-        flight_info(&schema, TicketStatementQuery { statement_handle: handle }.as_any().encode_to_vec(), descriptor)
+        flight_info(
+            &schema,
+            TicketStatementQuery {
+                statement_handle: handle,
+            }
+            .as_any()
+            .encode_to_vec(),
+            descriptor,
+        )
     }
 
     /// The schema a statement would stream, without running it.
@@ -141,9 +160,9 @@ impl SqlService {
             Command::CommandGetSqlInfo(_) => self.sql_info.schema(),
             Command::CommandGetXdbcTypeInfo(_) => self.xdbc.schema(),
             Command::CommandGetPrimaryKeys(_) => metadata::primary_keys_schema(),
-            Command::CommandGetImportedKeys(_) | Command::CommandGetExportedKeys(_) | Command::CommandGetCrossReference(_) => {
-                metadata::foreign_keys_schema()
-            }
+            Command::CommandGetImportedKeys(_)
+            | Command::CommandGetExportedKeys(_)
+            | Command::CommandGetCrossReference(_) => metadata::foreign_keys_schema(),
             other => return Err(Error::unimplemented(format!("GetSchema for {}", other.type_url()))),
         })
     }
@@ -187,7 +206,10 @@ impl SqlService {
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else { continue };
             let any = Any::decode(ticket.ticket.as_ref()).map_err(|e| Error::decode("ticket", e))?;
-            let Some(tsq) = any.unpack::<TicketStatementQuery>().map_err(|e| Error::decode("ticket", e))? else {
+            let Some(tsq) = any
+                .unpack::<TicketStatementQuery>()
+                .map_err(|e| Error::decode("ticket", e))?
+            else {
                 continue;
             };
             let t = self.signer.decode_ticket(&tsq.statement_handle)?;
@@ -203,7 +225,8 @@ impl SqlService {
         let body = action.body.as_ref();
         Ok(Some(match action.r#type.as_str() {
             "SetSessionOptions" => {
-                let req = SetSessionOptionsRequest::decode(body).map_err(|e| Error::decode("SetSessionOptionsRequest", e))?;
+                let req =
+                    SetSessionOptionsRequest::decode(body).map_err(|e| Error::decode("SetSessionOptionsRequest", e))?;
                 let mut settings = rc.session.settings();
                 let mut errors = std::collections::HashMap::new();
                 for (key, value) in req.session_options {
@@ -229,19 +252,35 @@ impl SqlService {
             }
             "GetSessionOptions" => {
                 let settings = rc.session.settings();
-                let mut options: std::collections::HashMap<_, _> =
-                    settings.options.iter().map(|(k, v)| (k.clone(), string_to_option(v))).collect();
-                options.insert("catalog".into(), string_to_option(settings.catalog.as_deref().unwrap_or(contrail_planner::CATALOG)));
-                options.insert("schema".into(), string_to_option(settings.schema.as_deref().unwrap_or(contrail_planner::DEFAULT_SCHEMA)));
-                GetSessionOptionsResult { session_options: options }.encode_to_vec().into()
+                let mut options: std::collections::HashMap<_, _> = settings
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), string_to_option(v)))
+                    .collect();
+                options.insert(
+                    "catalog".into(),
+                    string_to_option(settings.catalog.as_deref().unwrap_or(contrail_planner::CATALOG)),
+                );
+                options.insert(
+                    "schema".into(),
+                    string_to_option(settings.schema.as_deref().unwrap_or(contrail_planner::DEFAULT_SCHEMA)),
+                );
+                GetSessionOptionsResult {
+                    session_options: options,
+                }
+                .encode_to_vec()
+                .into()
             }
             "CloseSession" => {
                 rc.close();
                 CloseSessionResult { status: 1 }.encode_to_vec().into()
             }
             "CancelFlightInfo" => {
-                let req = CancelFlightInfoRequest::decode(body).map_err(|e| Error::decode("CancelFlightInfoRequest", e))?;
-                let info = req.info.ok_or_else(|| Error::invalid("CancelFlightInfoRequest without info"))?;
+                let req =
+                    CancelFlightInfoRequest::decode(body).map_err(|e| Error::decode("CancelFlightInfoRequest", e))?;
+                let info = req
+                    .info
+                    .ok_or_else(|| Error::invalid("CancelFlightInfoRequest without info"))?;
                 let status = self.cancel_info(&info)?;
                 CancelFlightInfoResult { status: status as i32 }.encode_to_vec().into()
             }
@@ -347,13 +386,11 @@ async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, Pu
 }
 
 /// Like [`read_batches`], for streams that may hold only the command (no schema).
-async fn read_optional_batches(
-    stream: PeekableFlightDataStream,
-) -> Result<(Option<SchemaRef>, PutStream)> {
+async fn read_optional_batches(stream: PeekableFlightDataStream) -> Result<(Option<SchemaRef>, PutStream)> {
     // Clients may send the command alone (no schema, no data): skip empty messages.
     let stream = stream.try_filter(|fd| futures::future::ready(!fd.data_header.is_empty() || !fd.data_body.is_empty()));
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s))))
-        .peekable();
+    let mut batches =
+        FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s)))).peekable();
     // Peeking reads messages until the schema (and maybe the first batch) arrives.
     if let Some(Err(e)) = Pin::new(&mut batches).peek().await {
         return Err(Error::invalid(format!("cannot read DoPut data: {e}")));
@@ -368,7 +405,11 @@ type PutStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + S
 /// attaches some) are dropped: tables store types, not client annotations.
 fn to_df_stream(schema: SchemaRef, stream: PutStream) -> (SchemaRef, datafusion::execution::SendableRecordBatchStream) {
     let plain: SchemaRef = Arc::new(arrow::datatypes::Schema::new(
-        schema.fields().iter().map(|f| f.as_ref().clone().with_metadata(Default::default())).collect::<Vec<_>>(),
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect::<Vec<_>>(),
     ));
     let target = plain.clone();
     let s = stream.map(move |r| {
@@ -379,13 +420,20 @@ fn to_df_stream(schema: SchemaRef, stream: PutStream) -> (SchemaRef, datafusion:
     (plain.clone(), Box::pin(RecordBatchStreamAdapter::new(plain, s)))
 }
 
-fn meta_info<C: ProstMessageExt>(cmd: C, schema: &SchemaRef, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+fn meta_info<C: ProstMessageExt>(
+    cmd: C,
+    schema: &SchemaRef,
+    descriptor: FlightDescriptor,
+) -> Result<FlightInfo, Status> {
     Ok(flight_info(schema, cmd.as_any().encode_to_vec(), descriptor)?)
 }
 
 fn batch_stream(batch: Result<RecordBatch>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
     let batch = batch?;
-    Ok(Response::new(encode_batches(batch.schema(), futures::stream::iter([Ok(batch)]))))
+    Ok(Response::new(encode_batches(
+        batch.schema(),
+        futures::stream::iter([Ok(batch)]),
+    )))
 }
 
 #[tonic::async_trait]
@@ -396,7 +444,8 @@ impl FlightSqlService for SqlService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<BoxStream<HandshakeResponse>>, Status> {
-        let mut response = Response::new(Box::pin(futures::stream::iter([Ok(HandshakeResponse::default())])) as BoxStream<_>);
+        let mut response =
+            Response::new(Box::pin(futures::stream::iter([Ok(HandshakeResponse::default())])) as BoxStream<_>);
         if !self.auth.enabled() {
             return Ok(response);
         }
@@ -404,7 +453,11 @@ impl FlightSqlService for SqlService {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::from(Error::unauthenticated("credentials required: send Basic auth in the handshake")))?;
+            .ok_or_else(|| {
+                Status::from(Error::unauthenticated(
+                    "credentials required: send Basic auth in the handshake",
+                ))
+            })?;
         let (user, token) = self.auth.login_basic(header)?;
         info!(%user, "authenticated");
         let value = format!("Bearer {token}")
@@ -420,7 +473,9 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let rc = context(&request)?;
-        let info = self.statement_info(&rc, query.query, None, request.into_inner()).await?;
+        let info = self
+            .statement_info(&rc, query.query, None, request.into_inner())
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -433,7 +488,9 @@ impl FlightSqlService for SqlService {
         let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
         // The handle's settings were captured at prepare time; the session's own
         // current settings win when the session still exists.
-        let info = self.statement_info(&rc, handle.sql, handle.params, request.into_inner()).await?;
+        let info = self
+            .statement_info(&rc, handle.sql, handle.params, request.into_inner())
+            .await?;
         Ok(Response::new(info))
     }
 
@@ -454,7 +511,10 @@ impl FlightSqlService for SqlService {
         let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
         let ticket = StatementTicket {
             id: uuid::Uuid::new_v4().to_string(),
-            body: TicketBody::Query { sql: handle.sql, params: handle.params },
+            body: TicketBody::Query {
+                sql: handle.sql,
+                params: handle.params,
+            },
             settings: handle.settings,
         };
         Ok(Response::new(self.redeem(ticket).await?))
@@ -529,7 +589,9 @@ impl FlightSqlService for SqlService {
         let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| Error::invalid(e.to_string()))?;
         handle.params = encode_params(&batches)?;
         let bytes = self.signer.encode_prepared(&handle)?;
-        Ok(DoPutPreparedStatementResult { prepared_statement_handle: Some(bytes) })
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(bytes),
+        })
     }
 
     async fn do_put_prepared_statement_update(
@@ -585,11 +647,19 @@ impl FlightSqlService for SqlService {
             .run(async move {
                 let planned = engine.plan(&s2, &sql).await?;
                 let params = planned.parameter_schema()?;
-                let dataset = if planned.is_query() { planned.schema(&s2) } else { count_schema() };
+                let dataset = if planned.is_query() {
+                    planned.schema(&s2)
+                } else {
+                    count_schema()
+                };
                 Ok((dataset, params))
             })
             .await?;
-        let handle = PreparedHandle { sql: query.query, settings, params: None };
+        let handle = PreparedHandle {
+            sql: query.query,
+            settings,
+            params: None,
+        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: self.signer.encode_prepared(&handle)?,
             dataset_schema: schema_bytes(&dataset)?,
@@ -626,89 +696,198 @@ impl FlightSqlService for SqlService {
         let rc = context(&request)?;
         let action = request.into_inner();
         match self.handle_session_action(&rc, &action)? {
-            Some(body) => Ok(Response::new(Box::pin(futures::stream::iter([Ok(arrow_flight::Result { body })])))),
+            Some(body) => Ok(Response::new(Box::pin(futures::stream::iter([Ok(
+                arrow_flight::Result { body },
+            )])))),
             None => Err(Error::invalid(format!("unknown action '{}'", action.r#type)).into()),
         }
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
-        let action = |t: &str, d: &str| Ok(arrow_flight::ActionType { r#type: t.into(), description: d.into() });
+        let action = |t: &str, d: &str| {
+            Ok(arrow_flight::ActionType {
+                r#type: t.into(),
+                description: d.into(),
+            })
+        };
         Some(vec![
             action("CancelFlightInfo", "Cancel a query. Request: CancelFlightInfoRequest"),
-            action("SetSessionOptions", "Set session options. Request: SetSessionOptionsRequest"),
-            action("GetSessionOptions", "Get session options. Request: GetSessionOptionsRequest"),
+            action(
+                "SetSessionOptions",
+                "Set session options. Request: SetSessionOptionsRequest",
+            ),
+            action(
+                "GetSessionOptions",
+                "Get session options. Request: GetSessionOptionsRequest",
+            ),
             action("CloseSession", "Close the session. Request: CloseSessionRequest"),
         ])
     }
 
     // ---- metadata ----
 
-    async fn get_flight_info_catalogs(&self, q: CommandGetCatalogs, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_catalogs(
+        &self,
+        q: CommandGetCatalogs,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = q.clone().into_builder().schema();
         Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
     }
-    async fn get_flight_info_schemas(&self, q: CommandGetDbSchemas, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_schemas(
+        &self,
+        q: CommandGetDbSchemas,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = q.clone().into_builder().schema();
         Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
     }
-    async fn get_flight_info_tables(&self, q: CommandGetTables, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_tables(
+        &self,
+        q: CommandGetTables,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = q.clone().into_builder().schema();
         Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
     }
-    async fn get_flight_info_table_types(&self, q: CommandGetTableTypes, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_table_types(
+        &self,
+        q: CommandGetTableTypes,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = metadata::table_types().map_err(Status::from)?.schema();
         Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
     }
-    async fn get_flight_info_sql_info(&self, q: CommandGetSqlInfo, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_sql_info(
+        &self,
+        q: CommandGetSqlInfo,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = self.sql_info.schema();
         Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
     }
-    async fn get_flight_info_xdbc_type_info(&self, q: CommandGetXdbcTypeInfo, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        q: CommandGetXdbcTypeInfo,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         let schema = self.xdbc.schema();
         Ok(Response::new(meta_info(q, &schema, r.into_inner())?))
     }
-    async fn get_flight_info_primary_keys(&self, q: CommandGetPrimaryKeys, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(meta_info(q, &metadata::primary_keys_schema(), r.into_inner())?))
+    async fn get_flight_info_primary_keys(
+        &self,
+        q: CommandGetPrimaryKeys,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(
+            q,
+            &metadata::primary_keys_schema(),
+            r.into_inner(),
+        )?))
     }
-    async fn get_flight_info_imported_keys(&self, q: CommandGetImportedKeys, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(meta_info(q, &metadata::foreign_keys_schema(), r.into_inner())?))
+    async fn get_flight_info_imported_keys(
+        &self,
+        q: CommandGetImportedKeys,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(
+            q,
+            &metadata::foreign_keys_schema(),
+            r.into_inner(),
+        )?))
     }
-    async fn get_flight_info_exported_keys(&self, q: CommandGetExportedKeys, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(meta_info(q, &metadata::foreign_keys_schema(), r.into_inner())?))
+    async fn get_flight_info_exported_keys(
+        &self,
+        q: CommandGetExportedKeys,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(
+            q,
+            &metadata::foreign_keys_schema(),
+            r.into_inner(),
+        )?))
     }
-    async fn get_flight_info_cross_reference(&self, q: CommandGetCrossReference, r: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        Ok(Response::new(meta_info(q, &metadata::foreign_keys_schema(), r.into_inner())?))
+    async fn get_flight_info_cross_reference(
+        &self,
+        q: CommandGetCrossReference,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(meta_info(
+            q,
+            &metadata::foreign_keys_schema(),
+            r.into_inner(),
+        )?))
     }
 
-    async fn do_get_catalogs(&self, _q: CommandGetCatalogs, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_catalogs(
+        &self,
+        _q: CommandGetCatalogs,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(metadata::catalogs())
     }
-    async fn do_get_schemas(&self, q: CommandGetDbSchemas, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_schemas(
+        &self,
+        q: CommandGetDbSchemas,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(metadata::db_schemas(&self.engine, q))
     }
-    async fn do_get_tables(&self, q: CommandGetTables, r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_tables(
+        &self,
+        q: CommandGetTables,
+        r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let settings = context(&r)?.session.settings();
         batch_stream(metadata::tables(&self.engine, &settings, q).await)
     }
-    async fn do_get_table_types(&self, _q: CommandGetTableTypes, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_table_types(
+        &self,
+        _q: CommandGetTableTypes,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(metadata::table_types())
     }
-    async fn do_get_sql_info(&self, q: CommandGetSqlInfo, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_sql_info(
+        &self,
+        q: CommandGetSqlInfo,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(q.into_builder(&self.sql_info).build().map_err(Error::from))
     }
-    async fn do_get_xdbc_type_info(&self, q: CommandGetXdbcTypeInfo, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_xdbc_type_info(
+        &self,
+        q: CommandGetXdbcTypeInfo,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(self.xdbc.record_batch(q.data_type).map_err(Error::from))
     }
-    async fn do_get_primary_keys(&self, _q: CommandGetPrimaryKeys, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_primary_keys(
+        &self,
+        _q: CommandGetPrimaryKeys,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(Ok(RecordBatch::new_empty(metadata::primary_keys_schema())))
     }
-    async fn do_get_imported_keys(&self, _q: CommandGetImportedKeys, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_imported_keys(
+        &self,
+        _q: CommandGetImportedKeys,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(Ok(RecordBatch::new_empty(metadata::foreign_keys_schema())))
     }
-    async fn do_get_exported_keys(&self, _q: CommandGetExportedKeys, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_exported_keys(
+        &self,
+        _q: CommandGetExportedKeys,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(Ok(RecordBatch::new_empty(metadata::foreign_keys_schema())))
     }
-    async fn do_get_cross_reference(&self, _q: CommandGetCrossReference, _r: Request<Ticket>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    async fn do_get_cross_reference(
+        &self,
+        _q: CommandGetCrossReference,
+        _r: Request<Ticket>,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         batch_stream(Ok(RecordBatch::new_empty(metadata::foreign_keys_schema())))
     }
 

@@ -106,17 +106,27 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(idle_timeout: Duration) -> Self {
-        Self { map: Arc::new(DashMap::new()), idle_timeout }
+        Self {
+            map: Arc::new(DashMap::new()),
+            idle_timeout,
+        }
     }
 
     /// Find or create the session for a request.
     pub fn resolve(&self, cookie: Option<&str>, identity: Option<Identity>) -> RequestContext {
-        let key = cookie
-            .map(str::to_string)
-            .or_else(|| identity.as_ref().and_then(|i| i.token.as_ref()).map(|t| format!("token-{}", short_hash(t))));
+        let key = cookie.map(str::to_string).or_else(|| {
+            identity
+                .as_ref()
+                .and_then(|i| i.token.as_ref())
+                .map(|t| format!("token-{}", short_hash(t)))
+        });
         let session = match key {
             Some(key) => {
-                let s = self.map.entry(key.clone()).or_insert_with(|| Arc::new(Session::new(key, true))).clone();
+                let s = self
+                    .map
+                    .entry(key.clone())
+                    .or_insert_with(|| Arc::new(Session::new(key, true)))
+                    .clone();
                 s.last_used.store(now(), Ordering::Relaxed);
                 s
             }
@@ -128,7 +138,11 @@ impl Sessions {
                 s
             }
         };
-        RequestContext { identity, session, sessions: self.clone() }
+        RequestContext {
+            identity,
+            session,
+            sessions: self.clone(),
+        }
     }
 
     /// Drop sessions idle for longer than the timeout.
@@ -165,7 +179,10 @@ fn short_hash(s: &str) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 // ---- Flight session-option messages ----

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandStatementIngest, SqlInfo};
-use arrow_flight::sql::TableDefinitionOptions;
-use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
 use arrow_flight::error::FlightError;
-use common::{fetch, query, try_fetch, TestServer};
+use arrow_flight::sql::TableDefinitionOptions;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandStatementIngest, SqlInfo};
+use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
+use common::{TestServer, fetch, query, try_fetch};
 use futures::TryStreamExt;
 use tonic::Code;
 
@@ -42,13 +42,30 @@ fn code_of_dyn(e: &(dyn std::error::Error + 'static)) -> Option<Code> {
 async fn ddl_dml_and_queries() {
     let server = TestServer::start(&[]);
     let mut c = server.client().await;
-    assert_eq!(c.execute_update("CREATE TABLE t (id BIGINT NOT NULL, name VARCHAR)".into(), None).await.unwrap(), 0);
     assert_eq!(
-        c.execute_update("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, NULL)".into(), None).await.unwrap(),
+        c.execute_update("CREATE TABLE t (id BIGINT NOT NULL, name VARCHAR)".into(), None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        c.execute_update("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, NULL)".into(), None)
+            .await
+            .unwrap(),
         3
     );
-    assert_eq!(c.execute_update("UPDATE t SET name = 'z' WHERE id >= 2".into(), None).await.unwrap(), 2);
-    assert_eq!(c.execute_update("DELETE FROM t WHERE id = 1".into(), None).await.unwrap(), 1);
+    assert_eq!(
+        c.execute_update("UPDATE t SET name = 'z' WHERE id >= 2".into(), None)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        c.execute_update("DELETE FROM t WHERE id = 1".into(), None)
+            .await
+            .unwrap(),
+        1
+    );
     let out = query(&mut c, "SELECT id, name FROM t ORDER BY id").await;
     assert_eq!(
         out,
@@ -67,7 +84,10 @@ async fn large_result_streams_in_many_batches() {
     let server = TestServer::start(&[]);
     let mut c = server.client().await;
     let n: i64 = 3_000_000;
-    let info = c.execute(format!("SELECT value AS v FROM range({n})"), None).await.unwrap();
+    let info = c
+        .execute(format!("SELECT value AS v FROM range({n})"), None)
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut stream = c.do_get(ticket).await.unwrap();
     let (mut rows, mut sum, mut batches) = (0i64, 0i64, 0usize);
@@ -91,16 +111,27 @@ async fn errors_map_to_grpc_codes_and_server_keeps_serving() {
     let e = c.execute("SELECT * FROM no_such_table".into(), None).await.unwrap_err();
     assert_eq!(code_of(&e), Some(Code::NotFound), "{e}");
     assert!(e.to_string().contains("no_such_table"), "{e}");
-    let e = c.execute("SELECT no_such_col FROM (VALUES (1)) t(a)".into(), None).await.unwrap_err();
+    let e = c
+        .execute("SELECT no_such_col FROM (VALUES (1)) t(a)".into(), None)
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
     // An undecodable ticket.
-    let e = c.do_get(arrow_flight::Ticket::new(b"garbage".to_vec())).await.unwrap_err();
+    let e = c
+        .do_get(arrow_flight::Ticket::new(b"garbage".to_vec()))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
     // A forged ticket (valid Any, wrong signature).
     use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
     use prost::Message;
-    let forged = TicketStatementQuery { statement_handle: b"CT\x01\x01{}0123456789012345678901234567890123".to_vec().into() };
-    let e = c.do_get(arrow_flight::Ticket::new(forged.as_any().encode_to_vec())).await.unwrap_err();
+    let forged = TicketStatementQuery {
+        statement_handle: b"CT\x01\x01{}0123456789012345678901234567890123".to_vec().into(),
+    };
+    let e = c
+        .do_get(arrow_flight::Ticket::new(forged.as_any().encode_to_vec()))
+        .await
+        .unwrap_err();
     assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
     let e = c.execute("SELECT 1/0".into(), None).await;
     let code = match e {
@@ -109,22 +140,37 @@ async fn errors_map_to_grpc_codes_and_server_keeps_serving() {
     };
     assert_eq!(code, Some(Code::InvalidArgument), "division by zero");
 
-    assert_eq!(query(&mut c, "SELECT 41 + 1 AS x").await, "+----+\n| x  |\n+----+\n| 42 |\n+----+");
+    assert_eq!(
+        query(&mut c, "SELECT 41 + 1 AS x").await,
+        "+----+\n| x  |\n+----+\n| 42 |\n+----+"
+    );
 }
 
 #[tokio::test]
 async fn prepared_statements_bind_parameters() {
     let server = TestServer::start(&[]);
     let mut c = server.client().await;
-    c.execute_update("CREATE TABLE p (id BIGINT, name VARCHAR)".into(), None).await.unwrap();
+    c.execute_update("CREATE TABLE p (id BIGINT, name VARCHAR)".into(), None)
+        .await
+        .unwrap();
     let mut insert = c.prepare("INSERT INTO p VALUES (?, ?)".into(), None).await.unwrap();
     let params = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, true), Field::new("$2", DataType::Utf8, true)])),
-        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(vec!["x", "y", "z"]))],
+        Arc::new(Schema::new(vec![
+            Field::new("$1", DataType::Int64, true),
+            Field::new("$2", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec!["x", "y", "z"])),
+        ],
     )
     .unwrap();
     insert.set_parameters(params).unwrap();
-    assert_eq!(insert.execute_update().await.unwrap(), 3, "every parameter row inserted");
+    assert_eq!(
+        insert.execute_update().await.unwrap(),
+        3,
+        "every parameter row inserted"
+    );
     insert.close().await.unwrap();
     let commits = std::fs::read_dir(server.data_dir.join("tables/public/p/_delta_log"))
         .unwrap()
@@ -132,7 +178,10 @@ async fn prepared_statements_bind_parameters() {
         .count();
     assert_eq!(commits, 2, "CREATE and one atomic commit for all parameter rows");
 
-    let mut select = c.prepare("SELECT name FROM p WHERE id > $1 ORDER BY id".into(), None).await.unwrap();
+    let mut select = c
+        .prepare("SELECT name FROM p WHERE id > $1 ORDER BY id".into(), None)
+        .await
+        .unwrap();
     assert_eq!(select.parameter_schema().unwrap().fields().len(), 1);
     assert_eq!(select.dataset_schema().unwrap().field(0).data_type(), &DataType::Utf8);
     let one = RecordBatch::try_new(
@@ -142,7 +191,9 @@ async fn prepared_statements_bind_parameters() {
     .unwrap();
     select.set_parameters(one).unwrap();
     let info = select.execute().await.unwrap();
-    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await).unwrap().to_string();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await)
+        .unwrap()
+        .to_string();
     assert_eq!(out, "+------+\n| name |\n+------+\n| y    |\n| z    |\n+------+");
 }
 
@@ -150,35 +201,58 @@ async fn prepared_statements_bind_parameters() {
 async fn prepared_handle_and_ticket_survive_restart() {
     let mut server = TestServer::start(&[]);
     let mut c = server.client().await;
-    let created = c.execute_update("CREATE TABLE r AS SELECT * FROM (VALUES (1), (2), (3)) v(x)".into(), None).await.unwrap();
+    let created = c
+        .execute_update(
+            "CREATE TABLE r AS SELECT * FROM (VALUES (1), (2), (3)) v(x)".into(),
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(created, 3, "CTAS reports the rows it wrote");
     let handle = raw_prepare(&mut c, "SELECT sum(x) AS s FROM r").await;
     let info = c.execute("SELECT count(*) AS n FROM r".into(), None).await.unwrap();
     server.restart(true);
     let mut c2 = server.client().await;
     // The old ticket is served by the restarted server.
-    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c2, info).await).unwrap().to_string();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c2, info).await)
+        .unwrap()
+        .to_string();
     assert_eq!(out, "+---+\n| n |\n+---+\n| 3 |\n+---+");
     // So is the old prepared statement handle (re-issued through the new connection).
     use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
     use prost::Message;
-    let cmd = CommandPreparedStatementQuery { prepared_statement_handle: handle };
+    let cmd = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
     let info = c2
         .inner_mut()
         .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
         .await
         .unwrap()
         .into_inner();
-    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c2, info).await).unwrap().to_string();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c2, info).await)
+        .unwrap()
+        .to_string();
     assert_eq!(out, "+---+\n| s |\n+---+\n| 6 |\n+---+");
 }
 
 /// Prepare through the raw action, returning the server's handle.
-async fn raw_prepare(c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>, sql: &str) -> bytes::Bytes {
-    use arrow_flight::sql::{ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, ProstMessageExt};
+async fn raw_prepare(
+    c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> bytes::Bytes {
+    use arrow_flight::sql::{
+        ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, ProstMessageExt,
+    };
     use prost::Message;
-    let req = ActionCreatePreparedStatementRequest { query: sql.into(), transaction_id: None };
-    let action = arrow_flight::Action { r#type: "CreatePreparedStatement".into(), body: req.as_any().encode_to_vec().into() };
+    let req = ActionCreatePreparedStatementRequest {
+        query: sql.into(),
+        transaction_id: None,
+    };
+    let action = arrow_flight::Action {
+        r#type: "CreatePreparedStatement".into(),
+        body: req.as_any().encode_to_vec().into(),
+    };
     let mut results = c.do_action(action).await.unwrap();
     let result = results.try_next().await.unwrap().expect("one result");
     let any = Any::decode(result.body.as_ref()).unwrap();
@@ -191,18 +265,29 @@ async fn metadata_commands() {
     let server = TestServer::start(&[]);
     let mut c = server.client().await;
     c.execute_update("CREATE SCHEMA sales".into(), None).await.unwrap();
-    c.execute_update("CREATE TABLE sales.orders (id INT NOT NULL, note VARCHAR)".into(), None).await.unwrap();
-    c.execute_update("CREATE VIEW sales.v AS SELECT id FROM sales.orders".into(), None).await.unwrap();
+    c.execute_update("CREATE TABLE sales.orders (id INT NOT NULL, note VARCHAR)".into(), None)
+        .await
+        .unwrap();
+    c.execute_update("CREATE VIEW sales.v AS SELECT id FROM sales.orders".into(), None)
+        .await
+        .unwrap();
 
     let info = c.get_catalogs().await.unwrap();
-    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await).unwrap().to_string();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await)
+        .unwrap()
+        .to_string();
     assert!(out.contains("contrail"), "{out}");
 
     let info = c
-        .get_db_schemas(CommandGetDbSchemas { catalog: None, db_schema_filter_pattern: Some("sa%".into()) })
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: Some("sa%".into()),
+        })
         .await
         .unwrap();
-    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await).unwrap().to_string();
+    let out = arrow::util::pretty::pretty_format_batches(&fetch(&mut c, info).await)
+        .unwrap()
+        .to_string();
     assert!(out.contains("sales") && !out.contains("public"), "{out}");
 
     let info = c
@@ -216,19 +301,38 @@ async fn metadata_commands() {
         .await
         .unwrap();
     let batches = fetch(&mut c, info).await;
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "only the table, not the view");
+    assert_eq!(
+        batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1,
+        "only the table, not the view"
+    );
     let schema_bytes = batches[0].column_by_name("table_schema").unwrap();
-    let bytes = schema_bytes.as_any().downcast_ref::<arrow::array::BinaryArray>().unwrap().value(0);
+    let bytes = schema_bytes
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap()
+        .value(0);
     let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(bytes).unwrap();
-    let expected = c.execute("SELECT * FROM sales.orders".into(), None).await.unwrap().try_decode_schema().unwrap();
+    let expected = c
+        .execute("SELECT * FROM sales.orders".into(), None)
+        .await
+        .unwrap()
+        .try_decode_schema()
+        .unwrap();
     assert_eq!(schema, expected, "include_schema matches the streamed schema");
     assert!(!schema.field(0).is_nullable());
 
-    let info = c.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::SqlIdentifierQuoteChar]).await.unwrap();
+    let info = c
+        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::SqlIdentifierQuoteChar])
+        .await
+        .unwrap();
     let batches = fetch(&mut c, info).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 
-    let info = c.get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None }).await.unwrap();
+    let info = c
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
     assert!(fetch(&mut c, info).await.iter().map(|b| b.num_rows()).sum::<usize>() >= 10);
 
     let info = c
@@ -265,7 +369,10 @@ async fn bulk_ingest_modes() {
         c.execute_ingest(cmd, stream).await
     }
     let cmd = |not_exist: TableNotExistOption, exists: TableExistsOption| CommandStatementIngest {
-        table_definition_options: Some(TableDefinitionOptions { if_not_exist: not_exist as i32, if_exists: exists as i32 }),
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: not_exist as i32,
+            if_exists: exists as i32,
+        }),
         table: "ing".into(),
         schema: None,
         catalog: None,
@@ -273,16 +380,46 @@ async fn bulk_ingest_modes() {
         transaction_id: None,
         options: Default::default(),
     };
-    let n = ingest(&mut c, cmd(TableNotExistOption::Create, TableExistsOption::Fail), batch(vec![1, 2])).await.unwrap();
+    let n = ingest(
+        &mut c,
+        cmd(TableNotExistOption::Create, TableExistsOption::Fail),
+        batch(vec![1, 2]),
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 2);
-    let e = ingest(&mut c, cmd(TableNotExistOption::Create, TableExistsOption::Fail), batch(vec![3])).await.unwrap_err();
+    let e = ingest(
+        &mut c,
+        cmd(TableNotExistOption::Create, TableExistsOption::Fail),
+        batch(vec![3]),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code_of(&e), Some(Code::AlreadyExists), "{e}");
-    let n = ingest(&mut c, cmd(TableNotExistOption::Fail, TableExistsOption::Append), batch(vec![3, 4, 5])).await.unwrap();
+    let n = ingest(
+        &mut c,
+        cmd(TableNotExistOption::Fail, TableExistsOption::Append),
+        batch(vec![3, 4, 5]),
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 3);
-    assert_eq!(query(&mut c, "SELECT count(*) AS n FROM ing").await, "+---+\n| n |\n+---+\n| 5 |\n+---+");
-    let n = ingest(&mut c, cmd(TableNotExistOption::Fail, TableExistsOption::Replace), batch(vec![9])).await.unwrap();
+    assert_eq!(
+        query(&mut c, "SELECT count(*) AS n FROM ing").await,
+        "+---+\n| n |\n+---+\n| 5 |\n+---+"
+    );
+    let n = ingest(
+        &mut c,
+        cmd(TableNotExistOption::Fail, TableExistsOption::Replace),
+        batch(vec![9]),
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(query(&mut c, "SELECT sum(id) AS s FROM ing").await, "+---+\n| s |\n+---+\n| 9 |\n+---+");
+    assert_eq!(
+        query(&mut c, "SELECT sum(id) AS s FROM ing").await,
+        "+---+\n| s |\n+---+\n| 9 |\n+---+"
+    );
     let mut missing = cmd(TableNotExistOption::Fail, TableExistsOption::Append);
     missing.table = "nope".into();
     let e = ingest(&mut c, missing, batch(vec![1])).await.unwrap_err();
@@ -305,7 +442,11 @@ async fn auth_required_when_users_configured() {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let config = dir.path().join("contrail.toml");
-    std::fs::write(&config, format!("[[auth.users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[[auth.users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .unwrap();
     let server = TestServer::start(&["--config", config.to_str().unwrap()]);
 
     let mut anon = server.client().await;
@@ -320,5 +461,8 @@ async fn auth_required_when_users_configured() {
     let mut good = server.client().await;
     good.handshake("alice", "s3cret").await.unwrap();
     assert!(good.token().is_some());
-    assert_eq!(query(&mut good, "SELECT 1 AS one").await, "+-----+\n| one |\n+-----+\n| 1   |\n+-----+");
+    assert_eq!(
+        query(&mut good, "SELECT 1 AS one").await,
+        "+-----+\n| one |\n+-----+\n| 1   |\n+-----+"
+    );
 }

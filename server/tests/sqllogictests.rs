@@ -148,12 +148,18 @@ impl Server {
                 }
             }
             if let Some(status) = child.try_wait()? {
-                bail!("server exited before writing its port file ({status})\n{}", self.log_tail());
+                bail!(
+                    "server exited before writing its port file ({status})\n{}",
+                    self.log_tail()
+                );
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("server wrote no port file within {START_TIMEOUT:?}\n{}", self.log_tail());
+                bail!(
+                    "server wrote no port file within {START_TIMEOUT:?}\n{}",
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(POLL).await;
         };
@@ -165,7 +171,9 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
         if !status.success() {
             bail!("kill -TERM {} failed ({status})", child.id());
@@ -181,7 +189,10 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}", self.log_tail());
+                bail!(
+                    "server did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -261,7 +272,10 @@ impl From<FlightError> for SltError {
 
 impl From<Box<tonic::Status>> for SltError {
     fn from(status: Box<tonic::Status>) -> Self {
-        Self::Status { code: status.code(), message: status.message().to_string() }
+        Self::Status {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
     }
 }
 
@@ -300,7 +314,13 @@ impl Contrail {
             (s.addr.clone(), s.generation, s.data_dir.to_string_lossy().into_owned())
         };
         let client = flight_sql_client(&addr, &session).await?;
-        Ok(Self { server, client, generation, session, data_dir })
+        Ok(Self {
+            server,
+            client,
+            generation,
+            session,
+            data_dir,
+        })
     }
 
     /// Reconnect if the server was restarted since this connection was made.
@@ -325,7 +345,9 @@ impl Contrail {
         let mut batches = Vec::new();
         // Contrail serves every endpoint itself, so endpoint locations are not followed.
         for endpoint in info.endpoint {
-            let ticket = endpoint.ticket.ok_or_else(|| SltError::Client("endpoint without a ticket".into()))?;
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| SltError::Client("endpoint without a ticket".into()))?;
             let mut stream = self.client.do_get(ticket).await?;
             while let Some(batch) = stream.try_next().await? {
                 batches.push(batch);
@@ -392,9 +414,10 @@ impl AsyncDB for Contrail {
         self.reconnect_if_restarted().await?;
         let sql = sql.replace(DATA_DIR_VAR, &self.data_dir);
         self.execute(sql).await.map_err(|e| match e {
-            SltError::Status { code, message } => {
-                SltError::Status { code, message: message.replace(&self.data_dir, DATA_DIR_VAR) }
-            }
+            SltError::Status { code, message } => SltError::Status {
+                code,
+                message: message.replace(&self.data_dir, DATA_DIR_VAR),
+            },
             other => other,
         })
     }
@@ -438,14 +461,25 @@ fn column_type(t: &DataType) -> DefaultColumnType {
 }
 
 /// Formatting of the types without a rule of their own (dates, lists, structs, ...).
-const FORMAT: FormatOptions<'static> =
-    FormatOptions::new().with_null("NULL").with_duration_format(DurationFormat::Pretty);
+const FORMAT: FormatOptions<'static> = FormatOptions::new()
+    .with_null("NULL")
+    .with_duration_format(DurationFormat::Pretty);
 
 fn batch_rows(batch: &RecordBatch) -> Result<Vec<Vec<String>>, SltError> {
-    let formatters =
-        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &FORMAT)).collect::<Result<Vec<_>, _>>()?;
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &FORMAT))
+        .collect::<Result<Vec<_>, _>>()?;
     (0..batch.num_rows())
-        .map(|row| batch.columns().iter().zip(&formatters).map(|(col, fmt)| cell(col, fmt, row)).collect())
+        .map(|row| {
+            batch
+                .columns()
+                .iter()
+                .zip(&formatters)
+                .map(|(col, fmt)| cell(col, fmt, row))
+                .collect()
+        })
         .collect()
 }
 
@@ -479,13 +513,21 @@ fn cell(col: &ArrayRef, fmt: &ArrayFormatter<'_>, row: usize) -> Result<String, 
 }
 
 fn varchar_to_str(s: &str) -> String {
-    if s.is_empty() { "(empty)".into() } else { s.trim_end_matches('\n').to_string() }
+    if s.is_empty() {
+        "(empty)".into()
+    } else {
+        s.trim_end_matches('\n').to_string()
+    }
 }
 
 /// `text` gives the shortest decimal text of the value in its own width.
 fn float_to_str(v: f64, text: impl FnOnce() -> String) -> String {
     if v.is_nan() {
-        if v.is_sign_positive() { "NaN".into() } else { "-NaN".into() }
+        if v.is_sign_positive() {
+            "NaN".into()
+        } else {
+            "-NaN".into()
+        }
     } else if v == f64::INFINITY {
         "Infinity".into()
     } else if v == f64::NEG_INFINITY {
@@ -498,7 +540,9 @@ fn float_to_str(v: f64, text: impl FnOnce() -> String) -> String {
 
 /// Round to 12 places and drop trailing zeros: `1.500` -> `1.5`, `2.0` -> `2`.
 fn decimal_to_str(text: &str) -> Result<String, SltError> {
-    let d: BigDecimal = text.parse().map_err(|e| SltError::Client(format!("bad decimal '{text}': {e}")))?;
+    let d: BigDecimal = text
+        .parse()
+        .map_err(|e| SltError::Client(format!("bad decimal '{text}': {e}")))?;
     Ok(d.round(12).normalized().to_plain_string())
 }
 
@@ -514,7 +558,12 @@ struct Args {
 
 impl Args {
     fn parse() -> Self {
-        let mut args = Self { complete: false, exact: false, list: false, filters: Vec::new() };
+        let mut args = Self {
+            complete: false,
+            exact: false,
+            list: false,
+            filters: Vec::new(),
+        };
         for a in std::env::args().skip(1) {
             match a.as_str() {
                 "--complete" => args.complete = true,
@@ -530,7 +579,13 @@ impl Args {
 
     fn selects(&self, stem: &str) -> bool {
         self.filters.is_empty()
-            || self.filters.iter().any(|f| if self.exact { stem == f } else { stem.contains(f.as_str()) })
+            || self.filters.iter().any(|f| {
+                if self.exact {
+                    stem == f
+                } else {
+                    stem.contains(f.as_str())
+                }
+            })
     }
 }
 
@@ -548,7 +603,9 @@ fn slt_files() -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Run every record of a file, going on after a failure (unlike
@@ -586,7 +643,13 @@ async fn run_file(path: &Path, complete: bool) -> anyhow::Result<()> {
         runner.with_column_validator(strict_column_validator);
         let result = if complete {
             runner
-                .update_test_file(path, " ", default_validator, default_normalizer, strict_column_validator)
+                .update_test_file(
+                    path,
+                    " ",
+                    default_validator,
+                    default_normalizer,
+                    strict_column_validator,
+                )
                 .await
                 .map_err(|e| anyhow!("{e}"))
         } else {
@@ -638,10 +701,17 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 failed += 1;
-                println!("{name}.slt ... FAILED ({:.1}s)\n{e:#}\n", started.elapsed().as_secs_f64());
+                println!(
+                    "{name}.slt ... FAILED ({:.1}s)\n{e:#}\n",
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
     }
     println!("{passed} passed, {failed} failed");
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::FlightInfo;
+use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
@@ -35,7 +35,13 @@ impl TestServer {
     pub fn start_on(data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, addr) = spawn(data_dir, &extra);
-        Self { child: Some(child), addr, data_dir: data_dir.to_path_buf(), _tmp: None, extra }
+        Self {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            extra,
+        }
     }
 
     /// Stop with SIGTERM (clean) or SIGKILL, then start again on the same data dir.
@@ -121,5 +127,7 @@ pub async fn try_fetch(
 pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> String {
     let info = client.execute(sql.to_string(), None).await.expect(sql);
     let batches = fetch(client, info).await;
-    arrow::util::pretty::pretty_format_batches(&batches).expect("format").to_string()
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string()
 }
