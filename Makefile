@@ -10,14 +10,14 @@ DATA_DIR ?= ./contrail-data
 LISTEN   ?= 127.0.0.1:50051
 SAMPLE_SCALE ?= 0.1
 
-.PHONY: serve test build system-deps py-deps test-rust test-python clean-data
+.PHONY: serve test build system-deps py-deps jdbc-deps test-rust test-python test-jdbc clean-data
 
 ## serve: build, then run the server on $(LISTEN) with TPC-H sample data in $(DATA_DIR)
 serve: build
 	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA_DIR) --sample tpch --sample-scale $(SAMPLE_SCALE) --temporal off
 
-## test: every test: Rust unit and integration tests, sqllogictest over Flight SQL, Python clients
-test: build py-deps test-rust test-python
+## test: every test: Rust unit and integration tests, sqllogictest over Flight SQL, Python clients, JDBC
+test: build py-deps jdbc-deps test-rust test-python test-jdbc
 
 build: system-deps
 	cargo build --release --workspace --all-targets
@@ -37,11 +37,20 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/python/requirements.txt
 	touch $@
 
+jdbc-deps:
+	@command -v javac >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing a JDK and Maven (JDBC tests) from Debian"; \
+	  apt-get update -qq && apt-get install -y -qq default-jdk-headless maven; }
+
 test-rust:
 	cargo test --release --workspace
 
 test-python: py-deps
 	CONTRAIL_BIN=$(BIN) $(VENV)/bin/pytest -q tests/python
+
+# The Arrow Flight SQL JDBC driver, two versions (jdbc-tests/pom.xml), fetched from Maven Central.
+test-jdbc: jdbc-deps
+	mvn -B --no-transfer-progress -f jdbc-tests/pom.xml verify -Dcontrail.bin=$(BIN)
 
 clean-data:
 	rm -rf $(DATA_DIR)

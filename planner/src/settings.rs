@@ -2,6 +2,7 @@
 //! so that any replica (or this one after a restart) can run it the same way.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +15,23 @@ pub const CONTRAIL_PREFIX: &str = "contrail.";
 /// the JDBC driver and several BI tools cannot read view types).
 pub const VIEW_TYPES: &str = "contrail.view_types";
 
+/// `contrail.statement_timeout`: cancel a statement that runs longer than this
+/// (`30`, `30s`, `500ms`, `2min`, `1h`; `0` = no limit, the default).
+pub const STATEMENT_TIMEOUT: &str = "contrail.statement_timeout";
+
 /// Every Contrail setting with its default and a one-line description.
-pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[(
-    VIEW_TYPES,
-    "false",
-    "Send Utf8View/BinaryView columns as they are instead of Utf8/Binary",
-)];
+pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        VIEW_TYPES,
+        "false",
+        "Send Utf8View/BinaryView columns as they are instead of Utf8/Binary",
+    ),
+    (
+        STATEMENT_TIMEOUT,
+        "0",
+        "Cancel statements running longer than this (e.g. 30s, 500ms; 0 = no limit)",
+    ),
+];
 
 /// Settings of one session. Small, serializable, comparable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +55,14 @@ impl SessionSettings {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
+    /// The statement time limit, if one is set.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.options
+            .get(STATEMENT_TIMEOUT)
+            .and_then(|v| parse_duration(STATEMENT_TIMEOUT, v).ok())
+            .filter(|d| !d.is_zero())
+    }
+
     /// Set one option, validating Contrail's own keys. DataFusion keys are
     /// validated when a session context is built from these settings.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
@@ -53,6 +73,10 @@ impl SessionSettings {
             VIEW_TYPES => {
                 let v = parse_bool(&key, value)?;
                 self.options.insert(key, v.to_string());
+            }
+            STATEMENT_TIMEOUT => {
+                let d = parse_duration(&key, value)?;
+                self.options.insert(key, format!("{}ms", d.as_millis()));
             }
             k if k.starts_with(CONTRAIL_PREFIX) => {
                 return Err(Error::invalid("setting", format!("unknown Contrail setting '{k}'")));
@@ -97,6 +121,28 @@ fn parse_bool(key: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// `30` (seconds), `30s`, `500ms`, `2min`, `1h`.
+fn parse_duration(key: &str, value: &str) -> Result<Duration> {
+    let v = value.trim().trim_matches('\'').to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let bad = || {
+        Error::invalid(
+            "setting",
+            format!("{key} expects a duration like 30s, 500ms or 2min, got '{value}'"),
+        )
+    };
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => n,
+        "ms" | "millisecond" | "milliseconds" => n / 1000.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => n * 60.0,
+        "h" | "hour" | "hours" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +160,26 @@ mod tests {
         assert!(s.set("contrail.nope", "1").is_err());
         assert!(s.set("contrail.view_types", "maybe").is_err());
         assert!(s.set("random_key", "1").is_err());
+    }
+
+    #[test]
+    fn statement_timeout_units() {
+        let mut s = SessionSettings::default();
+        assert_eq!(s.statement_timeout(), None);
+        for (value, ms) in [
+            ("30", 30_000),
+            ("2s", 2_000),
+            ("500ms", 500),
+            ("2min", 120_000),
+            ("'1h'", 3_600_000),
+        ] {
+            s.set(STATEMENT_TIMEOUT, value).expect(value);
+            assert_eq!(s.statement_timeout(), Some(Duration::from_millis(ms)), "{value}");
+        }
+        s.set(STATEMENT_TIMEOUT, "0").expect("zero");
+        assert_eq!(s.statement_timeout(), None);
+        assert!(s.set(STATEMENT_TIMEOUT, "soon").is_err());
+        assert!(s.set(STATEMENT_TIMEOUT, "5 fortnights").is_err());
+        assert!(s.set(STATEMENT_TIMEOUT, "-1").is_err());
     }
 }

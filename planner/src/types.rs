@@ -57,25 +57,41 @@ fn with_view_types(dt: &DataType) -> DataType {
     }
 }
 
+/// Flight SQL column metadata (FlightSql.proto): JDBC's `getPrecision` and
+/// `getScale` come from these keys, not from the Arrow type.
+const PRECISION_KEY: &str = "ARROW:FLIGHT:SQL:PRECISION";
+const SCALE_KEY: &str = "ARROW:FLIGHT:SQL:SCALE";
+
 /// The schema a client sees for a plan's output schema: plain `Utf8`/`Binary`
-/// by default, `Utf8View`/`BinaryView` when the session asks for view types.
+/// by default, `Utf8View`/`BinaryView` when the session asks for view types;
+/// decimals carry their precision and scale as Flight SQL column metadata.
 pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
     let map: fn(&DataType) -> DataType = if view_types {
         with_view_types
     } else {
         without_view_types
     };
-    if schema.fields().iter().all(|f| &map(f.data_type()) == f.data_type()) {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = map(f.data_type());
+            let mut metadata = f.metadata().clone();
+            if let DataType::Decimal32(p, s)
+            | DataType::Decimal64(p, s)
+            | DataType::Decimal128(p, s)
+            | DataType::Decimal256(p, s) = &data_type
+            {
+                metadata.insert(PRECISION_KEY.into(), p.to_string());
+                metadata.insert(SCALE_KEY.into(), s.to_string());
+            }
+            Field::new(f.name(), data_type, f.is_nullable()).with_metadata(metadata)
+        })
+        .collect();
+    if fields.iter().zip(schema.fields()).all(|(new, old)| new == old.as_ref()) {
         return Arc::new(schema.clone());
     }
-    Arc::new(Schema::new_with_metadata(
-        schema
-            .fields()
-            .iter()
-            .map(|f| Field::new(f.name(), map(f.data_type()), f.is_nullable()).with_metadata(f.metadata().clone()))
-            .collect::<Vec<_>>(),
-        schema.metadata().clone(),
-    ))
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Cast a stream's batches to [`output_schema`].
@@ -194,5 +210,22 @@ mod tests {
         assert_eq!(output_schema(&schema, true).field(0).data_type(), &DataType::Utf8View);
         let plain = Schema::new(vec![Field::new("s", DataType::Utf8, false)]);
         assert_eq!(output_schema(&plain, true).field(0).data_type(), &DataType::Utf8View);
+    }
+
+    #[test]
+    fn decimals_carry_precision_and_scale() {
+        let schema = Schema::new(vec![
+            Field::new("d", DataType::Decimal128(10, 2), true),
+            Field::new("i", DataType::Int64, true),
+        ]);
+        let out = output_schema(&schema, false);
+        assert_eq!(
+            out.field(0).metadata().get(PRECISION_KEY).map(String::as_str),
+            Some("10")
+        );
+        assert_eq!(out.field(0).metadata().get(SCALE_KEY).map(String::as_str), Some("2"));
+        assert!(out.field(1).metadata().is_empty());
+        let ints = Schema::new(vec![Field::new("i", DataType::Int64, true)]);
+        assert_eq!(output_schema(&ints, false).as_ref(), &ints);
     }
 }

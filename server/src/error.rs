@@ -44,6 +44,10 @@ pub enum Error {
         source: arrow_flight::error::FlightError,
     },
 
+    /// The statement ran longer than `contrail.statement_timeout` and was cancelled.
+    #[error("statement cancelled: it ran longer than contrail.statement_timeout ({limit:?})")]
+    Timeout { limit: std::time::Duration },
+
     /// A background task died (a bug); the server goes on.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -102,6 +106,7 @@ impl From<Error> for Status {
                 | arrow_flight::error::FlightError::ProtocolError(_) => Code::InvalidArgument,
                 _ => Code::Internal,
             },
+            Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::Internal { .. } => Code::Internal,
         };
         let message = e.to_string();

@@ -70,17 +70,39 @@ impl Executor {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        self.handle.spawn(fut).await.map_err(|e| Error::Internal {
-            message: format!("statement task failed: {e}"),
-        })?
+        self.run_with_timeout(None, fut).await
+    }
+
+    /// [`Executor::run`], dropped (and so stopped) after `timeout`. Writes are
+    /// one Delta commit at their end, so a statement stopped early leaves no trace.
+    pub async fn run_with_timeout<F, T>(&self, timeout: Option<Duration>, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle
+            .spawn(async move {
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, fut)
+                        .await
+                        .unwrap_or(Err(Error::Timeout { limit })),
+                    None => fut.await,
+                }
+            })
+            .await
+            .map_err(|e| Error::Internal {
+                message: format!("statement task failed: {e}"),
+            })?
     }
 
     /// Start a query on the CPU runtime. `start` plans and executes it and
     /// returns its output schema and stream. Returns the schema and a stream of
-    /// batches; dropping the stream (client gone) stops the query.
+    /// batches; dropping the stream (client gone) stops the query, and so does
+    /// `timeout` running out (the stream then ends with [`Error::Timeout`]).
     pub async fn stream<F>(
         self: &Arc<Self>,
         query_id: String,
+        timeout: Option<Duration>,
         start: F,
     ) -> Result<(
         SchemaRef,
@@ -101,7 +123,21 @@ impl Executor {
         self.handle.spawn(async move {
             let started = Instant::now();
             let (mut rows, mut batches) = (0usize, 0usize);
-            match start.await {
+            let expired = async move {
+                match timeout {
+                    Some(limit) => {
+                        tokio::time::sleep(limit).await;
+                        Error::Timeout { limit }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(expired);
+            let started_query = tokio::select! {
+                started_query = start => started_query,
+                e = &mut expired => Err(e),
+            };
+            match started_query {
                 Err(e) => {
                     let _ = schema_tx.send(Err(e));
                 }
@@ -117,6 +153,11 @@ impl Executor {
                             }
                             () = tx.closed() => {
                                 debug!(query_id = %id, "client went away; query stopped");
+                                break;
+                            }
+                            e = &mut expired => {
+                                info!(query_id = %id, error = %e, "query stopped");
+                                let _ = tx.send(Err(e)).await;
                                 break;
                             }
                             next = stream.next() => next,

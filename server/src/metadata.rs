@@ -9,8 +9,8 @@ use arrow_flight::sql::metadata::{
     GetCatalogsBuilder, SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{
-    CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlSupportedCaseSensitivity,
-    SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
+    CommandGetDbSchemas, CommandGetTables, Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlOuterJoinsSupportLevel,
+    SqlSupportedCaseSensitivity, SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
 };
 use contrail_planner::types::output_schema;
 use contrail_planner::{CATALOG, Engine, SessionSettings};
@@ -300,7 +300,13 @@ pub fn sql_info() -> Result<SqlInfoData> {
     );
     b.append(SqlInfo::SqlAnsi92SupportedLevel, 0b1i32); // ANSI-92 entry level
     b.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
-    b.append(SqlInfo::SqlOuterJoinsSupportLevel, 2i32); // full outer joins
+    // The spec calls this an ordinal, but the Arrow JDBC driver (the one
+    // client that reads it) tests it as a bitmask of SqlOuterJoinsSupportLevel.
+    b.append(
+        SqlInfo::SqlOuterJoinsSupportLevel,
+        (1 << SqlOuterJoinsSupportLevel::SqlLimitedOuterJoins as i32)
+            | (1 << SqlOuterJoinsSupportLevel::SqlFullOuterJoins as i32),
+    );
     b.append(SqlInfo::SqlSchemaTerm, "schema");
     b.append(SqlInfo::SqlProcedureTerm, "procedure");
     b.append(SqlInfo::SqlCatalogTerm, "catalog");

@@ -86,7 +86,7 @@ impl SqlService {
         let settings = rc.session.settings();
         let (schema, body, changed) = self
             .executor
-            .run(async move {
+            .run_with_timeout(settings.statement_timeout(), async move {
                 let rows = match &params {
                     Some(p) => param_rows(&decode_params(p)?)?,
                     None => vec![],
@@ -177,9 +177,10 @@ impl SqlService {
             TicketBody::Query { sql, params } => {
                 let engine = self.engine.clone();
                 let mut settings = ticket.settings;
+                let timeout = settings.statement_timeout();
                 let (schema, stream) = self
                     .executor
-                    .stream(ticket.id, async move {
+                    .stream(ticket.id, timeout, async move {
                         let rows = match &params {
                             Some(p) => param_rows(&decode_params(p)?)?,
                             None => vec![],
@@ -530,7 +531,7 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let (count, settings) = self
             .executor
-            .run(async move {
+            .run_with_timeout(settings.statement_timeout(), async move {
                 let mut settings = settings;
                 let planned = engine.plan(&settings, &cmd.query).await?;
                 let count = run_update(&engine, &mut settings, &cmd.query, planned, vec![]).await?;
@@ -614,18 +615,23 @@ impl FlightSqlService for SqlService {
         let engine = self.engine.clone();
         let settings = rc.session.settings();
         let sql = handle.sql;
-        let count = self
+        let (count, settings) = self
             .executor
-            .run(async move {
+            .run_with_timeout(settings.statement_timeout(), async move {
                 let rows = param_rows(&batches)?;
                 let mut settings = settings;
                 let planned = engine.plan(&settings, &sql).await?;
                 if planned.is_query() {
                     return Err(Error::invalid("a query cannot run as an update; use DoGet"));
                 }
-                run_update(&engine, &mut settings, &sql, planned, rows).await
+                let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
+                Ok((count, settings))
             })
             .await?;
+        // A prepared `SET` (how the JDBC driver runs every statement) changes the session.
+        if settings != rc.session.settings() {
+            rc.update_settings(settings);
+        }
         Ok(count)
     }
 
@@ -647,10 +653,12 @@ impl FlightSqlService for SqlService {
             .run(async move {
                 let planned = engine.plan(&s2, &sql).await?;
                 let params = planned.parameter_schema()?;
+                // Statements without a result set have an empty dataset schema:
+                // that is how clients (the JDBC driver) tell updates from queries.
                 let dataset = if planned.is_query() {
                     planned.schema(&s2)
                 } else {
-                    count_schema()
+                    Arc::new(arrow::datatypes::Schema::empty())
                 };
                 Ok((dataset, params))
             })

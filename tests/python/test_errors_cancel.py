@@ -257,3 +257,26 @@ def test_bad_ticket_and_command_are_invalid_argument(server):
     except AssertionError:
         assert_flight_code(exc.value, "UNIMPLEMENTED")
     assert server.raw().execute("SELECT 1 AS one").column(0).to_pylist() == [1]
+
+
+def test_statement_timeout_stops_queries_and_writes(make_server):
+    """SET contrail.statement_timeout: the server cancels what runs longer (gRPC
+    DEADLINE_EXCEEDED, ADBC TIMEOUT), stops computing, and a cut-off write leaves
+    nothing behind."""
+    server = make_server()
+    with server.connect() as conn:
+        execute_update(conn, "CREATE TABLE timed (v BIGINT)")
+        execute_update(conn, "SET contrail.statement_timeout = '1s'")
+        err = expect_error(conn, SLOW_SQL, Status.TIMEOUT)
+        assert "contrail.statement_timeout" in str(err), repr(err)
+        wait_idle(server.pid, timeout=CANCEL_DEADLINE)
+        assert scalar(conn, "SELECT 42") == 42  # short statements still run
+        with pytest.raises(dbapi.Error) as exc:
+            execute_update(conn, "INSERT INTO timed SELECT value FROM generate_series(1, 200000000000)")
+        assert adbc_status(exc.value) == Status.TIMEOUT, repr(exc.value)
+        wait_idle(server.pid, timeout=CANCEL_DEADLINE)
+        execute_update(conn, "SET contrail.statement_timeout = 0")
+        assert scalar(conn, "SELECT count(*) FROM timed") == 0
+        with pytest.raises(dbapi.Error) as exc:
+            execute_update(conn, "SET contrail.statement_timeout = 'soon'")
+        assert adbc_status(exc.value) == Status.INVALID_ARGUMENT, repr(exc.value)

@@ -1,0 +1,70 @@
+package dev.contrail.jdbc;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.sql.Connection;
+import java.sql.DatabaseMetaData;
+import java.sql.SQLException;
+import java.sql.Statement;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+/** Plain connections, the driver under test, and session state across statements. */
+@ExtendWith(SharedServer.class)
+class ConnectionTest {
+
+    @Test
+    void theDriverUnderTestIsTheOneThisRunAskedFor(ContrailServer server) throws SQLException {
+        try (Connection conn = server.connect()) {
+            DatabaseMetaData md = conn.getMetaData();
+            assertEquals(Jdbc.expectedDriverVersion(), md.getDriverVersion(), "driver on the class path");
+            assertTrue(md.getDriverName().contains("Arrow Flight"), md.getDriverName());
+        }
+    }
+
+    @Test
+    void connectsWithTheUrlTheServerPrints(ContrailServer server) throws SQLException {
+        try (Connection conn = server.connect()) {
+            assertTrue(conn.isValid(10));
+            assertFalse(conn.isClosed());
+            assertEquals(2L, Jdbc.count(conn, "SELECT 1 + 1"));
+            assertEquals(25L, Jdbc.count(conn, "SELECT count(*) FROM tpch.nation"));
+        }
+    }
+
+    @Test
+    void sessionSettingsStayWithTheConnection(ContrailServer server) throws SQLException {
+        try (Connection a = server.connect(); Connection b = server.connect()) {
+            String before = (String) Jdbc.scalar(b, "SELECT value FROM information_schema.df_settings "
+                    + "WHERE name = 'datafusion.execution.batch_size'");
+            String next = String.valueOf(Integer.parseInt(before) / 2 + 7);
+            try (Statement st = a.createStatement()) {
+                st.execute("SET datafusion.execution.batch_size = " + next);
+                st.execute("SET schema = 'tpch'");
+            }
+            assertEquals(next, Jdbc.scalar(a, "SELECT value FROM information_schema.df_settings "
+                    + "WHERE name = 'datafusion.execution.batch_size'"));
+            assertEquals(25L, Jdbc.count(a, "SELECT count(*) FROM nation"), "SET schema applies to later statements");
+            // ...and only to that connection.
+            assertEquals(before, Jdbc.scalar(b, "SELECT value FROM information_schema.df_settings "
+                    + "WHERE name = 'datafusion.execution.batch_size'"));
+            SQLException e = assertThrows(SQLException.class, () -> Jdbc.count(b, "SELECT count(*) FROM nation"));
+            assertTrue(e.getMessage().contains("nation"), e.getMessage());
+            assertNotEquals(next, before);
+        }
+    }
+
+    @Test
+    void manyConnectionsOpenAndCloseCleanly(ContrailServer server) throws SQLException {
+        for (int i = 0; i < 20; i++) {
+            try (Connection conn = server.connect()) {
+                assertEquals((long) i, Jdbc.count(conn, "SELECT " + i));
+            }
+        }
+    }
+}
