@@ -9,8 +9,11 @@ PY       := $(VENV)/bin/python
 DATA_DIR ?= ./contrail-data
 LISTEN   ?= 127.0.0.1:50051
 SAMPLE_SCALE ?= 0.1
+BENCH_VENV := benches/.venv
+SF       ?= 1
+ROUNDS   ?= 5
 
-.PHONY: serve test build system-deps py-deps jdbc-deps test-rust test-python test-jdbc clean-data
+.PHONY: serve test bench build system-deps py-deps jdbc-deps bench-deps test-rust test-python test-jdbc clean-data
 
 ## serve: build, then run the server on $(LISTEN) with TPC-H sample data in $(DATA_DIR)
 serve: build
@@ -18,6 +21,22 @@ serve: build
 
 ## test: every test: Rust unit and integration tests, sqllogictest over Flight SQL, Python clients, JDBC
 test: build py-deps jdbc-deps test-rust test-python test-jdbc
+
+## bench: side-by-side benchmarks against roapi, a pyarrow Flight server, PostgreSQL,
+## DuckDB, DataFusion and iperf3; writes benches/results/latest.md and charts
+bench: build bench-deps
+	$(BENCH_VENV)/bin/python benches/run.py --sf $(SF) --rounds $(ROUNDS)
+
+bench-deps: $(BENCH_VENV)/.installed
+	@test -x /usr/lib/postgresql/15/bin/postgres && command -v iperf3 >/dev/null || { \
+	  echo "installing PostgreSQL 15 and iperf3 (benchmark peers) from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 iperf3; }
+
+$(BENCH_VENV)/.installed: benches/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -r benches/requirements.txt
+	touch $@
 
 build: system-deps
 	cargo build --release --workspace --all-targets

@@ -1,0 +1,463 @@
+"""Contrail against the servers and engines users would pick instead.
+
+Every benchmark runs its cases interleaved (A B C, B C A, ... for ``--rounds``
+rounds), reports medians, and states each result as a ratio to Contrail's, so
+the drift of a shared 2-core machine cancels out. Writes
+``benches/results/latest.md`` and one PNG chart per benchmark.
+
+    make bench                      # SF 1, 5 rounds (about 20 minutes)
+    benches/.venv/bin/python benches/run.py --sf 0.1 --rounds 3 --only scan,roundtrip
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import multiprocessing as mp
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow as pa
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(HERE))
+
+import peers  # noqa: E402
+import support  # noqa: E402  (raw Flight SQL over pyarrow.flight)
+
+TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+INT_COLUMNS = ["l_orderkey", "l_partkey", "l_suppkey", "l_linenumber"]
+SCAN_QUERIES = {
+    "select *": "SELECT * FROM lineitem",
+    "4 int columns": f"SELECT {', '.join(INT_COLUMNS)} FROM lineitem",
+}
+
+
+# --------------------------------------------------------------------------
+# data and servers
+
+
+def contrail_bin() -> Path:
+    target = os.environ.get("CARGO_TARGET_DIR") or str(Path.home() / ".cache" / "contrail-target")
+    return Path(os.environ.get("CONTRAIL_BIN", Path(target) / "release" / "contrail"))
+
+
+def tpch_parquet(sf: float) -> Path:
+    """TPC-H at scale `sf` as one Parquet file per table (tpchgen-cli; generated once)."""
+    out = HERE / "data" / f"tpch-sf{sf:g}"
+    if all((out / f"{t}.parquet").exists() for t in TABLES):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cli = Path(sys.executable).parent / "tpchgen-cli"
+    print(f"generating TPC-H SF {sf:g} into {out}", flush=True)
+    subprocess.run([str(cli), "parquet", "-s", f"{sf:g}", f"--output-dir={out}"], check=True)
+    return out
+
+
+@contextlib.contextmanager
+def contrail(data: Path, *args: str) -> Iterator[str]:
+    """`contrail serve` on a free loopback port, the TPC-H Parquet files as tables. Yields its grpc:// URI."""
+    with tempfile.TemporaryDirectory(prefix="contrail-bench-") as tmp:
+        port_file = Path(tmp) / "port"
+        log = open(Path(tmp) / "contrail.log", "wb")
+        proc = subprocess.Popen(
+            [str(contrail_bin()), "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
+             "--port-file", str(port_file), "--temporal", "off", "--log", "warn", *args],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            address = peers.wait_until(lambda: _port(port_file, proc), timeout=120, what="contrail to start",
+                                       proc=proc, log_path=Path(tmp) / "contrail.log")
+            uri = f"grpc://{address}"
+            with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+                for t in TABLES:
+                    cur.execute(f"CREATE EXTERNAL TABLE {t} STORED AS PARQUET LOCATION '{data / (t + '.parquet')}'")
+            yield uri
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+
+
+def _port(port_file: Path, proc: subprocess.Popen) -> str | None:
+    text = port_file.read_text().strip() if port_file.exists() else ""
+    return text if re.fullmatch(r"127\.0\.0\.1:\d+", text) else None
+
+
+# --------------------------------------------------------------------------
+# measuring
+
+
+def interleave(cases: dict[str, Callable[[], dict]], rounds: int) -> dict[str, list[dict]]:
+    """Run every case once per round, rotating the order each round."""
+    names = list(cases)
+    out: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            out[name].append(cases[name]())
+    return out
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def timed(fn: Callable[[], pa.Table | int]) -> dict:
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    if isinstance(result, pa.Table):
+        return {"s": seconds, "rows": result.num_rows, "bytes": result.nbytes}
+    return {"s": seconds, "rows": result, "bytes": 0}
+
+
+def raw_query(uri: str, sql: str) -> pa.Table:
+    return support.RawFlightSql(flight.connect(uri)).execute(sql)
+
+
+def adbc_query(uri: str, sql: str) -> pa.Table:
+    with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def pyarrow_get(uri: str, name: str) -> pa.Table:
+    return flight.connect(uri).do_get(flight.Ticket(name.encode())).read_all()
+
+
+def pg_copy_out(pg: "peers.PostgresServer", sql: str, rows: int) -> int:
+    """Read a query's result with COPY ... TO STDOUT (FORMAT binary); returns its row count."""
+    with pg.connect() as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT binary)") as copy:
+            for _ in copy:
+                pass
+    return rows
+
+
+class Report:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.sections: list[str] = []
+        self.charts: list[tuple[str, dict[str, float], str]] = []
+
+    def table(self, title: str, header: list[str], rows: list[list], note: str = "") -> None:
+        lines = [f"## {title}", ""]
+        if note:
+            lines += [note, ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+        self.sections.append("\n".join(lines))
+        print("\n".join(lines) + "\n", flush=True)
+
+    def chart(self, name: str, values: dict[str, float], unit: str) -> None:
+        self.charts.append((name, values, unit))
+
+    def write(self) -> Path:
+        out = HERE / "results"
+        out.mkdir(exist_ok=True)
+        head = [
+            "# Contrail benchmarks",
+            "",
+            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+            f"TPC-H SF {self.args.sf:g}, {self.args.rounds} interleaved rounds, medians. "
+            "Ratios are peer / Contrail for times (>1: Contrail faster) and Contrail / peer for rates.",
+            "",
+        ]
+        for name, values, unit in self.charts:
+            png = out / f"{name}.png"
+            _bar_chart(png, name, values, unit)
+            head.append(f"![{name}]({png.name})")
+        (out / "latest.md").write_text("\n".join(head + [""] + self.sections) + "\n")
+        return out / "latest.md"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def _bar_chart(path: Path, title: str, values: dict[str, float], unit: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(values)))
+    names = list(values)
+    colors = ["#1f77b4" if n.startswith("contrail") else "#999999" for n in names]
+    ax.barh(names, [values[n] for n in names], color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------
+# 1. scans
+
+
+def bench_scan(args, data: Path, report: Report) -> None:
+    lineitem_path = data / "lineitem.parquet"
+    rows_total = pq.ParquetFile(lineitem_path).metadata.num_rows
+    ints_path = data / "lineitem_4ints.parquet"
+    if not ints_path.exists():
+        pq.write_table(pq.read_table(lineitem_path, columns=INT_COLUMNS), ints_path)
+    with contrail(data) as c, peers.RoapiServer({"lineitem": lineitem_path}) as r, \
+            peers.PyArrowFlightServer({"select *": lineitem_path, "4 int columns": ints_path}) as p, \
+            peers.PostgresServer() as pg:
+        pg.load_parquet("lineitem", lineitem_path)
+        iperf = statistics.median(peers.iperf3_loopback_gbps(seconds=3) for _ in range(3))
+        for label, sql in SCAN_QUERIES.items():
+            cases = {
+                "contrail pyarrow": lambda: timed(lambda: raw_query(c, sql)),
+                "contrail adbc": lambda: timed(lambda: adbc_query(c, sql)),
+                "roapi pyarrow": lambda: timed(lambda: raw_query(r.uri, sql)),
+                "roapi adbc": lambda: timed(lambda: adbc_query(r.uri, sql)),
+                "pyarrow server (memory)": lambda: timed(lambda: pyarrow_get(p.uri, label)),
+                "postgres psycopg COPY binary": lambda: timed(lambda: pg_copy_out(pg, sql, rows_total)),
+            }
+            results = interleave(cases, args.rounds)
+            base = results["contrail pyarrow"]
+            nbytes = base[0]["bytes"]
+            rows = []
+            rates = {}
+            for name, rs in results.items():
+                s = median(rs, "s")
+                gbps = nbytes / s / 1e9
+                rates[name] = gbps
+                rows.append([name, s, gbps, rs[0]["rows"] / s / 1e6, median(base, "s") and s / median(base, "s"),
+                             f"{gbps / iperf:.0%}"])
+            report.table(
+                f"1. Scan: {label} ({rows_total:,} rows)",
+                ["case", "median s", "GB/s (Arrow bytes)", "Mrows/s", "time / contrail pyarrow", "% of iperf3"],
+                rows,
+                f"Query `{sql}`; Arrow result {nbytes / 1e9:.2f} GB. iperf3 loopback: {iperf:.2f} GB/s.",
+            )
+            report.chart(f"scan-{label.replace(' ', '-').replace('*', 'star')}", rates, "GB/s")
+
+
+# --------------------------------------------------------------------------
+# 2. round trips
+
+
+def bench_roundtrip(args, data: Path, report: Report) -> None:
+    n = args.roundtrips
+    with contrail(data) as c, peers.RoapiServer({"nation": data / "nation.parquet"}) as r:
+        def raw_loop(uri):
+            client = support.RawFlightSql(flight.connect(uri))
+            def run():
+                lat = []
+                for _ in range(n // args.rounds):
+                    t = time.perf_counter()
+                    client.execute("SELECT 1")
+                    lat.append(time.perf_counter() - t)
+                return {"lat": lat}
+            return run
+
+        def adbc_loop(uri):
+            conn = flightsql.connect(uri, autocommit=True)
+            def run():
+                lat = []
+                with conn.cursor() as cur:
+                    for _ in range(n // args.rounds):
+                        t = time.perf_counter()
+                        cur.execute("SELECT 1")
+                        cur.fetchall()
+                        lat.append(time.perf_counter() - t)
+                return {"lat": lat}
+            return run
+
+        cases = {"contrail raw": raw_loop(c), "contrail adbc": adbc_loop(c), "roapi raw": raw_loop(r.uri),
+                 "roapi adbc": adbc_loop(r.uri)}
+        results = interleave(cases, args.rounds)
+        rows, p50s = [], {}
+        base = None
+        for name, rs in results.items():
+            lat = sorted(x for run in rs for x in run["lat"])
+            p50, p99 = lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3
+            p50s[name] = p50
+            rows.append([name, len(lat), p50, p99])
+        for row in rows:
+            mate = "contrail " + row[0].split(" ", 1)[1]
+            row.append(row[2] / p50s[mate])
+        report.table(f"2. `SELECT 1` round trip ({n} per case)", ["case", "calls", "p50 ms", "p99 ms", "p50 / contrail"],
+                     rows, "raw: GetFlightInfo + DoGet with pyarrow.flight; adbc: cursor.execute + fetchall.")
+        report.chart("roundtrip-p50", p50s, "p50 ms")
+
+
+# --------------------------------------------------------------------------
+# 3. TPC-H
+
+
+def bench_tpch(args, data: Path, report: Report) -> None:
+    import datafusion
+    import duckdb
+
+    queries = {int(p.stem[1:]): p.read_text() for p in (HERE / "tpch" / "queries").glob("q*.sql")}
+    queries = dict(sorted(queries.items()))
+    df = datafusion.SessionContext()
+    duck = duckdb.connect()
+    for t in TABLES:
+        df.register_parquet(t, str(data / f"{t}.parquet"))
+        duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data / (t + '.parquet')}')")
+    with contrail(data) as c:
+        conn = flightsql.connect(c, autocommit=True)
+
+        def contrail_q(sql):
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetch_arrow_table()
+
+        engines = {
+            "contrail (Flight SQL, ADBC)": contrail_q,
+            "datafusion (in process)": lambda sql: df.sql(sql).to_arrow_table(),
+            "duckdb (in process)": lambda sql: duck.execute(sql).arrow(),
+        }
+        per_query: dict[str, dict[int, float]] = {e: {} for e in engines}
+        for q, sql in queries.items():
+            cases = {e: (lambda f=f: timed(lambda: f(sql))) for e, f in engines.items()}
+            results = interleave(cases, args.rounds)
+            for e, rs in results.items():
+                per_query[e][q] = median(rs, "s")
+        conn.close()
+    names = list(engines)
+    rows = [[f"Q{q}"] + [per_query[e][q] for e in names] for q in queries]
+    totals = {e: sum(per_query[e].values()) for e in names}
+    rows.append(["**total**"] + [totals[e] for e in names])
+    base = totals[names[0]]
+    rows.append(["total / contrail"] + [totals[e] / base for e in names])
+    report.table(f"3. TPC-H SF {args.sf:g}, 22 queries (median seconds)", ["query"] + names, rows,
+                 "Contrail reads the same Parquet files as external tables.")
+    report.chart("tpch-total", totals, "seconds (sum of per-query medians)")
+
+
+# --------------------------------------------------------------------------
+# 4. bulk ingest
+
+
+def bench_ingest(args, data: Path, report: Report) -> None:
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    lineitem = pq.read_table(data / "lineitem.parquet")
+    # Plain strings: PostgreSQL's ADBC driver does not take string_view.
+    lineitem = lineitem.cast(pa.schema([
+        pa.field(f.name, pa.string() if f.type == pa.string_view() else f.type) for f in lineitem.schema
+    ]))
+    counter = iter(range(1_000_000))
+    with contrail(data) as c, peers.PostgresServer() as pg:
+        def contrail_ingest():
+            with flightsql.connect(c, autocommit=True) as conn, conn.cursor() as cur:
+                cur.adbc_ingest(f"ingest_{next(counter)}", lineitem, mode="create")
+            return lineitem.num_rows
+
+        def pg_copy():
+            # adbc_driver_postgresql's ingest is COPY ... FROM STDIN (FORMAT binary).
+            with pgdbapi.connect(pg.dsn, autocommit=True) as conn, conn.cursor() as cur:
+                cur.adbc_ingest(f"ingest_{next(counter)}", lineitem, mode="create")
+            return lineitem.num_rows
+
+        results = interleave({"contrail (CommandStatementIngest)": lambda: timed(contrail_ingest),
+                              "postgres COPY FROM (binary)": lambda: timed(pg_copy)}, args.rounds)
+    rates = {n: lineitem.num_rows / median(rs, "s") for n, rs in results.items()}
+    base = rates["contrail (CommandStatementIngest)"]
+    rows = [[n, median(rs, "s"), rates[n] / 1e6, base / rates[n]] for n, rs in results.items()]
+    report.table(f"4. Bulk ingest of lineitem ({lineitem.num_rows:,} rows)",
+                 ["case", "median s", "Mrows/s", "contrail rate / this"], rows)
+    report.chart("ingest", {n: r / 1e6 for n, r in rates.items()}, "Mrows/s")
+
+
+# --------------------------------------------------------------------------
+# 5. concurrency
+
+
+MIXED = [
+    "SELECT 1",
+    "SELECT o_totalprice FROM orders WHERE o_orderkey = 7",
+    "SELECT n_name, count(*) FROM nation JOIN customer ON c_nationkey = n_nationkey GROUP BY n_name",
+    "SELECT sum(l_extendedprice * l_discount) FROM lineitem WHERE l_shipdate >= date '1994-01-01' "
+    "AND l_shipdate < date '1995-01-01' AND l_discount BETWEEN 0.05 AND 0.07 AND l_quantity < 24",
+]
+
+
+def _client(uri: str, seconds: float, results) -> None:
+    lat, errors = [], 0
+    with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+        end = time.monotonic() + seconds
+        i = os.getpid()
+        while time.monotonic() < end:
+            sql = MIXED[i % len(MIXED)]
+            i += 1
+            t = time.perf_counter()
+            try:
+                cur.execute(sql)
+                cur.fetchall()
+                lat.append(time.perf_counter() - t)
+            except Exception:  # counted, reported
+                errors += 1
+    results.put((lat, errors))
+
+
+def bench_concurrency(args, data: Path, report: Report) -> None:
+    rows, qps = [], {}
+    for threads in (1, 2):
+        with contrail(data, "--cpu-threads", str(threads)) as c:
+            q = mp.Queue()
+            procs = [mp.Process(target=_client, args=(c, args.concurrency_seconds, q)) for _ in range(32)]
+            for p in procs:
+                p.start()
+            got = [q.get() for _ in procs]
+            for p in procs:
+                p.join()
+        lat = sorted(x for l, _ in got for x in l)
+        errors = sum(e for _, e in got)
+        name = f"contrail, {threads} CPU thread{'s' if threads > 1 else ''}"
+        qps[name] = len(lat) / args.concurrency_seconds
+        rows.append([name, qps[name], lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.99)] * 1e3, errors])
+    report.table("5. 32 concurrent ADBC clients, mixed workload", ["server", "queries/s", "p50 ms", "p99 ms", "errors"],
+                 rows, f"{args.concurrency_seconds:g} s per run; the mix: point lookup, SELECT 1, a join, TPC-H Q6.")
+    report.chart("concurrency-qps", qps, "queries/s")
+
+
+BENCHES = {"scan": bench_scan, "roundtrip": bench_roundtrip, "tpch": bench_tpch, "ingest": bench_ingest,
+           "concurrency": bench_concurrency}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sf", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--roundtrips", type=int, default=1000)
+    ap.add_argument("--concurrency-seconds", type=float, default=15.0)
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
+    args = ap.parse_args()
+    data = tpch_parquet(args.sf)
+    report = Report(args)
+    started = time.monotonic()
+    for name in args.only.split(","):
+        t = time.monotonic()
+        BENCHES[name.strip()](args, data, report)
+        print(f"[{name}: {time.monotonic() - t:.0f} s]", flush=True)
+    path = report.write()
+    print(f"wrote {path} in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
