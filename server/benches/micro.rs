@@ -27,8 +27,12 @@ fn tickets(c: &mut Criterion) {
     };
     let bytes = signer.encode_ticket(&ticket).expect("encode");
     let mut g = c.benchmark_group("ticket");
-    g.bench_function("encode", |b| b.iter(|| signer.encode_ticket(black_box(&ticket)).expect("encode")));
-    g.bench_function("decode", |b| b.iter(|| signer.decode_ticket(black_box(&bytes)).expect("decode")));
+    g.bench_function("encode", |b| {
+        b.iter(|| signer.encode_ticket(black_box(&ticket)).expect("encode"))
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| signer.decode_ticket(black_box(&bytes)).expect("decode"))
+    });
     g.finish();
 }
 
@@ -72,7 +76,9 @@ fn flight_encoding(c: &mut Criterion) {
         Field::new("s", DataType::Utf8, false),
     ]));
     let ints = || Arc::new(Int64Array::from_iter_values(0..rows as i64));
-    let strings = Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("comment {i:08}"))));
+    let strings = Arc::new(StringArray::from_iter_values(
+        (0..rows).map(|i| format!("comment {i:08}")),
+    ));
     let batch = RecordBatch::try_new(schema, vec![ints(), ints(), ints(), strings]).expect("batch");
     let bytes = batch.get_array_memory_size() as u64;
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
@@ -83,7 +89,11 @@ fn flight_encoding(c: &mut Criterion) {
             rt.block_on(async {
                 let input = futures::stream::iter([Ok(batch.clone())]);
                 let encoded = FlightDataEncoderBuilder::new().build(input);
-                encoded.map_ok(|fd| fd.data_body.len()).try_collect::<Vec<_>>().await.expect("encode")
+                encoded
+                    .map_ok(|fd| fd.data_body.len())
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .expect("encode")
             })
         })
     });
