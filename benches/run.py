@@ -329,7 +329,7 @@ def bench_tpch(args, data: Path, report: Report) -> None:
         engines = {
             "contrail (Flight SQL, ADBC)": contrail_q,
             "datafusion (in process)": lambda sql: df.sql(sql).to_arrow_table(),
-            "duckdb (in process)": lambda sql: duck.execute(sql).arrow(),
+            "duckdb (in process)": lambda sql: duck.execute(sql).to_arrow_table(),
         }
         per_query: dict[str, dict[int, float]] = {e: {} for e in engines}
         for q, sql in queries.items():

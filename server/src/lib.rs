@@ -36,7 +36,7 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use contrail_planner::{Engine, EngineOptions};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
@@ -91,7 +91,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Internal { message: e.to_string() })?;
 
-    let mut builder = Server::builder().tcp_nodelay(true);
+    let mut builder = Server::builder();
     let tls = config.tls.is_some();
     if let Some((cert, key)) = &config.tls {
         let read = |p: &Path| std::fs::read(p).map_err(|e| Error::invalid(format!("cannot read {}: {e}", p.display())));
@@ -143,7 +143,9 @@ pub async fn serve(
     };
     let server = builder
         .add_service(flight)
-        .serve_with_incoming(TcpListenerStream::new(listener));
+        // The builder's tcp_nodelay only applies to listeners tonic binds itself;
+        // without it small responses wait for the peer's delayed ACK (~40 ms).
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)));
     tokio::select! {
         result = server => result.map_err(|e| Error::Internal { message: format!("server error: {e}") })?,
         () = on_shutdown => {}
