@@ -139,6 +139,24 @@ def pyarrow_get(uri: str, name: str) -> pa.Table:
     return flight.connect(uri).do_get(flight.Ticket(name.encode())).read_all()
 
 
+def plain_strings(schema: pa.Schema) -> pa.Schema:
+    """`schema` with string_view as string (PostgreSQL's ADBC driver does not take views)."""
+    return pa.schema([pa.field(f.name, pa.string() if f.type == pa.string_view() else f.type) for f in schema])
+
+
+def pg_load(pg: "peers.PostgresServer", table: str, parquet: Path) -> None:
+    """Stream a Parquet file into PostgreSQL with binary COPY (adbc-driver-postgresql), batch by batch."""
+    import adbc_driver_postgresql.dbapi as pgdbapi
+
+    pf = pq.ParquetFile(parquet)
+    target = plain_strings(pf.schema_arrow)
+    batches = (b.cast(target) for b in pf.iter_batches(batch_size=65_536))
+    reader = pa.RecordBatchReader.from_batches(target, batches)
+    with pgdbapi.connect(pg.dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.adbc_ingest(table, reader, mode="create")
+        cur.execute(f"VACUUM (FREEZE, ANALYZE) {table}")
+
+
 def pg_copy_out(pg: "peers.PostgresServer", sql: str, rows: int) -> int:
     """Read a query's result with COPY ... TO STDOUT (FORMAT binary); returns its row count."""
     with pg.connect() as conn, conn.cursor() as cur:
@@ -223,7 +241,7 @@ def bench_scan(args, data: Path, report: Report) -> None:
     with contrail(data) as c, peers.RoapiServer({"lineitem": lineitem_path}) as r, \
             peers.PyArrowFlightServer({"select *": lineitem_path, "4 int columns": ints_path}) as p, \
             peers.PostgresServer() as pg:
-        pg.load_parquet("lineitem", lineitem_path)
+        pg_load(pg, "lineitem", lineitem_path)
         iperf = statistics.median(peers.iperf3_loopback_gbps(seconds=3) for _ in range(3))
         for label, sql in SCAN_QUERIES.items():
             cases = {
@@ -329,7 +347,7 @@ def bench_tpch(args, data: Path, report: Report) -> None:
         engines = {
             "contrail (Flight SQL, ADBC)": contrail_q,
             "datafusion (in process)": lambda sql: df.sql(sql).to_arrow_table(),
-            "duckdb (in process)": lambda sql: duck.execute(sql).to_arrow_table(),
+            "duckdb (in process)": lambda sql: duck.sql(sql).to_arrow_table(),
         }
         per_query: dict[str, dict[int, float]] = {e: {} for e in engines}
         for q, sql in queries.items():
@@ -357,10 +375,10 @@ def bench_ingest(args, data: Path, report: Report) -> None:
     import adbc_driver_postgresql.dbapi as pgdbapi
 
     lineitem = pq.read_table(data / "lineitem.parquet")
-    # Plain strings: PostgreSQL's ADBC driver does not take string_view.
-    lineitem = lineitem.cast(pa.schema([
-        pa.field(f.name, pa.string() if f.type == pa.string_view() else f.type) for f in lineitem.schema
-    ]))
+    # Plain strings (PostgreSQL's ADBC driver does not take string_view), in 64K-row
+    # batches: ADBC sends one gRPC message per batch and its clients cap messages at 16 MiB.
+    lineitem = lineitem.cast(plain_strings(lineitem.schema))
+    lineitem = pa.Table.from_batches(lineitem.to_batches(max_chunksize=65_536))
     counter = iter(range(1_000_000))
     with contrail(data) as c, peers.PostgresServer() as pg:
         def contrail_ingest():
@@ -419,11 +437,13 @@ def bench_concurrency(args, data: Path, report: Report) -> None:
     rows, qps = [], {}
     for threads in (1, 2):
         with contrail(data, "--cpu-threads", str(threads)) as c:
-            q = mp.Queue()
-            procs = [mp.Process(target=_client, args=(c, args.concurrency_seconds, q)) for _ in range(32)]
+            # spawn, not fork: the ADBC driver's Go runtime does not survive a fork.
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            procs = [ctx.Process(target=_client, args=(c, args.concurrency_seconds, q)) for _ in range(32)]
             for p in procs:
                 p.start()
-            got = [q.get() for _ in procs]
+            got = [q.get(timeout=args.concurrency_seconds + 120) for _ in procs]
             for p in procs:
                 p.join()
         lat = sorted(x for l, _ in got for x in l)
