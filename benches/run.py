@@ -200,7 +200,7 @@ class Report:
             png = out / f"{name}.png"
             _bar_chart(png, name, values, unit)
             head.append(f"![{name}]({png.name})")
-        (out / "latest.md").write_text("\n".join(head + [""] + self.sections) + "\n")
+        (out / "latest.md").write_text("\n".join(head) + "\n\n" + "\n\n".join(self.sections) + "\n")
         return out / "latest.md"
 
 
