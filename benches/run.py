@@ -121,8 +121,13 @@ def timed(fn: Callable[[], pa.Table | int]) -> dict:
     result = fn()
     seconds = time.perf_counter() - start
     if isinstance(result, pa.Table):
-        return {"s": seconds, "rows": result.num_rows, "bytes": result.nbytes}
-    return {"s": seconds, "rows": result, "bytes": 0}
+        out = {"s": seconds, "rows": result.num_rows, "bytes": result.nbytes}
+    else:
+        out = {"s": seconds, "rows": result, "bytes": 0}
+    # Give the result's memory back before the next case (pyarrow's pool keeps it otherwise).
+    del result
+    pa.default_memory_pool().release_unused()
+    return out
 
 
 def raw_query(uri: str, sql: str) -> pa.Table:
