@@ -185,57 +185,51 @@ def _venv_bin(name: str) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------
-# Flight SQL without extra deps: hand-encoded CommandStatementQuery
+# Flight SQL over plain pyarrow.flight: the test suite's helper
 # --------------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
 
 
-def _pb_bytes(field: int, data: bytes) -> bytes:
-    return _varint((field << 3) | 2) + _varint(len(data)) + data
-
-
-def flight_sql_command(sql: str) -> bytes:
-    """Serialized google.protobuf.Any(CommandStatementQuery{query: sql})."""
-    cmd = _pb_bytes(1, sql.encode())
-    return (_pb_bytes(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery")
-            + _pb_bytes(2, cmd))
-
-
-def flight_sql_query(uri: str, sql: str, client=None):
-    """Run `sql` over Flight SQL with plain pyarrow.flight (GetFlightInfo + DoGet)
-    and return a pyarrow.Table. Endpoints without locations are fetched from
-    the same server."""
-    import pyarrow as pa
+def flight_sql_query(uri: str, sql: str):
+    """Run `sql` over Flight SQL with plain pyarrow.flight (GetFlightInfo + DoGet)."""
     import pyarrow.flight as fl
+    import support
 
-    own = client is None
-    client = client or fl.connect(uri)
-    try:
-        info = client.get_flight_info(fl.FlightDescriptor.for_command(flight_sql_command(sql)))
-        tables = [client.do_get(ep.ticket).read_all() for ep in info.endpoints]
-        if not tables:
-            return info.schema.empty_table()
-        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    finally:
-        if own:
-            client.close()
+    with fl.connect(uri) as client:
+        return support.RawFlightSql(client).execute(sql)
+
+
+class _Child:
+    """A peer running as a child process with a temporary directory; a context manager."""
+
+    proc: Optional[subprocess.Popen] = None
+    _tmpdir: Optional[str] = None
+    _stop_signal = signal.SIGTERM
+    _stop_timeout = 15.0
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        _stop_process(self.proc, self._stop_signal, timeout=self._stop_timeout)
+        self.proc = None
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 # --------------------------------------------------------------------------
 # roapi
 # --------------------------------------------------------------------------
 
-class RoapiServer:
+class RoapiServer(_Child):
     """roapi (PyPI `roapi`, DataFusion-based) with its Flight SQL endpoint.
 
     `tables` maps table name -> parquet file or directory of parquet files
@@ -307,18 +301,10 @@ class RoapiServer:
         return self
 
     def stop(self) -> None:
-        _stop_process(self.proc, signal.SIGTERM)
-        self.proc = None
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        owned_log = self._tmpdir is not None and self._log_path is not None and str(self._log_path).startswith(self._tmpdir)
+        super().stop()
+        if owned_log:
             self._log_path = None
-
-    def __enter__(self) -> "RoapiServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------
@@ -397,7 +383,7 @@ def run_pyarrow_server(tables: Mapping[str, PathLike], *, port: int = 0,
         server.shutdown()
 
 
-class PyArrowFlightServer:
+class PyArrowFlightServer(_Child):
     """A pyarrow.flight server in a child process, serving parquet data from memory.
 
     `parquet` is one path (served as table `name`) or a mapping name -> path.
@@ -449,18 +435,6 @@ class PyArrowFlightServer:
         with fl.connect(self.uri) as c:
             return len(list(c.list_flights())) == len(self.tables)
 
-    def stop(self) -> None:
-        _stop_process(self.proc, signal.SIGTERM)
-        self.proc = None
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-
-    def __enter__(self) -> "PyArrowFlightServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------
@@ -505,7 +479,10 @@ _PG_SETTINGS = {
 }
 
 
-class PostgresServer:
+class PostgresServer(_Child):
+    _stop_signal = signal.SIGINT  # postgres "fast shutdown"
+    _stop_timeout = 30.0
+
     """A throwaway PostgreSQL cluster in a temp dir, TCP on 127.0.0.1:port, trust auth.
 
     When running as root, initdb and postgres run as the `postgres` user.
@@ -585,19 +562,6 @@ class PostgresServer:
     def load_parquet(self, table: str, parquet: PathLike, **kw) -> int:
         return load_parquet_into_postgres(self.dsn, table, parquet, **kw)
 
-    def stop(self) -> None:
-        # SIGINT = postgres "fast shutdown"
-        _stop_process(self.proc, signal.SIGINT, timeout=30)
-        self.proc = None
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-
-    def __enter__(self) -> "PostgresServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _pg_type(t) -> str:
