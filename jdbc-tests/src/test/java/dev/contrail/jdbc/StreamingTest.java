@@ -90,14 +90,27 @@ class StreamingTest {
                 }
             });
             assertTrue(reading.await(PROMPTLY.toSeconds(), TimeUnit.SECONDS), "the query started streaming");
-            st.cancel();
+            try {
+                st.cancel();
+            } catch (IllegalStateException e) {
+                assertTrue(isCancelRaceOfDriver17(conn, e), AuthTest.chain(e));
+            }
             Throwable outcome = reader.get(PROMPTLY.toSeconds(), TimeUnit.SECONDS);
             assertTrue(read.get() < 100_000_000_000L, "stopped early after " + read.get() + " rows");
-            if (outcome != null) {
+            if (outcome != null && !isCancelRaceOfDriver17(conn, outcome)) {
                 assertInstanceOf(SQLException.class, outcome, AuthTest.chain(outcome));
             }
             assertEquals(1L, Jdbc.count(conn, "SELECT 1"), "the connection is usable after cancel");
         }
+    }
+
+    /**
+     * Driver 17.0.0 races in cancel(): it closes the result's vectors while the reading thread still releases them,
+     * and the allocator throws "RefCnt has gone negative" into whichever thread loses. The call is cancelled all the
+     * same (the test checks that the stream stops and the connection still works); 18.x does not race.
+     */
+    private static boolean isCancelRaceOfDriver17(Connection conn, Throwable t) throws SQLException {
+        return conn.getMetaData().getDriverMajorVersion() < 18 && AuthTest.chain(t).contains("RefCnt has gone negative");
     }
 
     /**
