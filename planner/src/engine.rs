@@ -21,7 +21,7 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
@@ -37,6 +37,7 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
+use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::catalog::{CATALOG, Catalog, DEFAULT_SCHEMA, ObjectKind, StoredObject, dir_url};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
@@ -110,6 +111,17 @@ enum Kind {
     Reset {
         key: String,
     },
+}
+
+/// A query cut into stages for workflow execution.
+#[derive(Debug)]
+pub struct FragmentedQuery {
+    /// Stages in dependency order; the last one's fragments are the result.
+    pub stages: Vec<Stage>,
+    /// The result schema clients see.
+    pub schema: SchemaRef,
+    /// The settings fragments run with.
+    pub settings: SessionSettings,
 }
 
 /// What running a statement produced.
@@ -294,6 +306,85 @@ impl Engine {
 
     /// A DataFusion context for `settings` over the shared catalog and runtime.
     pub fn context(&self, settings: &SessionSettings) -> Result<SessionContext> {
+        Ok(self.context_with(self.session_config(settings)?))
+    }
+
+    fn context_with(&self, config: SessionConfig) -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_catalog_list(self.catalog.catalog_list())
+            .with_default_features()
+            // Plans deltalake's own nodes (write metrics, delete/update scans).
+            .with_query_planner(DeltaPlanner::new())
+            .build();
+        SessionContext::new_with_state(state)
+    }
+
+    /// Cut a planned query into stages of fragments for a workflow (see [`distributed`]).
+    ///
+    /// The returned settings pin the partitioning the plan was cut with, so every
+    /// worker plans its scans the same way.
+    ///
+    /// [`distributed`]: crate::distributed
+    pub async fn plan_fragments(&self, settings: &SessionSettings, planned: &Planned) -> Result<FragmentedQuery> {
+        let Kind::Query(plan) = &planned.kind else {
+            return Err(Error::unsupported("workflow execution of statements other than queries"));
+        };
+        let config = self.session_config(settings)?.with_extension(Arc::new(ScansByReference));
+        let mut pinned = settings.clone();
+        pinned.options.insert(
+            "datafusion.execution.target_partitions".to_string(),
+            config.target_partitions().to_string(),
+        );
+        pinned
+            .options
+            .insert("datafusion.execution.batch_size".to_string(), config.batch_size().to_string());
+        let ctx = self.context_with(config);
+        let physical = ctx
+            .state()
+            .create_physical_plan(plan)
+            .await
+            .map_err(not_found_or_plan)?;
+        let schema = output_schema(&physical.schema(), settings.view_types());
+        let stages = distributed::cut(physical)?;
+        Ok(FragmentedQuery {
+            stages,
+            schema,
+            settings: pinned,
+        })
+    }
+
+    /// Bytes of managed table data a planned statement scans (0 for anything else).
+    /// Cheap: reads the Delta snapshots' file sizes, plans nothing.
+    pub fn scanned_bytes(&self, settings: &SessionSettings, planned: &Planned) -> u64 {
+        let plan = match &planned.kind {
+            Kind::Query(plan) | Kind::Write { plan, .. } => plan,
+            _ => return 0,
+        };
+        let catalog = settings.catalog.as_deref().unwrap_or(CATALOG);
+        let schema = settings.schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
+        let mut total = 0u64;
+        let _ = plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let name = scan.table_name.clone().resolve(catalog, schema);
+                if let Some(table) = self.catalog.managed(&name.schema, &name.table) {
+                    total = total.saturating_add(table.total_bytes());
+                }
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        total
+    }
+
+    /// The task context a fragment runs in: `settings` (as pinned by
+    /// [`Engine::plan_fragments`]) plus where its inputs are.
+    pub fn fragment_context(&self, settings: &SessionSettings, inputs: FragmentInputs) -> Result<Arc<TaskContext>> {
+        let config = self.session_config(settings)?.with_extension(Arc::new(inputs));
+        Ok(self.context_with(config).task_ctx())
+    }
+
+    fn session_config(&self, settings: &SessionSettings) -> Result<SessionConfig> {
         let mut config = self.base.clone();
         for (key, value) in &settings.options {
             if key.starts_with("datafusion.") {
@@ -305,15 +396,7 @@ impl Engine {
             let schema = settings.schema.clone().unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
             config = config.with_default_catalog_and_schema(catalog, schema);
         }
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(self.runtime.clone())
-            .with_catalog_list(self.catalog.catalog_list())
-            .with_default_features()
-            // Plans deltalake's own nodes (write metrics, delete/update scans).
-            .with_query_planner(DeltaPlanner::new())
-            .build();
-        Ok(SessionContext::new_with_state(state))
+        Ok(config)
     }
 
     /// Parse and plan one statement. No side effects.

@@ -14,12 +14,14 @@
 //!
 //! * [`engine`]: parse, plan, execute; DDL and DML on managed Delta tables.
 //! * [`catalog`]: the persistent catalog under the data directory.
+//! * [`distributed`]: physical plans cut into stages and fragments for workflows.
 //! * [`managed`]: the table provider for managed (Delta Lake) tables.
 //! * [`settings`]: per-session settings, carried inside tickets and handles.
 //! * [`types`]: result type mapping (`Utf8View` -> `Utf8` unless asked).
 //! * [`sample`]: TPC-H sample data generated locally.
 
 pub mod catalog;
+pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod managed;
@@ -28,6 +30,6 @@ pub mod settings;
 pub mod types;
 
 pub use catalog::{CATALOG, Catalog, DEFAULT_SCHEMA};
-pub use engine::{Engine, EngineOptions, IngestTarget, Outcome, Planned, count_schema};
+pub use engine::{Engine, EngineOptions, FragmentedQuery, IngestTarget, Outcome, Planned, count_schema};
 pub use error::{Error, Result};
 pub use settings::SessionSettings;

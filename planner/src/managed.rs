@@ -18,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 use url::Url;
 
+use crate::distributed::{ManagedScanExec, ScansByReference};
 use crate::error::{Error, Result};
 
 /// A Delta table registered in the catalog.
@@ -67,6 +68,15 @@ impl ManagedTable {
         self.read().table
     }
 
+    /// Bytes of data files in the current version.
+    pub fn total_bytes(&self) -> u64 {
+        self.read()
+            .table
+            .snapshot()
+            .map(|s| s.log_data().iter().map(|f| f.size().max(0) as u64).sum())
+            .unwrap_or(0)
+    }
+
     /// Reload the latest committed version (after a write through DataFusion).
     pub async fn refresh(&self) -> Result<()> {
         let current = load(&self.name, &self.url).await?;
@@ -104,7 +114,7 @@ async fn load(name: &str, url: &Url) -> Result<Current> {
     Ok(Current { table, provider })
 }
 
-async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+pub(crate) async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
     // deltalake reads strings as Utf8View by default; Contrail's tables are
     // Utf8/Binary everywhere (information_schema, GetTables, results).
     let mut config = datafusion::prelude::SessionConfig::new();
@@ -143,7 +153,17 @@ impl TableProvider for ManagedTable {
             .table
             .update_datafusion_session(state)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        current.provider.scan(state, projection, filters, limit).await
+        let scan = current.provider.scan(state, projection, filters, limit).await?;
+        // Planning for workflow fragments: carry the scan by reference.
+        match (
+            state.config().get_extension::<ScansByReference>(),
+            current.table.version(),
+        ) {
+            (Some(_), Some(version)) => Ok(Arc::new(ManagedScanExec::wrap(
+                &self.name, &self.url, version, projection, filters, limit, scan,
+            )?)),
+            _ => Ok(scan),
+        }
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {

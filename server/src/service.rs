@@ -28,10 +28,12 @@ use arrow_flight::sql::{
 use arrow_flight::sql::{TableExistsOption, TableNotExistOption};
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint,
-    FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+    FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
 use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
+use contrail_workflows::QueryInput;
+use contrail_workflows::dataplane::SpoolTicket;
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -40,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::auth::Authenticator;
+use crate::distributed::{self, Workflows};
 use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::handle::{PreparedHandle, Signer, StatementTicket, TicketBody, decode_params, encode_params};
@@ -51,40 +54,68 @@ use crate::session::{
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// Where a planned statement went.
+enum Routed {
+    Inline(SchemaRef, TicketBody, Option<SessionSettings>),
+    Workflow(QueryInput, SchemaRef),
+}
+
+/// A statement after GetFlightInfo/PollFlightInfo started it.
+pub(crate) enum Started {
+    /// Inline: the FlightInfo is final.
+    Ready(FlightInfo),
+    /// Running as a workflow.
+    Workflow {
+        query_id: String,
+        schema: SchemaRef,
+        descriptor: FlightDescriptor,
+    },
+}
+
 /// The Flight SQL service.
 pub struct SqlService {
     pub(crate) engine: Arc<Engine>,
     pub(crate) executor: Arc<Executor>,
     pub(crate) signer: Signer,
     pub(crate) auth: Authenticator,
+    /// Workflow execution; `None` with `--temporal off`.
+    pub(crate) workflows: Option<Arc<Workflows>>,
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
 }
 
 impl SqlService {
-    pub fn new(engine: Arc<Engine>, executor: Arc<Executor>, signer: Signer, auth: Authenticator) -> Result<Self> {
+    pub fn new(
+        engine: Arc<Engine>,
+        executor: Arc<Executor>,
+        signer: Signer,
+        auth: Authenticator,
+        workflows: Option<Arc<Workflows>>,
+    ) -> Result<Self> {
         Ok(Self {
             engine,
             executor,
             signer,
             auth,
+            workflows,
             sql_info: metadata::sql_info()?,
             xdbc: metadata::xdbc_type_info()?,
         })
     }
 
-    /// Plan a statement; queries get a ticket to stream, anything else runs now
-    /// (exactly once) and its ticket carries the count.
+    /// Plan a statement; queries get a ticket to stream (or start a workflow),
+    /// anything else runs now (exactly once) and its ticket carries the count.
     async fn statement_info(
         &self,
         rc: &RequestContext,
         sql: String,
         params: Option<String>,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo> {
+    ) -> Result<Started> {
         let engine = self.engine.clone();
+        let workflows = self.workflows.clone();
         let settings = rc.session.settings();
-        let (schema, body, changed) = self
+        let routed = self
             .executor
             .run_with_timeout(settings.statement_timeout(), async move {
                 let rows = match &params {
@@ -92,6 +123,13 @@ impl SqlService {
                     None => vec![],
                 };
                 let planned = engine.plan(&settings, &sql).await?;
+                if distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
+                    if !rows.is_empty() {
+                        return Err(Error::unimplemented("parameters in statements run as workflows"));
+                    }
+                    let (input, schema) = distributed::prepare(&engine, &settings, &planned).await?;
+                    return Ok(Routed::Workflow(input, schema));
+                }
                 if planned.is_query() {
                     if rows.len() > 1 {
                         return Err(Error::invalid(format!(
@@ -101,13 +139,25 @@ impl SqlService {
                     }
                     let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
                     let schema = planned.schema(&settings);
-                    return Ok((schema, TicketBody::Query { sql, params }, None));
+                    return Ok(Routed::Inline(schema, TicketBody::Query { sql, params }, None));
                 }
                 let mut settings = settings;
                 let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
-                Ok((count_schema(), TicketBody::Done { count }, Some(settings)))
+                Ok(Routed::Inline(count_schema(), TicketBody::Done { count }, Some(settings)))
             })
             .await?;
+        let (schema, body, changed) = match routed {
+            Routed::Workflow(input, schema) => {
+                let workflows = self.workflow_runtime()?;
+                let query_id = workflows.start(input).await?;
+                return Ok(Started::Workflow {
+                    query_id,
+                    schema,
+                    descriptor,
+                });
+            }
+            Routed::Inline(schema, body, changed) => (schema, body, changed),
+        };
         if let Some(settings) = changed {
             if settings != rc.session.settings() {
                 rc.update_settings(settings.clone());
@@ -128,6 +178,83 @@ impl SqlService {
             .encode_to_vec(),
             descriptor,
         )
+        .map(Started::Ready)
+    }
+
+    fn workflow_runtime(&self) -> Result<&Arc<Workflows>> {
+        self.workflows.as_ref().ok_or_else(|| Error::WorkflowsOff {
+            message: "this server runs with --temporal off".to_string(),
+        })
+    }
+
+    /// GetFlightInfo: a workflow statement is waited for.
+    async fn completed_info(&self, rc: &RequestContext, started: Started) -> Result<FlightInfo> {
+        match started {
+            Started::Ready(info) => Ok(info),
+            Started::Workflow {
+                query_id,
+                schema,
+                descriptor,
+            } => {
+                let timeout = rc.session.settings().statement_timeout();
+                self.workflow_runtime()?
+                    .wait_info(&query_id, &schema, descriptor, timeout)
+                    .await
+            }
+        }
+    }
+
+    /// PollFlightInfo: answers at once. Statements start (inline ones finish
+    /// within the call); poll descriptors report the workflow's progress.
+    pub(crate) async fn poll(&self, rc: &RequestContext, descriptor: FlightDescriptor) -> Result<Option<PollInfo>> {
+        if let Some((query_id, schema)) = distributed::decode_poll_descriptor(&descriptor)? {
+            let poll = self.workflow_runtime()?.poll_info(&query_id, &schema, descriptor).await?;
+            return Ok(Some(poll));
+        }
+        use arrow_flight::sql::Command;
+        let Ok(any) = Any::decode(descriptor.cmd.as_ref()) else {
+            return Ok(None);
+        };
+        let started = match Command::try_from(any) {
+            Ok(Command::CommandStatementQuery(q)) => self.statement_info(rc, q.query, None, descriptor).await?,
+            Ok(Command::CommandPreparedStatementQuery(p)) => {
+                let handle = self.signer.decode_prepared(&p.prepared_statement_handle)?;
+                self.statement_info(rc, handle.sql, handle.params, descriptor).await?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(match started {
+            Started::Ready(info) => PollInfo {
+                info: Some(info),
+                flight_descriptor: None,
+                progress: Some(1.0),
+                expiration_time: None,
+            },
+            Started::Workflow {
+                query_id,
+                schema,
+                descriptor,
+            } => {
+                // The first answer points at the poll descriptor; no need to ask Temporal yet.
+                PollInfo {
+                    info: Some(
+                        FlightInfo::new()
+                            .try_with_schema(&schema)?
+                            .with_descriptor(descriptor)
+                            .with_ordered(true)
+                            .with_app_metadata(distributed::query_metadata(&query_id)),
+                    ),
+                    flight_descriptor: Some(distributed::poll_descriptor(&query_id, &schema)?),
+                    progress: Some(0.0),
+                    expiration_time: None,
+                }
+            }
+        }))
+    }
+
+    /// DoGet of a spooled fragment output.
+    pub(crate) async fn spooled(&self, ticket: &[u8]) -> Result<BoxStream<arrow_flight::FlightData>> {
+        self.workflow_runtime()?.serve(ticket).await
     }
 
     /// The schema a statement would stream, without running it.
@@ -202,10 +329,24 @@ impl SqlService {
         }
     }
 
-    fn cancel_info(&self, info: &FlightInfo) -> Result<CancelStatus> {
+    async fn cancel_info(&self, info: &FlightInfo) -> Result<CancelStatus> {
         let mut status = CancelStatus::NotCancellable;
+        // A workflow statement: its app_metadata names it.
+        if let Some(query_id) = distributed::query_of_info(info) {
+            return match self.workflow_runtime()?.client.cancel(&query_id).await {
+                Ok(()) => Ok(CancelStatus::Cancelled),
+                // Finished (or cancelled) already.
+                Err(contrail_workflows::Error::Temporal { message }) if message.contains("completed") => {
+                    Ok(CancelStatus::NotCancellable)
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else { continue };
+            if SpoolTicket::is_spool_ticket(&ticket.ticket) {
+                continue;
+            }
             let any = Any::decode(ticket.ticket.as_ref()).map_err(|e| Error::decode("ticket", e))?;
             let Some(tsq) = any
                 .unpack::<TicketStatementQuery>()
@@ -222,7 +363,7 @@ impl SqlService {
         Ok(status)
     }
 
-    fn handle_session_action(&self, rc: &RequestContext, action: &Action) -> Result<Option<Bytes>> {
+    async fn handle_session_action(&self, rc: &RequestContext, action: &Action) -> Result<Option<Bytes>> {
         let body = action.body.as_ref();
         Ok(Some(match action.r#type.as_str() {
             "SetSessionOptions" => {
@@ -282,7 +423,7 @@ impl SqlService {
                 let info = req
                     .info
                     .ok_or_else(|| Error::invalid("CancelFlightInfoRequest without info"))?;
-                let status = self.cancel_info(&info)?;
+                let status = self.cancel_info(&info).await?;
                 CancelFlightInfoResult { status: status as i32 }.encode_to_vec().into()
             }
             _ => return Ok(None),
@@ -474,10 +615,10 @@ impl FlightSqlService for SqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let rc = context(&request)?;
-        let info = self
+        let started = self
             .statement_info(&rc, query.query, None, request.into_inner())
             .await?;
-        Ok(Response::new(info))
+        Ok(Response::new(self.completed_info(&rc, started).await?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -489,10 +630,10 @@ impl FlightSqlService for SqlService {
         let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
         // The handle's settings were captured at prepare time; the session's own
         // current settings win when the session still exists.
-        let info = self
+        let started = self
             .statement_info(&rc, handle.sql, handle.params, request.into_inner())
             .await?;
-        Ok(Response::new(info))
+        Ok(Response::new(self.completed_info(&rc, started).await?))
     }
 
     async fn do_get_statement(
@@ -691,7 +832,7 @@ impl FlightSqlService for SqlService {
         _request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
         let info = FlightInfo::decode(query.info.as_ref()).map_err(|e| Error::decode("FlightInfo", e))?;
-        let status = self.cancel_info(&info)?;
+        let status = self.cancel_info(&info).await?;
         // ActionCancelQueryResult uses its own enum: 1 = cancelled, 3 = not cancellable.
         let result = if status == CancelStatus::Cancelled { 1 } else { 3 };
         Ok(ActionCancelQueryResult { result })
@@ -703,7 +844,7 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let rc = context(&request)?;
         let action = request.into_inner();
-        match self.handle_session_action(&rc, &action)? {
+        match self.handle_session_action(&rc, &action).await? {
             Some(body) => Ok(Response::new(Box::pin(futures::stream::iter([Ok(
                 arrow_flight::Result { body },
             )])))),

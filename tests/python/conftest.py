@@ -55,6 +55,8 @@ class Server:
         sample: str | None = None,
         sample_scale: float | None = None,
         extra_args: tuple[str, ...] = (),
+        temporal: str = "off",
+        listen: str = "127.0.0.1:0",
     ) -> None:
         self.base = pathlib.Path(base)
         self.data_dir = self.base / "data"
@@ -64,6 +66,8 @@ class Server:
         self.sample = sample
         self.sample_scale = sample_scale
         self.extra_args = tuple(extra_args)
+        self.temporal = temporal
+        self.listen = listen
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
         self.starts = 0
@@ -75,13 +79,13 @@ class Server:
             str(contrail_bin()),
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            self.listen,
             "--data-dir",
             str(self.data_dir),
             "--port-file",
             str(self.port_file),
             "--temporal",
-            "off",
+            self.temporal,
         ]
         if self.config is not None:
             cmd += ["--config", str(self.config)]

@@ -1,0 +1,301 @@
+//! Statements run as workflows: routing, starting, FlightInfo from tickets,
+//! PollFlightInfo, cancellation and serving fragment outputs.
+//!
+//! ```text
+//! GetFlightInfo ─> route: inline | workflow (contrail.execution_mode, input size)
+//!     workflow: plan_fragments (CPU runtime) ─> QueryInput ─> start QueryWorkflow
+//!        GetFlightInfo: wait ─> FlightInfo { one endpoint per final fragment,
+//!                                            location = the worker holding it }
+//!        PollFlightInfo: at once ─> PollInfo { progress, endpoints so far,
+//!                                              descriptor to poll again }
+//! DoGet(spool ticket) ─> this process's spool, or relayed from the worker (--proxy-results)
+//! ```
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, PollInfo, Ticket};
+use base64::Engine as _;
+use contrail_planner::distributed::FragmentRef;
+use contrail_planner::{Engine, FragmentedQuery, Planned, SessionSettings};
+use contrail_planner::settings::ExecutionMode;
+use contrail_workflows::dataplane::{self, SpoolTicket};
+use contrail_workflows::fragment::encode_plan;
+use contrail_workflows::{FragmentTicket, QueryInput, QueryState, Spool, StageSpec, WorkflowClient};
+use futures::{Stream, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+const POLL_PREFIX: &[u8] = b"contrail-poll\0";
+/// `FlightInfo.app_metadata` of a workflow statement: names it for CancelFlightInfo.
+const QUERY_PREFIX: &str = "contrail-query:";
+
+/// Workflow execution as the serving process sees it.
+#[derive(Debug)]
+pub struct Workflows {
+    pub client: WorkflowClient,
+    /// The in-process worker's spool.
+    pub spool: Spool,
+    /// The in-process worker's data plane address (this server).
+    pub location: String,
+    /// Relay results instead of pointing clients at workers.
+    pub proxy_results: bool,
+}
+
+/// Where a statement runs.
+pub(crate) fn wants_workflow(
+    workflows: Option<&Workflows>,
+    engine: &Engine,
+    settings: &SessionSettings,
+    planned: &Planned,
+) -> Result<bool> {
+    match settings.execution_mode() {
+        ExecutionMode::Inline => Ok(false),
+        ExecutionMode::Workflow => match workflows {
+            Some(_) if planned.is_query() => Ok(true),
+            Some(_) => Err(Error::Planner(contrail_planner::Error::Unsupported {
+                what: "running writes and DDL as workflows (they run inline: SET contrail.execution_mode = 'auto')"
+                    .to_string(),
+            })),
+            None => Err(Error::WorkflowsOff {
+                message: "contrail.execution_mode = 'workflow' needs Temporal, and this server runs with \
+                          --temporal off; restart it with --temporal embedded (or HOST:PORT), or SET \
+                          contrail.execution_mode = 'inline'"
+                    .to_string(),
+            }),
+        },
+        ExecutionMode::Auto => Ok(workflows.is_some()
+            && planned.is_query()
+            && engine.scanned_bytes(settings, planned) > settings.workflow_threshold_bytes()),
+    }
+}
+
+/// Cut a planned query into the workflow's input (runs on the CPU runtime).
+pub(crate) async fn prepare(
+    engine: &Engine,
+    settings: &SessionSettings,
+    planned: &Planned,
+) -> Result<(QueryInput, SchemaRef)> {
+    let FragmentedQuery {
+        stages,
+        schema,
+        settings,
+    } = engine.plan_fragments(settings, planned).await?;
+    let stages = stages
+        .into_iter()
+        .map(|stage| {
+            Ok(StageSpec {
+                id: stage.id,
+                fragments: stage.fragments() as u32,
+                buckets: stage.buckets() as u32,
+                inputs: stage.inputs.clone(),
+                plan: encode_plan(stage.plan)?,
+            })
+        })
+        .collect::<Result<Vec<_>, contrail_workflows::Error>>()?;
+    let input = QueryInput {
+        query_id: uuid::Uuid::new_v4().to_string(),
+        settings,
+        stages,
+    };
+    Ok((input, schema))
+}
+
+/// What a poll descriptor carries: enough for any serving process to answer it.
+#[derive(Debug, Serialize, Deserialize)]
+struct PollHandle {
+    #[serde(rename = "q")]
+    query_id: String,
+    /// IPC schema message, base64.
+    #[serde(rename = "s")]
+    schema: String,
+}
+
+impl Workflows {
+    /// Start the workflow.
+    pub async fn start(&self, input: QueryInput) -> Result<String> {
+        let query_id = input.query_id.clone();
+        let stages = input.stages.len();
+        let fragments: u32 = input.stages.iter().map(|s| s.fragments).sum();
+        self.client.start(input).await?;
+        info!(%query_id, stages, fragments, "workflow statement started");
+        Ok(query_id)
+    }
+
+    /// Wait for the workflow (cancelling it when `timeout` passes) and describe its result.
+    pub async fn wait_info(
+        &self,
+        query_id: &str,
+        schema: &SchemaRef,
+        descriptor: FlightDescriptor,
+        timeout: Option<Duration>,
+    ) -> Result<FlightInfo> {
+        let wait = self.client.wait(query_id);
+        let output = match timeout {
+            None => wait.await?,
+            Some(limit) => match tokio::time::timeout(limit, wait).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.client.cancel(query_id).await?;
+                    return Err(Error::Timeout { limit });
+                }
+            },
+        };
+        self.flight_info(query_id, schema, output.results.iter(), descriptor)
+    }
+
+    /// The state of a workflow statement as a PollInfo.
+    pub async fn poll_info(&self, query_id: &str, schema: &SchemaRef, descriptor: FlightDescriptor) -> Result<PollInfo> {
+        match self.client.state(query_id).await? {
+            QueryState::Completed(output) => Ok(PollInfo {
+                info: Some(self.flight_info(query_id, schema, output.results.iter(), descriptor)?),
+                flight_descriptor: None,
+                progress: Some(1.0),
+                expiration_time: None,
+            }),
+            QueryState::Running(progress) => Ok(PollInfo {
+                info: Some(self.flight_info(query_id, schema, progress.results.iter().flatten(), descriptor)?),
+                flight_descriptor: Some(poll_descriptor(query_id, schema)?),
+                progress: Some(progress.fraction()),
+                expiration_time: None,
+            }),
+        }
+    }
+
+    fn flight_info<'a>(
+        &self,
+        query_id: &str,
+        schema: &SchemaRef,
+        results: impl Iterator<Item = &'a FragmentTicket>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo> {
+        let mut info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Error::Internal { message: e.to_string() })?
+            .with_descriptor(descriptor)
+            .with_ordered(true)
+            .with_app_metadata(query_metadata(query_id));
+        let (mut rows, mut bytes) = (0i64, 0i64);
+        for t in results {
+            rows += t.rows as i64;
+            bytes += t.bytes as i64;
+            let ticket = SpoolTicket::new(&t.fragment, 0);
+            let endpoint = if self.proxy_results || t.fragment.location == self.location {
+                // Relay (or serve here): the client stays on this connection.
+                FlightEndpoint::new().with_ticket(Ticket::new(relay_ticket(&t.fragment, ticket)))
+            } else {
+                FlightEndpoint::new()
+                    .with_ticket(Ticket::new(ticket.encode()))
+                    .with_location(t.fragment.location.clone())
+            };
+            info = info.with_endpoint(endpoint);
+        }
+        Ok(info.with_total_records(rows).with_total_bytes(bytes))
+    }
+
+    /// Stream a spool ticket: from this process's spool, or relayed from its worker.
+    pub async fn serve(
+        &self,
+        ticket: &[u8],
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>> {
+        let decoded = SpoolTicket::decode(ticket)?;
+        match decoded.location.as_deref() {
+            Some(location) if location != self.location => {
+                let channel = tonic::transport::Endpoint::from_shared(dataplane::http_uri(location))
+                    .map_err(|e| Error::invalid(format!("bad worker location {location}: {e}")))?
+                    .connect()
+                    .await
+                    .map_err(|e| Error::Internal {
+                        message: format!("worker {location} holding this result is unreachable: {e}"),
+                    })?;
+                let mut client = FlightServiceClient::new(channel)
+                    .max_decoding_message_size(dataplane::MAX_MESSAGE)
+                    .max_encoding_message_size(dataplane::MAX_MESSAGE);
+                let forwarded = SpoolTicket {
+                    location: None,
+                    ..decoded
+                };
+                let stream = client
+                    .do_get(Ticket::new(forwarded.encode()))
+                    .await
+                    .map_err(|s| Error::Internal {
+                        message: format!("worker {location}: {}", s.message()),
+                    })?
+                    .into_inner();
+                Ok(Box::pin(stream.map_err(|s| s)))
+            }
+            _ => Ok(dataplane::serve_spooled(&self.spool, ticket)?),
+        }
+    }
+}
+
+/// A spool ticket that names its worker, for the serving process to relay.
+fn relay_ticket(fragment: &FragmentRef, ticket: SpoolTicket) -> Vec<u8> {
+    SpoolTicket {
+        location: Some(fragment.location.clone()),
+        ..ticket
+    }
+    .encode()
+}
+
+/// `app_metadata` naming a workflow statement.
+pub(crate) fn query_metadata(query_id: &str) -> Vec<u8> {
+    format!("{QUERY_PREFIX}{query_id}").into_bytes()
+}
+
+/// The workflow statement a FlightInfo describes (from its `app_metadata`).
+pub(crate) fn query_of_info(info: &FlightInfo) -> Option<String> {
+    std::str::from_utf8(&info.app_metadata)
+        .ok()?
+        .strip_prefix(QUERY_PREFIX)
+        .map(str::to_string)
+}
+
+/// The descriptor a client polls again with.
+pub(crate) fn poll_descriptor(query_id: &str, schema: &SchemaRef) -> Result<FlightDescriptor> {
+    let IpcMessage(ipc) = arrow_flight::SchemaAsIpc::new(schema, &Default::default()).try_into()?;
+    let handle = PollHandle {
+        query_id: query_id.to_string(),
+        schema: base64::engine::general_purpose::STANDARD.encode(ipc),
+    };
+    let mut cmd = POLL_PREFIX.to_vec();
+    cmd.extend(serde_json::to_vec(&handle).map_err(|e| Error::Internal { message: e.to_string() })?);
+    Ok(FlightDescriptor::new_cmd(cmd))
+}
+
+/// Decode a descriptor from [`poll_descriptor`]; `None` if it is not one.
+pub(crate) fn decode_poll_descriptor(descriptor: &FlightDescriptor) -> Result<Option<(String, SchemaRef)>> {
+    let Some(body) = descriptor.cmd.strip_prefix(POLL_PREFIX) else {
+        return Ok(None);
+    };
+    let handle: PollHandle = serde_json::from_slice(body).map_err(|e| Error::decode("poll descriptor", e))?;
+    let ipc = base64::engine::general_purpose::STANDARD
+        .decode(handle.schema.as_bytes())
+        .map_err(|e| Error::decode("poll descriptor", e))?;
+    let schema = Schema::try_from(IpcMessage(ipc.into()))?;
+    Ok(Some((handle.query_id, Arc::new(schema))))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field};
+
+    use super::*;
+
+    #[test]
+    fn poll_descriptor_round_trip() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let d = poll_descriptor("q-1", &schema).expect("encode");
+        let (q, s) = decode_poll_descriptor(&d).expect("decode").expect("ours");
+        assert_eq!(q, "q-1");
+        assert_eq!(s, schema);
+        assert!(decode_poll_descriptor(&FlightDescriptor::new_cmd(b"SELECT 1".to_vec())).expect("x").is_none());
+        assert!(decode_poll_descriptor(&FlightDescriptor::new_cmd(b"contrail-poll\0{".to_vec())).is_err());
+    }
+}

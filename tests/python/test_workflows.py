@@ -1,0 +1,585 @@
+"""Statements run as Temporal workflows, against a real Temporal dev server and
+real ``contrail worker`` processes.
+
+* every TPC-H query gives the same result inline and as a workflow, with 1 and 3 workers
+* PollFlightInfo (raw gRPC and ADBC's incremental mode), CancelFlightInfo
+* kill -9 of a worker mid-query: the query still completes, correctly (recovery timed)
+* kill -9 and restart of ``serve`` mid-query: polling with the descriptor gets the result
+* no row ever enters a workflow history (payload sizes, history size vs result size)
+* ``--temporal embedded`` starts, uses and stops its own dev server
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.flight as flight
+import pytest
+
+import support
+from conftest import TPCH_SCALE, Server, _shutdown, contrail_bin
+
+HERE = pathlib.Path(__file__).resolve().parent
+QUERIES = HERE.parent.parent / "benches" / "tpch" / "queries"
+TEMPORAL = pathlib.Path(sys.executable).parent / "temporal"
+SPOOL_PREFIX = b"contrail-spool\0"
+LOW_LATENCY = [
+    "history.transferProcessorMaxPollRPS=10000",
+    "history.transferProcessorMaxPollHostRPS=10000",
+    "history.timerProcessorMaxPollRPS=10000",
+    "history.timerProcessorMaxPollHostRPS=10000",
+    "matching.numTaskqueueReadPartitions=1",
+    "matching.numTaskqueueWritePartitions=1",
+]
+# A self-join heavy enough to keep two workers busy for several seconds at SF 0.01.
+HEAVY = (
+    "SELECT a.l_returnflag, count(*) AS n, sum(a.l_quantity + b.l_quantity) AS q "
+    "FROM tpch.lineitem a JOIN tpch.lineitem b ON a.l_suppkey = b.l_suppkey AND a.l_linenumber = b.l_linenumber "
+    "GROUP BY a.l_returnflag ORDER BY a.l_returnflag"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TemporalDev:
+    """``temporal server start-dev`` with a SQLite file, on free ports."""
+
+    def __init__(self, base: pathlib.Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "TemporalDev":
+        cmd = [str(TEMPORAL), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
+               "--db-filename", str(self.base / "temporal.db"), "--log-level", "error"]
+        for kv in LOW_LATENCY:
+            cmd += ["--dynamic-config-value", kv]
+        log = open(self.base / "temporal.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        support.wait_until(self.ready, 60, "the Temporal dev server to answer", interval=0.2)
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, "temporal exited"
+        return self.cli("operator", "namespace", "list", check=False).returncode == 0
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([str(TEMPORAL), *args, "--address", self.address], capture_output=True,
+                              timeout=30, check=check)
+
+    def history(self, workflow_id: str) -> dict:
+        return json.loads(self.cli("workflow", "show", "-w", workflow_id, "-o", "json").stdout)
+
+    def status(self, workflow_id: str) -> str:
+        out = json.loads(self.cli("workflow", "describe", "-w", workflow_id, "-o", "json").stdout)
+        return out["workflowExecutionInfo"]["status"]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+class Worker:
+    """One ``contrail worker`` process."""
+
+    def __init__(self, base: pathlib.Path, temporal: str) -> None:
+        self.base = base
+        self.temporal = temporal
+        self.port_file = base / "worker.port"
+        self.proc: subprocess.Popen | None = None
+        self.address: str | None = None
+
+    def start(self) -> "Worker":
+        self.port_file.unlink(missing_ok=True)
+        log = open(self.base / "worker.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(contrail_bin()), "worker", "--temporal", self.temporal, "--data-dir", str(self.base / "data"),
+             "--listen", "127.0.0.1:0", "--port-file", str(self.port_file), "--cpu-threads", "1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+
+        def up():
+            assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+            return self.port_file.exists() and self.port_file.read_text().strip()
+
+        self.address = support.wait_until(up, 60, "the worker to start")
+        return self
+
+    def log_tail(self) -> str:
+        p = self.base / "worker.log"
+        return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class FlightGrpc:
+    """The Flight calls pyarrow does not offer (PollFlightInfo), over plain gRPC,
+    with the session cookie kept."""
+
+    SERVICE = "/arrow.flight.protocol.FlightService/"
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.cookie: str | None = None
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _metadata(self):
+        return [("cookie", self.cookie)] if self.cookie else []
+
+    def _remember(self, call) -> None:
+        for key, value in call.initial_metadata() or ():
+            if key == "set-cookie":
+                self.cookie = value.split(";", 1)[0]
+
+    def poll(self, descriptor: bytes) -> dict:
+        method = self.channel.unary_unary(self.SERVICE + "PollFlightInfo")
+        body, call = method.with_call(descriptor, metadata=self._metadata(), timeout=60)
+        self._remember(call)
+        return decode_poll_info(body)
+
+    def poll_sql(self, sql: str) -> dict:
+        return self.poll(command_descriptor(support.cmd_statement_query(sql)))
+
+    def action(self, kind: str, body: bytes) -> list[bytes]:
+        method = self.channel.unary_stream(self.SERVICE + "DoAction")
+        call = method(support.pb_string(1, kind) + support.pb_bytes(2, body), metadata=self._metadata(), timeout=60)
+        out = list(call)
+        self._remember(call)
+        return out
+
+    def cancel(self, info: bytes) -> str:
+        (result,) = self.action("CancelFlightInfo", support.pb_message(1, info))
+        return support.CANCEL_STATUS[support.pb_decode(result).get(1, [0])[0]]
+
+
+def command_descriptor(cmd: bytes) -> bytes:
+    return support.pb_varint(1, 2) + support.pb_bytes(2, cmd)  # FlightDescriptor{type: CMD, cmd}
+
+
+def decode_flight_info(buf: bytes) -> dict:
+    m = support.pb_decode(buf)
+    endpoints = []
+    for e in m.get(3, []):
+        em = support.pb_decode(e)
+        ticket = support.pb_decode(em[1][0]).get(1, [b""])[0] if 1 in em else b""
+        locations = [support.pb_decode(l).get(1, [b""])[0].decode() for l in em.get(2, [])]
+        endpoints.append({"ticket": bytes(ticket), "locations": locations})
+    return {"endpoints": endpoints, "app_metadata": bytes(m.get(7, [b""])[0]), "raw": bytes(buf)}
+
+
+def decode_poll_info(buf: bytes) -> dict:
+    m = support.pb_decode(buf)
+    progress = struct.unpack("<d", m[3][0])[0] if 3 in m else None
+    descriptor = bytes(m[2][0]) if 2 in m else None
+    return {"info": decode_flight_info(m[1][0]) if 1 in m else None, "descriptor": descriptor, "progress": progress}
+
+
+def query_id_of(info: dict) -> str:
+    meta = info["app_metadata"].decode()
+    assert meta.startswith("contrail-query:"), meta
+    return meta.split(":", 1)[1]
+
+
+def read_endpoints(info: dict, server_address: str) -> pa.Table:
+    """Read every endpoint from where it says (the server, or a worker)."""
+    tables = []
+    for e in info["endpoints"]:
+        assert e["ticket"].startswith(SPOOL_PREFIX), e["ticket"][:40]
+        target = e["locations"][0] if e["locations"] else f"grpc+tcp://{server_address}"
+        client = flight.connect(target)
+        try:
+            tables.append(support.read_stream(client.do_get(flight.Ticket(e["ticket"]))))
+        finally:
+            client.close()
+    return pa.concat_tables(tables) if tables else None
+
+
+def canonical(table: pa.Table, ordered: bool) -> pa.Table:
+    table = table.combine_chunks()
+    if not ordered and table.num_rows:
+        table = table.sort_by([(name, "ascending") for name in table.column_names])
+    return table
+
+
+def tpch_queries() -> dict[int, str]:
+    return {int(p.stem[1:]): p.read_text() for p in sorted(QUERIES.glob("q*.sql"))}
+
+
+def run_sql(conn, sql: str) -> pa.Table:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def set_mode(conn, mode: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"SET contrail.execution_mode = '{mode}'")
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def temporal(tmp_path_factory):
+    dev = TemporalDev(tmp_path_factory.mktemp("temporal")).start()
+    yield dev
+    dev.stop()
+
+
+@pytest.fixture(scope="module")
+def wf_server(contrail_binary, temporal, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("contrail-wf"), sample="tpch", sample_scale=TPCH_SCALE,
+                 temporal=temporal.address).start()
+    yield srv
+    _shutdown(srv)
+
+
+@pytest.fixture
+def workers(temporal, tmp_path_factory):
+    """Factory of extra worker processes, stopped at the end of the test."""
+    started: list[Worker] = []
+
+    def make(n: int) -> list[Worker]:
+        new = [Worker(tmp_path_factory.mktemp("worker"), temporal.address).start() for _ in range(n)]
+        started.extend(new)
+        return new
+
+    yield make
+    for w in started:
+        w.stop()
+
+
+# --------------------------------------------------------------------------
+# results
+
+
+@pytest.mark.parametrize("n_workers", [1, 3])
+def test_tpch_same_results_inline_and_as_workflows(wf_server, workers, n_workers):
+    extra = workers(n_workers - 1)  # the server's own worker is the first
+    raw = FlightGrpc(wf_server.address)
+    conn = wf_server.connect()
+    try:
+        raw.poll_sql("SET schema = 'tpch'")
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        run_sql(conn, "SET schema = 'tpch'")
+        set_mode(conn, "inline")
+        locations: set[str] = set()
+        for number, sql in tpch_queries().items():
+            inline = run_sql(conn, sql)
+            info = poll_to_end(raw, sql)
+            as_workflow = read_endpoints(info, wf_server.address)
+            assert as_workflow is not None, f"Q{number}: no endpoints"
+            for e in info["endpoints"]:
+                locations.update(e["locations"])
+            ordered = "order by" in sql.lower()
+            assert as_workflow.schema == inline.schema, f"Q{number}"
+            assert canonical(as_workflow, ordered).equals(canonical(inline, ordered)), f"Q{number} differs"
+        if extra:
+            # Some results were read straight from the extra workers.
+            assert locations & {f"grpc+tcp://{w.address}" for w in extra}, locations
+    finally:
+        conn.close()
+        raw.close()
+
+
+def poll_to_end(raw: FlightGrpc, sql: str, timeout: float = 300) -> dict:
+    poll = raw.poll_sql(sql)
+    deadline = time.monotonic() + timeout
+    while poll["descriptor"] is not None:
+        assert time.monotonic() < deadline, "the workflow did not finish"
+        poll = raw.poll(poll["descriptor"])
+    assert poll["progress"] == 1.0
+    return poll["info"]
+
+
+def test_poll_flight_info_reports_progress_then_results(wf_server):
+    raw = FlightGrpc(wf_server.address)
+    try:
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        first = raw.poll_sql(HEAVY)
+        # Answers at once, before the work is done, with a descriptor to poll again.
+        assert first["descriptor"] is not None and first["progress"] < 1.0
+        assert first["info"]["endpoints"] == []
+        seen = [first["progress"]]
+        poll = first
+        while poll["descriptor"] is not None:
+            poll = raw.poll(poll["descriptor"])
+            seen.append(poll["progress"])
+        assert seen == sorted(seen), seen
+        assert seen[-1] == 1.0
+        got = read_endpoints(poll["info"], wf_server.address)
+        conn = wf_server.connect()
+        try:
+            set_mode(conn, "inline")
+            assert got.equals(run_sql(conn, HEAVY).combine_chunks())
+        finally:
+            conn.close()
+    finally:
+        raw.close()
+
+
+def test_adbc_incremental_execution(wf_server):
+    conn = wf_server.connect()
+    try:
+        set_mode(conn, "workflow")
+        cur = conn.cursor()
+        cur.adbc_statement.set_options(**{"adbc.statement.exec.incremental": "true"})
+        partitions, progress = [], []
+        while True:
+            parts, _schema = cur.adbc_execute_partitions(HEAVY)
+            progress.append(cur.adbc_statement.get_option_float("adbc.statement.exec.progress"))
+            if not parts:
+                break
+            partitions.extend(parts)
+        assert progress[-1] == 1.0 and progress == sorted(progress), progress
+        tables = []
+        for p in partitions:
+            cur.adbc_read_partition(p)
+            tables.append(cur.fetch_arrow_table())
+        got = pa.concat_tables(tables).combine_chunks()
+        cur.close()
+        set_mode(conn, "inline")
+        assert got.equals(run_sql(conn, HEAVY).combine_chunks())
+    finally:
+        conn.close()
+
+
+def test_cancel_flight_info_cancels_the_workflow(wf_server, temporal):
+    raw = FlightGrpc(wf_server.address)
+    try:
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        first = raw.poll_sql(HEAVY)
+        query_id = query_id_of(first["info"])
+        assert raw.cancel(first["info"]["raw"]) == "CANCELLED"
+        support.wait_until(lambda: temporal.status(query_id).endswith("CANCELED"), 30, "the workflow to be cancelled")
+        with pytest.raises(grpc.RpcError) as err:
+            raw.poll(first["descriptor"])
+        assert err.value.code() == grpc.StatusCode.CANCELLED, err.value
+        # The server goes on.
+        assert raw.poll_sql("SELECT 1")["progress"] == 1.0
+    finally:
+        raw.close()
+
+
+def test_workflow_mode_errors_are_clear(wf_server, make_server):
+    conn = wf_server.connect()
+    try:
+        set_mode(conn, "workflow")
+        with pytest.raises(Exception) as err:
+            run_sql(conn, "SELECT 1 / 0 FROM tpch.nation")
+        assert "Divide by zero" in str(err.value) or "divide by zero" in str(err.value).lower(), err.value
+        assert run_sql(conn, "SELECT count(*) AS n FROM tpch.nation").column("n")[0].as_py() == 25
+    finally:
+        conn.close()
+    off = make_server()
+    conn = off.connect()
+    try:
+        set_mode(conn, "workflow")
+        with pytest.raises(Exception) as err:
+            run_sql(conn, "SELECT 1")
+        assert "--temporal" in str(err.value), err.value
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------
+# failures
+
+
+def busy_worker(ws: list[Worker], timeout: float = 60) -> Worker:
+    """The first worker seen using a core's worth of CPU."""
+    def busy():
+        for w in ws:
+            if support.cpu_usage(w.pid, 0.2) > 0.5:
+                return w
+        return None
+
+    return support.wait_until(busy, timeout, "a worker to run fragments", interval=0)
+
+
+def test_kill_worker_mid_query_completes_correctly(make_server, temporal, workers, capsys):
+    srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
+                      extra_args=("--local-fragments", "0"))
+    ws = workers(2)
+    conn = srv.connect()
+    try:
+        set_mode(conn, "inline")
+        expected = run_sql(conn, HEAVY).combine_chunks()
+        set_mode(conn, "workflow")
+        started = time.monotonic()
+        assert run_sql(conn, HEAVY).combine_chunks().equals(expected)
+        undisturbed = time.monotonic() - started
+
+        result: dict = {}
+
+        def run():
+            c = srv.connect()
+            try:
+                set_mode(c, "workflow")
+                result["table"] = run_sql(c, HEAVY).combine_chunks()
+            except Exception as e:  # noqa: BLE001 - reported below
+                result["error"] = e
+            finally:
+                result["done"] = time.monotonic()
+                c.close()
+
+        started = time.monotonic()
+        t = threading.Thread(target=run)
+        t.start()
+        victim = busy_worker(ws)
+        victim.kill()
+        killed = time.monotonic()
+        t.join(120)
+        assert "error" not in result, result.get("error")
+        assert result["table"].equals(expected)
+        total = result["done"] - started
+        recovery = total - undisturbed
+        with capsys.disabled():
+            print(f"\n[recovery] undisturbed {undisturbed:.2f}s, with kill -9 at {killed - started:.2f}s: "
+                  f"{total:.2f}s total, {recovery:.2f}s added")
+        assert recovery < 5.0, f"recovery took {recovery:.2f}s"
+    finally:
+        conn.close()
+
+
+def test_restart_serve_mid_query_then_poll(make_server, temporal, workers):
+    port = free_port()
+    srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
+                      listen=f"127.0.0.1:{port}", extra_args=("--local-fragments", "0"))
+    workers(1)
+    raw = FlightGrpc(srv.address)
+    raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+    first = raw.poll_sql(HEAVY)
+    raw.close()
+    assert first["descriptor"] is not None
+    srv.kill()
+    srv.start()
+    raw = FlightGrpc(srv.address)
+    try:
+        poll = {"descriptor": first["descriptor"]}
+        while poll["descriptor"] is not None:
+            poll = raw.poll(poll["descriptor"])
+        got = read_endpoints(poll["info"], srv.address)
+        conn = srv.connect()
+        try:
+            set_mode(conn, "inline")
+            assert got.equals(run_sql(conn, HEAVY).combine_chunks())
+        finally:
+            conn.close()
+    finally:
+        raw.close()
+
+
+# --------------------------------------------------------------------------
+# Temporal carries tickets, never rows
+
+
+def payload_sizes(history: dict) -> list[int]:
+    sizes = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "data" in node and "metadata" in node and isinstance(node["data"], str):
+                sizes.append(len(node["data"]) * 3 // 4)  # base64
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(history)
+    return sizes
+
+
+def test_histories_carry_no_rows(wf_server, temporal):
+    raw = FlightGrpc(wf_server.address)
+    try:
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        small = poll_to_end(raw, "SELECT * FROM tpch.lineitem WHERE l_orderkey <= 3")
+        large = poll_to_end(raw, "SELECT * FROM tpch.lineitem")
+        small_rows = read_endpoints(small, wf_server.address).num_rows
+        large_table = read_endpoints(large, wf_server.address)
+        assert large_table.num_rows > 1000 * small_rows
+        h_small = temporal.history(query_id_of(small))
+        h_large = temporal.history(query_id_of(large))
+        sizes = payload_sizes(h_large)
+        assert sizes and max(sizes) < 64 * 1024, max(sizes)
+        total_small, total_large = sum(payload_sizes(h_small)), sum(sizes)
+        # Same plan shape, a thousand times the rows: the history hardly changes.
+        assert total_large < total_small * 1.1 + 1024, (total_small, total_large)
+        assert total_large < large_table.nbytes / 100, (total_large, large_table.nbytes)
+    finally:
+        raw.close()
+
+
+# --------------------------------------------------------------------------
+# embedded Temporal
+
+
+def test_embedded_temporal_starts_serves_and_stops(make_server):
+    env_bin = str(TEMPORAL)
+    os.environ["CONTRAIL_TEMPORAL_BIN"] = env_bin
+    try:
+        srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal="embedded")
+    finally:
+        del os.environ["CONTRAIL_TEMPORAL_BIN"]
+    children = subprocess.run(["pgrep", "-P", str(srv.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "serve started no Temporal dev server"
+    conn = srv.connect()
+    try:
+        set_mode(conn, "workflow")
+        got = run_sql(conn, "SELECT count(*) AS n FROM tpch.orders")
+        set_mode(conn, "inline")
+        assert got.equals(run_sql(conn, "SELECT count(*) AS n FROM tpch.orders"))
+    finally:
+        conn.close()
+    assert srv.stop() == 0
+    for pid in children:
+        assert not pathlib.Path(f"/proc/{pid}").exists() or "zombie" in pathlib.Path(
+            f"/proc/{pid}/status").read_text().lower(), f"Temporal dev server {pid} still running"

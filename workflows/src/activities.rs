@@ -1,0 +1,94 @@
+//! The fragment activity: run one fragment on this worker and return its ticket.
+#![allow(unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tokio::runtime::Handle;
+use tracing::{debug, warn};
+
+use crate::error::Error;
+use crate::fragment::{FragmentRunner, FragmentTask, FragmentTicket};
+use crate::workflow::{FRAGMENT_FAILED, HEARTBEAT_TIMEOUT, UPSTREAM_LOST};
+
+/// Activities a worker offers. Fragments run on `cpu`, not on the worker's poller.
+pub struct FragmentActivities {
+    pub runner: FragmentRunner,
+    pub cpu: Handle,
+}
+
+#[activities]
+impl FragmentActivities {
+    /// Run one fragment; heartbeats rows written so far until it finishes.
+    #[activity]
+    pub async fn run_fragment(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        task: FragmentTask,
+    ) -> Result<FragmentTicket, ActivityError> {
+        let what = format!("{}/{}/{}", task.query_id, task.stage, task.fragment);
+        debug!(fragment = %what, attempt = ctx.info().attempt, "fragment starts");
+        let rows = Arc::new(AtomicU64::new(0));
+        let runner = self.runner.clone();
+        let counter = Arc::clone(&rows);
+        let job = self
+            .cpu
+            .spawn(async move { runner.run(task, move |n| counter.store(n, Ordering::Relaxed)).await });
+        let abort = job.abort_handle();
+        tokio::pin!(job);
+        // Heartbeat well inside the timeout; the SDK throttles what it sends.
+        let mut beat = tokio::time::interval(HEARTBEAT_TIMEOUT / 4);
+        loop {
+            tokio::select! {
+                finished = &mut job => {
+                    return match finished {
+                        Ok(Ok(ticket)) => {
+                            debug!(fragment = %what, rows = ticket.rows, "fragment done");
+                            Ok(ticket)
+                        }
+                        Ok(Err(e)) => Err(failure(&what, e)),
+                        Err(join) => Err(ActivityError::application(ApplicationFailure::new(format!(
+                            "fragment {what} stopped: {join}"
+                        )))),
+                    };
+                }
+                _ = ctx.cancelled() => {
+                    abort.abort();
+                    return Err(ActivityError::cancelled());
+                }
+                _ = beat.tick() => {
+                    if let Err(e) = ctx.record_heartbeat(rows.load(Ordering::Relaxed)).await {
+                        warn!(fragment = %what, error = %e, "heartbeat not recorded");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Map a fragment error to a Temporal failure: lost inputs and deterministic
+/// failures are not retried; I/O trouble is.
+fn failure(what: &str, e: Error) -> ActivityError {
+    let failure = match e {
+        Error::UpstreamLost(lost) => {
+            warn!(fragment = %what, input = ?lost.fragment, reason = %lost.reason, "input fragment lost");
+            ApplicationFailure::builder(serde_json::to_string(&lost.fragment).unwrap_or_default())
+                .type_name(UPSTREAM_LOST.to_owned())
+                .non_retryable(true)
+                .build()
+        }
+        Error::Spool { .. } | Error::NotSpooled { .. } => ApplicationFailure::new(e.to_string()),
+        other => ApplicationFailure::builder(other.to_string())
+            .type_name(FRAGMENT_FAILED.to_owned())
+            .non_retryable(true)
+            .build(),
+    };
+    ActivityError::application(failure)
+}
+
+/// How long a worker waits for running fragments at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -1,0 +1,324 @@
+//! The data plane: fragment outputs move between workers, and to clients, as Arrow
+//! over Flight `DoGet`. Temporal never sees them.
+//!
+//! ```text
+//!  activity on worker B ──DoGet(spool ticket)──> worker A: Spool ──IPC file──> FlightData
+//!  client ──DoGet(endpoint ticket)──> the worker named in the endpoint's location
+//! ```
+//!
+//! A spool ticket names one bucket of one fragment output. Tickets carry the query
+//! id (a random UUID), which is what makes them unguessable.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
+    HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use async_trait::async_trait;
+use contrail_planner::distributed::{FragmentFetcher, FragmentRef, UpstreamLost};
+use dashmap::DashMap;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, Result};
+use crate::spool::{BucketKey, Spool};
+
+/// Largest gRPC message on the data plane.
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+const SPOOL_TICKET_PREFIX: &[u8] = b"contrail-spool\0";
+
+/// A `DoGet` ticket for one bucket of one spooled fragment output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolTicket {
+    #[serde(rename = "q")]
+    pub query_id: String,
+    #[serde(rename = "s")]
+    pub stage: u32,
+    #[serde(rename = "f")]
+    pub fragment: u32,
+    #[serde(rename = "b")]
+    pub bucket: u32,
+    /// The worker holding it, when the serving process relays (`--proxy-results`).
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+impl SpoolTicket {
+    /// The ticket for bucket `bucket` of `fragment`.
+    pub fn new(fragment: &FragmentRef, bucket: u32) -> Self {
+        Self {
+            query_id: fragment.query_id.clone(),
+            stage: fragment.stage,
+            fragment: fragment.fragment,
+            bucket,
+            location: None,
+        }
+    }
+
+    /// Encode as Flight ticket bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = SPOOL_TICKET_PREFIX.to_vec();
+        // Serializing four plain fields cannot fail.
+        out.extend(serde_json::to_vec(self).unwrap_or_default());
+        out
+    }
+
+    /// Whether `ticket` is a spool ticket (rather than a Flight SQL one).
+    pub fn is_spool_ticket(ticket: &[u8]) -> bool {
+        ticket.starts_with(SPOOL_TICKET_PREFIX)
+    }
+
+    /// Decode ticket bytes.
+    pub fn decode(ticket: &[u8]) -> Result<Self> {
+        let body = ticket
+            .strip_prefix(SPOOL_TICKET_PREFIX)
+            .ok_or_else(|| Error::InvalidTicket {
+                what: "spool ticket",
+                message: "not a spool ticket".to_string(),
+            })?;
+        serde_json::from_slice(body).map_err(|e| Error::InvalidTicket {
+            what: "spool ticket",
+            message: e.to_string(),
+        })
+    }
+
+    fn key(&self) -> BucketKey<'_> {
+        BucketKey {
+            query_id: &self.query_id,
+            stage: self.stage,
+            fragment: self.fragment,
+            bucket: self.bucket,
+        }
+    }
+}
+
+/// The gRPC status for a spool error.
+pub fn spool_status(e: Error) -> Status {
+    match e {
+        Error::NotSpooled { .. } => Status::not_found(e.to_string()),
+        Error::InvalidTicket { .. } => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A spooled bucket as a FlightData stream (file reads on a blocking thread).
+pub fn serve_spooled(
+    spool: &Spool,
+    ticket: &[u8],
+) -> Result<Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>> {
+    let ticket = SpoolTicket::decode(ticket)?;
+    let reader = spool.reader(ticket.key())?;
+    let schema = reader.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
+    tokio::task::spawn_blocking(move || {
+        for batch in reader {
+            let item = batch.map_err(FlightError::Arrow);
+            if tx.blocking_send(item).is_err() {
+                break; // the client went away
+            }
+        }
+    });
+    let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let encoded = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(|e| Status::internal(e.to_string()));
+    Ok(Box::pin(encoded))
+}
+
+/// Reads fragment outputs from workers over Flight, one cached channel per worker.
+#[derive(Debug, Default)]
+pub struct FlightFetcher {
+    channels: DashMap<String, Channel>,
+}
+
+impl FlightFetcher {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    async fn channel(&self, location: &str) -> std::result::Result<Channel, String> {
+        if let Some(c) = self.channels.get(location) {
+            return Ok(c.clone());
+        }
+        let uri = http_uri(location);
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        self.channels.insert(location.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// `grpc+tcp://host:port` -> `http://host:port`.
+pub fn http_uri(location: &str) -> String {
+    match location.split_once("://") {
+        Some(("grpc+tls", rest)) => format!("https://{rest}"),
+        Some((_, rest)) => format!("http://{rest}"),
+        None => format!("http://{location}"),
+    }
+}
+
+#[async_trait]
+impl FragmentFetcher for FlightFetcher {
+    async fn fetch(&self, fragment: &FragmentRef, bucket: u32) -> DfResult<SendableRecordBatchStream> {
+        let lost = |reason: String| DataFusionError::External(Box::new(UpstreamLost {
+            fragment: fragment.clone(),
+            reason,
+        }));
+        let channel = self.channel(&fragment.location).await.map_err(lost)?;
+        let mut client = FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let ticket = Ticket::new(SpoolTicket::new(fragment, bucket).encode());
+        let response = match client.do_get(ticket).await {
+            Ok(r) => r,
+            Err(status) => {
+                if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::Unknown) {
+                    self.channels.remove(&fragment.location);
+                    return Err(lost(status.message().to_string()));
+                }
+                return Err(DataFusionError::External(Box::new(status)));
+            }
+        };
+        let flight = response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(flight);
+        // The first message carries the schema; read it so the stream is typed.
+        let first = batches.next().await;
+        let schema = batches
+            .schema()
+            .cloned()
+            .ok_or_else(|| lost("the stream ended before its schema".to_string()))?;
+        let fragment_for_errors = fragment.clone();
+        let rest = futures::stream::iter(first).chain(batches).map(move |r| {
+            r.map_err(|e| match e {
+                FlightError::Tonic(status) if status.code() == tonic::Code::Unavailable => {
+                    DataFusionError::External(Box::new(UpstreamLost {
+                        fragment: fragment_for_errors.clone(),
+                        reason: status.message().to_string(),
+                    }))
+                }
+                other => DataFusionError::External(Box::new(other)),
+            })
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
+    }
+}
+
+/// The Flight service of a `contrail worker` process: only `DoGet` of spooled outputs.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    spool: Spool,
+}
+
+impl DataPlane {
+    pub fn new(spool: Spool) -> Self {
+        Self { spool }
+    }
+}
+
+type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn only_doget() -> Status {
+    Status::unimplemented("a Contrail worker serves fragment outputs (DoGet) only; send SQL to the server")
+}
+
+#[tonic::async_trait]
+impl FlightService for DataPlane {
+    type HandshakeStream = BoxedStream<HandshakeResponse>;
+    type ListFlightsStream = BoxedStream<FlightInfo>;
+    type DoGetStream = BoxedStream<FlightData>;
+    type DoPutStream = BoxedStream<PutResult>;
+    type DoActionStream = BoxedStream<arrow_flight::Result>;
+    type ListActionsStream = BoxedStream<ActionType>;
+    type DoExchangeStream = BoxedStream<FlightData>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // Clients following an endpoint here may handshake first; there is nothing to agree on.
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn list_flights(&self, _request: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(only_doget())
+    }
+
+    async fn get_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        Err(only_doget())
+    }
+
+    async fn poll_flight_info(&self, _request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        Err(only_doget())
+    }
+
+    async fn get_schema(&self, _request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        Err(only_doget())
+    }
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let stream = serve_spooled(&self.spool, &request.into_inner().ticket).map_err(spool_status)?;
+        Ok(Response::new(stream))
+    }
+
+    async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(only_doget())
+    }
+
+    async fn do_action(&self, _request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(only_doget())
+    }
+
+    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(only_doget())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_ticket_round_trip() {
+        let f = FragmentRef {
+            location: "grpc+tcp://127.0.0.1:1".into(),
+            query_id: "abc".into(),
+            stage: 2,
+            fragment: 3,
+        };
+        let t = SpoolTicket::new(&f, 4);
+        let bytes = t.encode();
+        assert!(SpoolTicket::is_spool_ticket(&bytes));
+        assert_eq!(SpoolTicket::decode(&bytes).expect("decode"), t);
+        assert!(!SpoolTicket::is_spool_ticket(b"\x0a\x10something"));
+        assert!(SpoolTicket::decode(b"contrail-spool\0{bad").is_err());
+        assert_eq!(http_uri("grpc+tcp://h:1"), "http://h:1");
+        assert_eq!(http_uri("grpc+tls://h:1"), "https://h:1");
+    }
+}

@@ -1,0 +1,246 @@
+//! `QueryWorkflow`: one statement's stages, run as fragment activities.
+//!
+//! ```text
+//! QueryInput { stages (plans, fragment counts, dependencies) }
+//!   loop: run every fragment whose input stages are complete, concurrently
+//!         (FragmentActivities::run_fragment on any worker) -> FragmentTicket
+//!         a fragment that finds an input gone (UpstreamLost) -> recompute that
+//!         input, then run the fragment again
+//!   -> QueryOutput { the final stage's tickets }
+//! ```
+//!
+//! Only plans and tickets enter the history: no rows. The `progress` query reports
+//! fragments done and the final fragments finished so far (PollFlightInfo).
+//!
+//! Workflow code must be deterministic: it uses only the workflow context, ordered
+//! collections and the SDK's `join_all`.
+#![allow(unreachable_pub)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use contrail_planner::SessionSettings;
+use contrail_planner::distributed::FragmentRef;
+use serde::{Deserialize, Serialize};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::workflows::join_all;
+use temporalio_sdk::{ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowContextView, WorkflowResult};
+
+use crate::activities::FragmentActivities;
+use crate::fragment::{FragmentTask, FragmentTicket};
+
+/// Failure type of an activity whose input fragment is gone; its message is the
+/// JSON of the lost [`FragmentRef`].
+pub const UPSTREAM_LOST: &str = "UpstreamLost";
+/// Failure type of an activity whose fragment failed deterministically (bad data,
+/// a plan error): retrying cannot help.
+pub const FRAGMENT_FAILED: &str = "FragmentFailed";
+
+/// How often one fragment may be recomputed after its output was lost.
+const MAX_RECOMPUTES: usize = 5;
+
+/// Heartbeat timeout of fragment activities: a killed worker's fragment is retried
+/// about this long (+1 s) after the kill.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One stage, as the workflow sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageSpec {
+    pub id: u32,
+    /// `datafusion-proto` plan bytes, base64.
+    pub plan: String,
+    pub fragments: u32,
+    pub buckets: u32,
+    /// Stages whose outputs this one reads.
+    pub inputs: Vec<u32>,
+}
+
+/// The workflow's input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryInput {
+    pub query_id: String,
+    pub settings: SessionSettings,
+    /// In dependency order; the last is final.
+    pub stages: Vec<StageSpec>,
+}
+
+/// What the `progress` query returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryProgress {
+    /// Fragment runs completed (recomputations count again).
+    pub done: u32,
+    /// Fragments in the plan.
+    pub total: u32,
+    /// Final-stage outputs finished so far, by fragment index.
+    pub results: Vec<Option<FragmentTicket>>,
+}
+
+impl QueryProgress {
+    /// Completed fraction in `[0, 1]`.
+    pub fn fraction(&self) -> f64 {
+        if self.total == 0 {
+            return 1.0;
+        }
+        (f64::from(self.done) / f64::from(self.total)).min(1.0)
+    }
+}
+
+/// The workflow's result: where the final outputs are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryOutput {
+    pub results: Vec<FragmentTicket>,
+}
+
+/// A statement run as stages of fragments. Workflow id = query id.
+#[workflow]
+#[derive(Default)]
+pub struct QueryWorkflow {
+    progress: QueryProgress,
+}
+
+fn activity_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(6 * 3600))
+        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(2))
+                .maximum_attempts(10)
+                .non_retryable_error_types([UPSTREAM_LOST, FRAGMENT_FAILED])
+                .build(),
+        )
+        .build()
+}
+
+/// The lost input named by a failed fragment activity, if that is why it failed.
+fn lost_input(e: &ActivityExecutionError) -> Option<FragmentRef> {
+    let ActivityExecutionError::Failed(failed) = e else {
+        return None;
+    };
+    let temporalio_common::error::IncomingError::Application(app) = failed.cause()? else {
+        return None;
+    };
+    if app.type_name() != Some(UPSTREAM_LOST) {
+        return None;
+    }
+    let message = app.to_string();
+    let json = &message[message.find('{')?..];
+    serde_json::from_str(json).ok()
+}
+
+#[workflow_methods]
+impl QueryWorkflow {
+    #[run]
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: QueryInput) -> WorkflowResult<QueryOutput> {
+        let Some(last) = input.stages.last().map(|s| s.id as usize) else {
+            return Err(ApplicationFailure::non_retryable("a query plan with no stages").into());
+        };
+        let total = input.stages.iter().map(|s| s.fragments).sum();
+        let final_fragments = input.stages[last].fragments as usize;
+        ctx.state_mut(|s| {
+            s.progress.total = total;
+            s.progress.results = vec![None; final_fragments];
+        });
+
+        let mut outputs: Vec<Vec<Option<FragmentTicket>>> =
+            input.stages.iter().map(|s| vec![None; s.fragments as usize]).collect();
+        let mut pending: BTreeSet<(u32, u32)> = input
+            .stages
+            .iter()
+            .flat_map(|s| (0..s.fragments).map(move |f| (s.id, f)))
+            .collect();
+        let mut recomputes = 0usize;
+        let options = activity_options();
+
+        while !pending.is_empty() {
+            let ready: Vec<(u32, u32)> = pending
+                .iter()
+                .copied()
+                .filter(|&(stage, _)| {
+                    input.stages[stage as usize]
+                        .inputs
+                        .iter()
+                        .all(|i| outputs[*i as usize].iter().all(Option::is_some))
+                })
+                .collect();
+            if ready.is_empty() {
+                return Err(ApplicationFailure::non_retryable("no fragment can run: the stage graph has a cycle").into());
+            }
+            let runs = ready.iter().map(|&(stage, fragment)| {
+                pending.remove(&(stage, fragment));
+                let spec = &input.stages[stage as usize];
+                let task = FragmentTask {
+                    query_id: input.query_id.clone(),
+                    stage,
+                    fragment,
+                    buckets: spec.buckets,
+                    is_final: stage as usize == last,
+                    settings: input.settings.clone(),
+                    plan: spec.plan.clone(),
+                    inputs: spec
+                        .inputs
+                        .iter()
+                        .map(|i| {
+                            let refs = outputs[*i as usize]
+                                .iter()
+                                .flatten()
+                                .map(|t| t.fragment.clone())
+                                .collect();
+                            (*i, refs)
+                        })
+                        .collect(),
+                };
+                let (c, o) = (ctx.clone(), options.clone());
+                async move {
+                    let result = c.execute_activity(FragmentActivities::run_fragment, task, o).await;
+                    if let Ok(ticket) = &result {
+                        c.state_mut(|s| {
+                            s.progress.done += 1;
+                            if stage as usize == last {
+                                if let Some(slot) = s.progress.results.get_mut(fragment as usize) {
+                                    *slot = Some(ticket.clone());
+                                }
+                            }
+                        });
+                    }
+                    ((stage, fragment), result)
+                }
+            });
+            let runs: Vec<_> = runs.collect();
+            for ((stage, fragment), result) in join_all(runs).await {
+                match result {
+                    Ok(ticket) => outputs[stage as usize][fragment as usize] = Some(ticket),
+                    Err(e) => {
+                        let Some(lost) = lost_input(&e) else {
+                            return Err(e.into());
+                        };
+                        recomputes += 1;
+                        if recomputes > MAX_RECOMPUTES * input.stages.len().max(1) {
+                            return Err(ApplicationFailure::non_retryable(format!(
+                                "gave up after recomputing lost fragment outputs {recomputes} times"
+                            ))
+                            .into());
+                        }
+                        // Recompute the lost output unless it already was.
+                        let slot = &mut outputs[lost.stage as usize][lost.fragment as usize];
+                        if slot.as_ref().is_some_and(|t| t.fragment == lost) {
+                            *slot = None;
+                            pending.insert((lost.stage, lost.fragment));
+                        }
+                        pending.insert((stage, fragment));
+                    }
+                }
+            }
+        }
+        let results = outputs.swap_remove(last).into_iter().flatten().collect();
+        Ok(QueryOutput { results })
+    }
+
+    /// Fragments done and final outputs so far.
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> QueryProgress {
+        self.progress.clone()
+    }
+}

@@ -1,0 +1,43 @@
+//! Determinism: histories recorded from real runs (a one-stage scan, a multi-stage
+//! join with shuffles, a run that recomputed outputs lost with a killed worker)
+//! replay against the current `QueryWorkflow`. A change to the workflow's command
+//! sequence fails here before it breaks running workflows.
+//!
+//! Record more with `examples/record_history.rs`.
+
+use std::path::Path;
+
+use contrail_workflows::workflow::QueryWorkflow;
+use prost::Message;
+use temporalio_client::WorkflowHistory;
+use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+#[tokio::test]
+async fn recorded_histories_replay() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
+    let mut replayed = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("histories directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let bytes = std::fs::read(&path).expect("read history");
+        let history = History::decode(bytes.as_slice()).expect("decode history");
+        assert!(history.events.len() > 3, "{}: empty history", path.display());
+        let replayer = WorkflowReplayer::new(
+            WorkflowReplayerOptions::new()
+                .register_workflow::<QueryWorkflow>()
+                .expect("register")
+                .build(),
+        )
+        .expect("replayer");
+        if let Err(e) = replayer.replay_workflow(WorkflowHistory::from(history)).await {
+            panic!("{} does not replay: {e}", path.display());
+        }
+        replayed.push(path);
+    }
+    assert!(replayed.len() >= 2, "expected recorded histories in {}", dir.display());
+}
