@@ -11,6 +11,8 @@
 //!   SortPreservingMergeExec(input)   the merge stays in the consumer, over
 //!                                    StageReaderExec(S, PerFragment): partition i = fragment i
 //!   root                             the final stage: one fragment per output partition
+//!   ScalarSubqueryExec(input, subs)  not cut inside: the ScalarSubqueryExprs below it
+//!                                    read its results, so its subtree stays in one stage
 //! ```
 //!
 //! Each stage plan is serialized with `datafusion-proto` and [`FragmentCodec`], which
@@ -35,6 +37,7 @@ use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExp
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, replace_children_if_necessary};
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties};
@@ -85,6 +88,11 @@ pub fn cut(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<Stage>> {
 }
 
 fn cut_node(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if plan.is::<ScalarSubqueryExec>() {
+        // Its ScalarSubqueryExprs sit in the nodes below and share its results: the
+        // subtree stays whole, inside whichever stage holds the ScalarSubqueryExec.
+        return Ok(plan);
+    }
     let children = plan
         .children()
         .into_iter()

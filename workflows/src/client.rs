@@ -8,6 +8,7 @@ use temporalio_client::{
     WorkflowExecutionStatus, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHandle,
     WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
 };
+use temporalio_common::protos::temporal::api::failure::v1::Failure;
 use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 
 use crate::error::{Error, Result};
@@ -123,7 +124,7 @@ impl WorkflowClient {
             .map_err(|e| match e {
                 WorkflowGetResultError::Failed(failure) => Error::WorkflowFailed {
                     query_id: query_id.to_string(),
-                    message: root_cause(&failure.to_string()),
+                    message: root_cause(failure.failure()),
                 },
                 WorkflowGetResultError::Cancelled { .. } | WorkflowGetResultError::Terminated { .. } => {
                     Error::WorkflowCancelled {
@@ -166,7 +167,11 @@ fn not_found_or(query_id: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// The innermost message of a failure chain ("Activity task failed: ...: <cause>").
-fn root_cause(message: &str) -> String {
-    message.to_string()
+/// The innermost message of a failure chain (workflow <- activity <- the fragment's error).
+fn root_cause(failure: &Failure) -> String {
+    let mut f = failure;
+    while let Some(cause) = f.cause.as_deref() {
+        f = cause;
+    }
+    f.message.clone()
 }

@@ -25,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflows::join_all;
-use temporalio_sdk::{ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
+};
 
 use crate::activities::FragmentActivities;
 use crate::fragment::{FragmentTask, FragmentTicket};
@@ -130,6 +133,21 @@ fn lost_input(e: &ActivityExecutionError) -> Option<FragmentRef> {
     serde_json::from_str(json).ok()
 }
 
+/// The workflow's failure when a fragment activity failed for good: the
+/// fragment's own message (the innermost cause), not Temporal's wrappers.
+fn fragment_failed(e: ActivityExecutionError) -> WorkflowTermination {
+    let ActivityExecutionError::Failed(_) = &e else {
+        return e.into(); // cancellation stays a cancellation
+    };
+    let Some(mut f) = e.failure() else {
+        return e.into();
+    };
+    while let Some(cause) = f.cause.as_deref() {
+        f = cause;
+    }
+    ApplicationFailure::non_retryable(f.message.clone()).into()
+}
+
 #[workflow_methods]
 impl QueryWorkflow {
     #[run]
@@ -214,7 +232,7 @@ impl QueryWorkflow {
                     Ok(ticket) => outputs[stage as usize][fragment as usize] = Some(ticket),
                     Err(e) => {
                         let Some(lost) = lost_input(&e) else {
-                            return Err(e.into());
+                            return Err(fragment_failed(e));
                         };
                         recomputes += 1;
                         if recomputes > MAX_RECOMPUTES * input.stages.len().max(1) {
