@@ -300,7 +300,10 @@ impl ExecutionPlan for StageReaderExec {
             .get_extension::<FragmentInputs>()
             .ok_or_else(|| DataFusionError::Internal("stage reader run outside a fragment".to_string()))?;
         let fragments = inputs.stages.get(&self.stage).cloned().ok_or_else(|| {
-            DataFusionError::Internal(format!("no outputs of stage {} were passed to this fragment", self.stage))
+            DataFusionError::Internal(format!(
+                "no outputs of stage {} were passed to this fragment",
+                self.stage
+            ))
         })?;
         let wanted: Vec<(FragmentRef, u32)> = match self.mode {
             ReadMode::PerFragment => {
@@ -320,7 +323,10 @@ impl ExecutionPlan for StageReaderExec {
             // Open the next upstream while this one streams.
             .buffered(2)
             .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 }
 
@@ -526,8 +532,8 @@ impl PhysicalExtensionCodec for FragmentCodec {
         match buf.split_first() {
             Some((&TAG_READER, rest)) => {
                 let wire: ReaderWire = serde_json::from_slice(rest).map_err(|e| bad(e.to_string()))?;
-                let proto_schema =
-                    datafusion_proto::protobuf::Schema::decode(wire.schema.as_slice()).map_err(|e| bad(e.to_string()))?;
+                let proto_schema = datafusion_proto::protobuf::Schema::decode(wire.schema.as_slice())
+                    .map_err(|e| bad(e.to_string()))?;
                 let schema: Schema = (&proto_schema).try_into()?;
                 Ok(Arc::new(StageReaderExec::new(
                     wire.stage,

@@ -21,9 +21,9 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement, WriteOp,
 };
@@ -37,8 +37,8 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::catalog::{CATALOG, Catalog, DEFAULT_SCHEMA, ObjectKind, StoredObject, dir_url};
+use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 use crate::settings::SessionSettings;
@@ -113,6 +113,17 @@ enum Kind {
     },
 }
 
+/// What kind of work a statement is, for routing it inline or to a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Rows streamed to the client.
+    Query,
+    /// Rows written by a query: `INSERT ... SELECT`, `CREATE TABLE ... AS`, `COPY`.
+    Write,
+    /// Everything else: settings, DDL, row-level `DELETE`/`UPDATE`.
+    Bookkeeping,
+}
+
 /// A query cut into stages for workflow execution.
 #[derive(Debug)]
 pub struct FragmentedQuery {
@@ -145,6 +156,21 @@ impl Planned {
     /// Whether the statement returns rows (a query) rather than a count.
     pub fn is_query(&self) -> bool {
         matches!(self.kind, Kind::Query(_))
+    }
+
+    /// Whether the statement moves data a workflow could run (a query, or a write
+    /// fed by a query), or is bookkeeping that always runs at once (`SET`, DDL
+    /// without a query, `DELETE`/`UPDATE`).
+    pub fn shape(&self) -> Shape {
+        match &self.kind {
+            Kind::Query(_) => Shape::Query,
+            Kind::Write { .. } => Shape::Write,
+            Kind::Ddl {
+                ddl: DdlStatement::CreateMemoryTable(create),
+                ..
+            } if !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_)) => Shape::Write,
+            _ => Shape::Bookkeeping,
+        }
     }
 
     /// The schema of the rows a query streams (after Contrail's type mapping),
@@ -329,17 +355,22 @@ impl Engine {
     /// [`distributed`]: crate::distributed
     pub async fn plan_fragments(&self, settings: &SessionSettings, planned: &Planned) -> Result<FragmentedQuery> {
         let Kind::Query(plan) = &planned.kind else {
-            return Err(Error::unsupported("workflow execution of statements other than queries"));
+            return Err(Error::unsupported(
+                "workflow execution of statements other than queries",
+            ));
         };
-        let config = self.session_config(settings)?.with_extension(Arc::new(ScansByReference));
+        let config = self
+            .session_config(settings)?
+            .with_extension(Arc::new(ScansByReference));
         let mut pinned = settings.clone();
         pinned.options.insert(
             "datafusion.execution.target_partitions".to_string(),
             config.target_partitions().to_string(),
         );
-        pinned
-            .options
-            .insert("datafusion.execution.batch_size".to_string(), config.batch_size().to_string());
+        pinned.options.insert(
+            "datafusion.execution.batch_size".to_string(),
+            config.batch_size().to_string(),
+        );
         let ctx = self.context_with(config);
         let physical = ctx
             .state()

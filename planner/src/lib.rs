@@ -30,6 +30,6 @@ pub mod settings;
 pub mod types;
 
 pub use catalog::{CATALOG, Catalog, DEFAULT_SCHEMA};
-pub use engine::{Engine, EngineOptions, FragmentedQuery, IngestTarget, Outcome, Planned, count_schema};
+pub use engine::{Engine, EngineOptions, FragmentedQuery, IngestTarget, Outcome, Planned, Shape, count_schema};
 pub use error::{Error, Result};
 pub use settings::SessionSettings;

@@ -177,7 +177,10 @@ impl TemporalMode {
         match value.trim() {
             "embedded" => Ok(Self::Embedded),
             "off" | "none" => Ok(Self::Off),
-            addr if addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+            addr if addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
                 Ok(Self::Remote(addr.to_string()))
             }
             other => Err(Error::invalid(format!(

@@ -20,8 +20,8 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, PollInfo, Ticket};
 use base64::Engine as _;
 use contrail_planner::distributed::FragmentRef;
-use contrail_planner::{Engine, FragmentedQuery, Planned, SessionSettings};
 use contrail_planner::settings::ExecutionMode;
+use contrail_planner::{Engine, FragmentedQuery, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
 use contrail_workflows::fragment::encode_plan;
 use contrail_workflows::{FragmentTicket, QueryInput, QueryState, Spool, StageSpec, WorkflowClient};
@@ -55,13 +55,12 @@ pub(crate) fn wants_workflow(
     settings: &SessionSettings,
     planned: &Planned,
 ) -> Result<bool> {
-    match settings.execution_mode() {
-        ExecutionMode::Inline => Ok(false),
-        ExecutionMode::Workflow => match workflows {
-            Some(_) if planned.is_query() => Ok(true),
+    match (settings.execution_mode(), planned.shape()) {
+        (ExecutionMode::Inline, _) | (_, Shape::Bookkeeping) => Ok(false),
+        (ExecutionMode::Workflow, shape) => match workflows {
+            Some(_) if shape == Shape::Query => Ok(true),
             Some(_) => Err(Error::Planner(contrail_planner::Error::Unsupported {
-                what: "running writes and DDL as workflows (they run inline: SET contrail.execution_mode = 'auto')"
-                    .to_string(),
+                what: "running writes as workflows (they run inline: SET contrail.execution_mode = 'auto')".to_string(),
             })),
             None => Err(Error::WorkflowsOff {
                 message: "contrail.execution_mode = 'workflow' needs Temporal, and this server runs with \
@@ -70,9 +69,10 @@ pub(crate) fn wants_workflow(
                     .to_string(),
             }),
         },
-        ExecutionMode::Auto => Ok(workflows.is_some()
-            && planned.is_query()
-            && engine.scanned_bytes(settings, planned) > settings.workflow_threshold_bytes()),
+        (ExecutionMode::Auto, Shape::Query) => {
+            Ok(workflows.is_some() && engine.scanned_bytes(settings, planned) > settings.workflow_threshold_bytes())
+        }
+        (ExecutionMode::Auto, Shape::Write) => Ok(false),
     }
 }
 
@@ -151,7 +151,12 @@ impl Workflows {
     }
 
     /// The state of a workflow statement as a PollInfo.
-    pub async fn poll_info(&self, query_id: &str, schema: &SchemaRef, descriptor: FlightDescriptor) -> Result<PollInfo> {
+    pub async fn poll_info(
+        &self,
+        query_id: &str,
+        schema: &SchemaRef,
+        descriptor: FlightDescriptor,
+    ) -> Result<PollInfo> {
         match self.client.state(query_id).await? {
             QueryState::Completed(output) => Ok(PollInfo {
                 info: Some(self.flight_info(query_id, schema, output.results.iter(), descriptor)?),
@@ -200,10 +205,7 @@ impl Workflows {
     }
 
     /// Stream a spool ticket: from this process's spool, or relayed from its worker.
-    pub async fn serve(
-        &self,
-        ticket: &[u8],
-    ) -> Result<Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>> {
+    pub async fn serve(&self, ticket: &[u8]) -> Result<Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send>>> {
         let decoded = SpoolTicket::decode(ticket)?;
         match decoded.location.as_deref() {
             Some(location) if location != self.location => {
@@ -295,7 +297,11 @@ mod tests {
         let (q, s) = decode_poll_descriptor(&d).expect("decode").expect("ours");
         assert_eq!(q, "q-1");
         assert_eq!(s, schema);
-        assert!(decode_poll_descriptor(&FlightDescriptor::new_cmd(b"SELECT 1".to_vec())).expect("x").is_none());
+        assert!(
+            decode_poll_descriptor(&FlightDescriptor::new_cmd(b"SELECT 1".to_vec()))
+                .expect("x")
+                .is_none()
+        );
         assert!(decode_poll_descriptor(&FlightDescriptor::new_cmd(b"contrail-poll\0{".to_vec())).is_err());
     }
 }

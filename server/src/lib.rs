@@ -102,7 +102,13 @@ pub async fn serve(
     let temporal = start_workflows(&config, &engine, &executor, addr, tls).await?;
     let workflows = temporal.as_ref().map(|t| Arc::clone(&t.workflows));
 
-    let service = Arc::new(SqlService::new(engine, executor.clone(), signer, auth.clone(), workflows)?);
+    let service = Arc::new(SqlService::new(
+        engine,
+        executor.clone(),
+        signer,
+        auth.clone(),
+        workflows,
+    )?);
     let flight = FlightServiceServer::new(ContrailFlight::new(service, sessions.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -214,7 +220,12 @@ async fn start_workflows(
                 ui_port: w.temporal_ui_port,
             })
             .await?;
-            println!("  Temporal:      {} (namespace {}, task queue {})", embedded.address(), w.namespace, w.task_queue);
+            println!(
+                "  Temporal:      {} (namespace {}, task queue {})",
+                embedded.address(),
+                w.namespace,
+                w.task_queue
+            );
             if let Some(ui) = embedded.ui() {
                 println!("  Temporal UI:   {ui}");
             }
@@ -292,7 +303,10 @@ pub async fn worker(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal { message: e.to_string() })?;
-    let location = format!("grpc+tcp://{}", args.advertise.clone().unwrap_or_else(|| advertised(addr)));
+    let location = format!(
+        "grpc+tcp://{}",
+        args.advertise.clone().unwrap_or_else(|| advertised(addr))
+    );
     let spool = Spool::open(&args.data_dir, Duration::from_secs(args.spool_ttl_secs.unwrap_or(3600)))?;
     let runner = FragmentRunner {
         engine,
@@ -311,7 +325,10 @@ pub async fn worker(
     let plane = FlightServiceServer::new(DataPlane::new(spool))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    println!("Contrail worker {} serving fragment outputs at {location}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "Contrail worker {} serving fragment outputs at {location}",
+        env!("CARGO_PKG_VERSION")
+    );
     if let Some(path) = &args.port_file {
         write_atomically(path, addr.to_string().as_bytes())?;
     }

@@ -2,6 +2,8 @@
 
 use clap::Parser;
 use contrail_server::config::{Cli, Command, ServeConfig};
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -19,32 +21,38 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Worker(args) => {
-            let log = args.log.clone().unwrap_or_else(|| contrail_server::config::DEFAULT_LOG.into());
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_new(&log).unwrap_or_else(|_| EnvFilter::new("info")))
-                .with_writer(std::io::stderr)
-                .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("contrail-io")
-                .build()?;
-            runtime.block_on(contrail_server::worker(*args, shutdown_signal()))?;
+            let log = args
+                .log
+                .clone()
+                .unwrap_or_else(|| contrail_server::config::DEFAULT_LOG.into());
+            init_logging(&log);
+            io_runtime()?.block_on(contrail_server::worker(*args, shutdown_signal()))?;
             Ok(())
         }
         Command::Serve(args) => {
             let config = ServeConfig::try_from(*args)?;
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
-                .with_writer(std::io::stderr)
-                .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("contrail-io")
-                .build()?;
-            runtime.block_on(contrail_server::serve(config, shutdown_signal()))?;
+            init_logging(&config.log);
+            io_runtime()?.block_on(contrail_server::serve(config, shutdown_signal()))?;
             Ok(())
         }
     }
+}
+
+/// Logs go to stderr; colours only when it is a terminal (not in log files).
+fn init_logging(filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The runtime for network I/O (query execution has its own, see `exec`).
+fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("contrail-io")
+        .build()
 }
 
 async fn shutdown_signal() {

@@ -143,7 +143,11 @@ impl SqlService {
                 }
                 let mut settings = settings;
                 let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
-                Ok(Routed::Inline(count_schema(), TicketBody::Done { count }, Some(settings)))
+                Ok(Routed::Inline(
+                    count_schema(),
+                    TicketBody::Done { count },
+                    Some(settings),
+                ))
             })
             .await?;
         let (schema, body, changed) = match routed {
@@ -208,7 +212,10 @@ impl SqlService {
     /// within the call); poll descriptors report the workflow's progress.
     pub(crate) async fn poll(&self, rc: &RequestContext, descriptor: FlightDescriptor) -> Result<Option<PollInfo>> {
         if let Some((query_id, schema)) = distributed::decode_poll_descriptor(&descriptor)? {
-            let poll = self.workflow_runtime()?.poll_info(&query_id, &schema, descriptor).await?;
+            let poll = self
+                .workflow_runtime()?
+                .poll_info(&query_id, &schema, descriptor)
+                .await?;
             return Ok(Some(poll));
         }
         use arrow_flight::sql::Command;

@@ -11,6 +11,7 @@ real ``contrail worker`` processes.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
@@ -43,10 +44,11 @@ LOW_LATENCY = [
     "matching.numTaskqueueReadPartitions=1",
     "matching.numTaskqueueWritePartitions=1",
 ]
-# A self-join heavy enough to keep two workers busy for several seconds at SF 0.01.
+# A self-join heavy enough to keep two workers busy for seconds at SF 0.01
+# (~145M joined rows; 2.4 s inline on 2 cores).
 HEAVY = (
     "SELECT a.l_returnflag, count(*) AS n, sum(a.l_quantity + b.l_quantity) AS q "
-    "FROM tpch.lineitem a JOIN tpch.lineitem b ON a.l_suppkey = b.l_suppkey AND a.l_linenumber = b.l_linenumber "
+    "FROM tpch.lineitem a JOIN tpch.lineitem b ON a.l_suppkey % 25 = b.l_suppkey % 25 "
     "GROUP BY a.l_returnflag ORDER BY a.l_returnflag"
 )
 
@@ -194,7 +196,8 @@ class FlightGrpc:
 
     def cancel(self, info: bytes) -> str:
         (result,) = self.action("CancelFlightInfo", support.pb_message(1, info))
-        return support.CANCEL_STATUS[support.pb_decode(result).get(1, [0])[0]]
+        body = support.pb_decode(result).get(1, [b""])[0]  # Result{body}
+        return support.CANCEL_STATUS[support.pb_decode(body).get(1, [0])[0]]
 
 
 def command_descriptor(cmd: bytes) -> bytes:
@@ -372,10 +375,12 @@ def test_adbc_incremental_execution(wf_server):
         cur.adbc_statement.set_options(**{"adbc.statement.exec.incremental": "true"})
         partitions, progress = [], []
         while True:
+            # Each call polls once more and hands back the partitions finished since
+            # the last; an empty answer means the statement is done.
             parts, _schema = cur.adbc_execute_partitions(HEAVY)
-            progress.append(cur.adbc_statement.get_option_float("adbc.statement.exec.progress"))
             if not parts:
                 break
+            progress.append(cur.adbc_statement.get_option_float("adbc.statement.exec.progress"))
             partitions.extend(parts)
         assert progress[-1] == 1.0 and progress == sorted(progress), progress
         tables = []
@@ -402,7 +407,7 @@ def test_cancel_flight_info_cancels_the_workflow(wf_server, temporal):
             raw.poll(first["descriptor"])
         assert err.value.code() == grpc.StatusCode.CANCELLED, err.value
         # The server goes on.
-        assert raw.poll_sql("SELECT 1")["progress"] == 1.0
+        assert read_endpoints(poll_to_end(raw, "SELECT 1 AS x"), wf_server.address).column("x").to_pylist() == [1]
     finally:
         raw.close()
 
@@ -474,18 +479,32 @@ def test_kill_worker_mid_query_completes_correctly(make_server, temporal, worker
         t.start()
         victim = busy_worker(ws)
         victim.kill()
-        killed = time.monotonic()
+        killed_at, killed = time.time(), time.monotonic()
         t.join(120)
         assert "error" not in result, result.get("error")
         assert result["table"].equals(expected)
+        # Recovery: kill -9 -> the lost fragment running again on a survivor.
+        survivors = [w for w in ws if w is not victim]
+        reruns = [at for w in survivors for at in rerun_times(w)]
+        assert reruns, "no fragment ran again after the kill"
+        recovery = min(reruns) - killed_at
         total = result["done"] - started
-        recovery = total - undisturbed
         with capsys.disabled():
-            print(f"\n[recovery] undisturbed {undisturbed:.2f}s, with kill -9 at {killed - started:.2f}s: "
-                  f"{total:.2f}s total, {recovery:.2f}s added")
-        assert recovery < 5.0, f"recovery took {recovery:.2f}s"
+            print(f"\n[recovery] kill -9 -> fragment running again: {recovery:.2f}s; query undisturbed "
+                  f"{undisturbed:.2f}s, with the kill {total:.2f}s (killed at {killed - started:.2f}s)")
+        assert 0 <= recovery < 5.0, f"recovery took {recovery:.2f}s"
     finally:
         conn.close()
+
+
+def rerun_times(worker: Worker) -> list[float]:
+    """Wall-clock times at which a worker logged a fragment running again."""
+    times = []
+    for line in (worker.base / "worker.log").read_text(errors="replace").splitlines():
+        if "fragment runs again" in line:
+            stamp = line.split()[0].rstrip("Z")[:26]
+            times.append(datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc).timestamp())
+    return times
 
 
 def test_restart_serve_mid_query_then_poll(make_server, temporal, workers):

@@ -9,7 +9,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tokio::runtime::Handle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::fragment::{FragmentRunner, FragmentTask, FragmentTicket};
@@ -31,7 +31,13 @@ impl FragmentActivities {
         task: FragmentTask,
     ) -> Result<FragmentTicket, ActivityError> {
         let what = format!("{}/{}/{}", task.query_id, task.stage, task.fragment);
-        debug!(fragment = %what, attempt = ctx.info().attempt, "fragment starts");
+        let attempt = ctx.info().attempt;
+        if attempt > 1 || task.rerun > 0 {
+            // Recovery from a lost worker or output: worth a line at the default level.
+            info!(fragment = %what, attempt, rerun = task.rerun, "fragment runs again");
+        } else {
+            debug!(fragment = %what, "fragment starts");
+        }
         let rows = Arc::new(AtomicU64::new(0));
         let runner = self.runner.clone();
         let counter = Arc::clone(&rows);

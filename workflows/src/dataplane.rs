@@ -19,8 +19,8 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest,
-    HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, HandshakeResponse,
+    PollInfo, PutResult, SchemaResult, Ticket,
 };
 use async_trait::async_trait;
 use contrail_planner::distributed::{FragmentFetcher, FragmentRef, UpstreamLost};
@@ -180,10 +180,12 @@ pub fn http_uri(location: &str) -> String {
 #[async_trait]
 impl FragmentFetcher for FlightFetcher {
     async fn fetch(&self, fragment: &FragmentRef, bucket: u32) -> DfResult<SendableRecordBatchStream> {
-        let lost = |reason: String| DataFusionError::External(Box::new(UpstreamLost {
-            fragment: fragment.clone(),
-            reason,
-        }));
+        let lost = |reason: String| {
+            DataFusionError::External(Box::new(UpstreamLost {
+                fragment: fragment.clone(),
+                reason,
+            }))
+        };
         let channel = self.channel(&fragment.location).await.map_err(lost)?;
         let mut client = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
@@ -192,11 +194,13 @@ impl FragmentFetcher for FlightFetcher {
         let response = match client.do_get(ticket).await {
             Ok(r) => r,
             Err(status) => {
-                if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::Unknown) {
-                    self.channels.remove(&fragment.location);
-                    return Err(lost(status.message().to_string()));
+                // A malformed ticket is our bug; anything else means the output
+                // cannot be had from there (worker gone, file gone): recompute it.
+                if status.code() == tonic::Code::InvalidArgument {
+                    return Err(DataFusionError::External(Box::new(status)));
                 }
-                return Err(DataFusionError::External(Box::new(status)));
+                self.channels.remove(&fragment.location);
+                return Err(lost(status.message().to_string()));
             }
         };
         let flight = response.into_inner().map_err(|s| FlightError::Tonic(Box::new(s)));
@@ -208,15 +212,14 @@ impl FragmentFetcher for FlightFetcher {
             .cloned()
             .ok_or_else(|| lost("the stream ended before its schema".to_string()))?;
         let fragment_for_errors = fragment.clone();
+        // Mid-stream, any failure (a broken pipe when the worker dies, a reset
+        // stream, a truncated message) loses the output: the producer runs again.
         let rest = futures::stream::iter(first).chain(batches).map(move |r| {
-            r.map_err(|e| match e {
-                FlightError::Tonic(status) if status.code() == tonic::Code::Unavailable => {
-                    DataFusionError::External(Box::new(UpstreamLost {
-                        fragment: fragment_for_errors.clone(),
-                        reason: status.message().to_string(),
-                    }))
-                }
-                other => DataFusionError::External(Box::new(other)),
+            r.map_err(|e| {
+                DataFusionError::External(Box::new(UpstreamLost {
+                    fragment: fragment_for_errors.clone(),
+                    reason: e.to_string(),
+                }))
             })
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))

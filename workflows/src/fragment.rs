@@ -12,9 +12,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use contrail_planner::distributed::{self, FragmentFetcher, FragmentInputs, FragmentRef};
 use contrail_planner::{Engine, SessionSettings};
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::physical_plan::metrics;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,9 @@ pub struct FragmentTask {
     pub plan: String,
     /// Outputs of the stages this one reads, by stage id, in fragment order.
     pub inputs: HashMap<u32, Vec<FragmentRef>>,
+    /// How many times the workflow ran this fragment before (its output was lost).
+    #[serde(default)]
+    pub rerun: u32,
 }
 
 /// What a finished fragment returns: where its output is and how big it is.
@@ -83,7 +86,9 @@ impl FragmentRunner {
         };
         let partitions = input.output_partitioning().partition_count();
         let execution = |e| Error::Planner(contrail_planner::Error::execution(e));
-        let mut stream = input.execute(task.fragment as usize, Arc::clone(&ctx)).map_err(execution)?;
+        let mut stream = input
+            .execute(task.fragment as usize, Arc::clone(&ctx))
+            .map_err(execution)?;
         if task.is_final {
             stream = contrail_planner::types::map_output_stream(stream, task.settings.view_types());
         }

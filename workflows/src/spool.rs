@@ -240,8 +240,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::open(dir.path(), Duration::from_secs(3600)).expect("spool");
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])
-            .expect("batch");
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).expect("batch");
         let key = BucketKey {
             query_id: "q-1",
             stage: 0,
@@ -260,8 +260,18 @@ mod tests {
         assert_eq!(rows, 3);
         let empty = spool.reader(BucketKey { bucket: 0, ..key }).expect("empty bucket");
         assert_eq!(empty.count(), 0);
-        assert!(matches!(spool.reader(BucketKey { fragment: 9, ..key }), Err(Error::NotSpooled { .. })));
-        assert!(spool.reader(BucketKey { query_id: "../x", ..key }).is_err());
+        assert!(matches!(
+            spool.reader(BucketKey { fragment: 9, ..key }),
+            Err(Error::NotSpooled { .. })
+        ));
+        assert!(
+            spool
+                .reader(BucketKey {
+                    query_id: "../x",
+                    ..key
+                })
+                .is_err()
+        );
         assert_eq!(spool.expire(), 0);
         let expiring = Spool::open(dir.path(), Duration::ZERO).expect("spool");
         assert_eq!(expiring.expire(), 1);

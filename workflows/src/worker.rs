@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::thread::JoinHandle;
 
-use temporalio_sdk::runtime::{RuntimeOptions, WorkflowErrorType};
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
+use temporalio_sdk::runtime::{RuntimeOptions, WorkflowErrorType};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -85,7 +85,9 @@ pub async fn spawn_worker(
             });
         })
         .map_err(Error::temporal)?;
-    ready_rx.await.map_err(|_| Error::temporal("the worker thread died during start-up"))??;
+    ready_rx
+        .await
+        .map_err(|_| Error::temporal("the worker thread died during start-up"))??;
     Ok(WorkerHandle {
         stop,
         thread: Some(thread),

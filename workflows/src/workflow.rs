@@ -16,7 +16,7 @@
 //! collections and the SDK's `join_all`.
 #![allow(unreachable_pub)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use contrail_planner::SessionSettings;
@@ -170,6 +170,7 @@ impl QueryWorkflow {
             .flat_map(|s| (0..s.fragments).map(move |f| (s.id, f)))
             .collect();
         let mut recomputes = 0usize;
+        let mut reruns: BTreeMap<(u32, u32), u32> = BTreeMap::new();
         let options = activity_options();
 
         while !pending.is_empty() {
@@ -184,7 +185,9 @@ impl QueryWorkflow {
                 })
                 .collect();
             if ready.is_empty() {
-                return Err(ApplicationFailure::non_retryable("no fragment can run: the stage graph has a cycle").into());
+                return Err(
+                    ApplicationFailure::non_retryable("no fragment can run: the stage graph has a cycle").into(),
+                );
             }
             let runs = ready.iter().map(|&(stage, fragment)| {
                 pending.remove(&(stage, fragment));
@@ -209,6 +212,7 @@ impl QueryWorkflow {
                             (*i, refs)
                         })
                         .collect(),
+                    rerun: reruns.get(&(stage, fragment)).copied().unwrap_or(0),
                 };
                 let (c, o) = (ctx.clone(), options.clone());
                 async move {
@@ -246,8 +250,10 @@ impl QueryWorkflow {
                         if slot.as_ref().is_some_and(|t| t.fragment == lost) {
                             *slot = None;
                             pending.insert((lost.stage, lost.fragment));
+                            *reruns.entry((lost.stage, lost.fragment)).or_default() += 1;
                         }
                         pending.insert((stage, fragment));
+                        *reruns.entry((stage, fragment)).or_default() += 1;
                     }
                 }
             }
