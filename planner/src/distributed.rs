@@ -576,3 +576,21 @@ impl PhysicalExtensionCodec for FragmentCodec {
         )))
     }
 }
+
+/// A schema as `datafusion-proto` bytes (what fragments and sinks carry).
+pub(crate) fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let proto: datafusion_proto::protobuf::Schema = schema
+        .try_into()
+        .map_err(|e| Error::plan(DataFusionError::External(Box::new(e))))?;
+    Ok(proto.encode_to_vec())
+}
+
+/// The inverse of [`schema_bytes`].
+pub(crate) fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef> {
+    let proto = datafusion_proto::protobuf::Schema::decode(bytes)
+        .map_err(|e| Error::plan(DataFusionError::Internal(format!("bad schema bytes: {e}"))))?;
+    let schema: Schema = (&proto)
+        .try_into()
+        .map_err(|e| Error::plan(DataFusionError::External(Box::new(e))))?;
+    Ok(Arc::new(schema))
+}

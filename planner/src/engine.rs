@@ -32,6 +32,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions_mut};
 use deltalake::DeltaTable;
 use deltalake::delta_datafusion::planner::DeltaPlanner;
+use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 use tokio::sync::Mutex;
@@ -42,6 +43,7 @@ use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 use crate::settings::SessionSettings;
+use crate::sink::DeltaSink;
 use crate::types::output_schema;
 
 /// How the engine is set up; the server fills this from its configuration.
@@ -118,10 +120,12 @@ enum Kind {
 pub enum Shape {
     /// Rows streamed to the client.
     Query,
-    /// Rows written by a query: `INSERT ... SELECT`, `CREATE TABLE ... AS`, `COPY`.
+    /// Rows written by a query into a managed table: `INSERT ... SELECT`,
+    /// `CREATE TABLE ... AS SELECT`.
     Write,
-    /// Everything else: settings, DDL, row-level `DELETE`/`UPDATE`.
-    Bookkeeping,
+    /// Everything else runs inline: settings, DDL, row-level `DELETE`/`UPDATE`,
+    /// `COPY ... TO` (not yet split into fragments).
+    Inline,
 }
 
 /// A query cut into stages for workflow execution.
@@ -133,6 +137,13 @@ pub struct FragmentedQuery {
     pub schema: SchemaRef,
     /// The settings fragments run with.
     pub settings: SessionSettings,
+}
+
+/// A write cut into stages: the query's, whose final fragments write to `sink`.
+#[derive(Debug)]
+pub struct FragmentedWrite {
+    pub query: FragmentedQuery,
+    pub sink: DeltaSink,
 }
 
 /// What running a statement produced.
@@ -158,18 +169,17 @@ impl Planned {
         matches!(self.kind, Kind::Query(_))
     }
 
-    /// Whether the statement moves data a workflow could run (a query, or a write
-    /// fed by a query), or is bookkeeping that always runs at once (`SET`, DDL
-    /// without a query, `DELETE`/`UPDATE`).
+    /// Whether the statement moves data a workflow can run (a query, or a write
+    /// fed by a query), or always runs at once.
     pub fn shape(&self) -> Shape {
         match &self.kind {
             Kind::Query(_) => Shape::Query,
-            Kind::Write { .. } => Shape::Write,
+            Kind::Write { target: Some(_), .. } => Shape::Write,
             Kind::Ddl {
                 ddl: DdlStatement::CreateMemoryTable(create),
                 ..
             } if !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(_)) => Shape::Write,
-            _ => Shape::Bookkeeping,
+            _ => Shape::Inline,
         }
     }
 
@@ -359,6 +369,93 @@ impl Engine {
                 "workflow execution of statements other than queries",
             ));
         };
+        self.fragments_of(settings, plan).await
+    }
+
+    /// Cut a write (`INSERT INTO <managed table> SELECT ...`, `CREATE TABLE ... AS
+    /// SELECT ...`) into the stages of its query and the Delta sink its final
+    /// fragments write to. `None`: not a write a workflow does (the target is not
+    /// a managed table; `IF NOT EXISTS` and it exists): run it inline.
+    pub async fn plan_write_fragments(
+        &self,
+        settings: &SessionSettings,
+        planned: &Planned,
+    ) -> Result<Option<FragmentedWrite>> {
+        let ctx = self.context(settings)?;
+        let (input, sink) = match &planned.kind {
+            Kind::Write {
+                plan: LogicalPlan::Dml(dml),
+                target: Some(target),
+            } => {
+                if !matches!(dml.op, WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append)) {
+                    return Err(Error::unsupported(format!("{} as a workflow", dml.op)));
+                }
+                let Some(managed) = self.managed_for(&ctx, target).await? else {
+                    return Ok(None); // views, external tables: inline
+                };
+                let table = managed.delta();
+                let snapshot = table.snapshot().map_err(|e| Error::storage(target.to_string(), e))?;
+                let metadata = snapshot.metadata();
+                let delta_schema = metadata
+                    .parse_schema()
+                    .map_err(|e| Error::storage(target.to_string(), e.into()))?;
+                let schema: Schema = (&delta_schema)
+                    .try_into_arrow()
+                    .map_err(|e| Error::storage(target.to_string(), e.into()))?;
+                let partition_by = metadata.partition_columns().to_vec();
+                let name = self.resolve(&ctx, target)?;
+                let sink = DeltaSink::new(name, managed.url().clone(), &schema, partition_by, false)?;
+                (dml.input.as_ref().clone(), sink)
+            }
+            Kind::Ddl {
+                ddl: DdlStatement::CreateMemoryTable(create),
+                ..
+            } => {
+                if create.temporary {
+                    return Err(Error::unsupported("TEMPORARY tables"));
+                }
+                if !create.column_defaults.is_empty() {
+                    return Err(Error::unsupported("column DEFAULT values"));
+                }
+                let (schema_name, table) = self.resolve(&ctx, &create.name)?;
+                if self.catalog.schema_provider(&schema_name)?.table_exist(&table) {
+                    if create.if_not_exists {
+                        return Ok(None);
+                    }
+                    if create.or_replace {
+                        return Err(Error::unsupported("CREATE OR REPLACE TABLE ... AS as a workflow"));
+                    }
+                    return Err(Error::AlreadyExists {
+                        kind: "table",
+                        name: format!("{schema_name}.{table}"),
+                    });
+                }
+                let url = dir_url(&self.catalog.table_dir(&schema_name, &table))?;
+                let input = strip_view_types(create.input.as_ref().clone())?;
+                let schema = input.schema().as_arrow().clone();
+                let sink = DeltaSink::new((schema_name, table), url, &schema, vec![], true)?;
+                (input, sink)
+            }
+            _ => return Err(Error::unsupported("this statement as a workflow write")),
+        };
+        let query = self.fragments_of(settings, &input).await?;
+        Ok(Some(FragmentedWrite { query, sink }))
+    }
+
+    /// After a write workflow committed: show the new data (and a new table) to
+    /// this server's statements.
+    pub async fn written(&self, sink: &DeltaSink) -> Result<()> {
+        match self.catalog.managed(&sink.schema_name, &sink.table) {
+            Some(managed) => managed.refresh().await,
+            None => {
+                let managed = ManagedTable::open(sink.name(), sink.url.clone()).await?;
+                self.catalog
+                    .register_managed(&sink.schema_name, &sink.table, Arc::new(managed))
+            }
+        }
+    }
+
+    async fn fragments_of(&self, settings: &SessionSettings, plan: &LogicalPlan) -> Result<FragmentedQuery> {
         let config = self
             .session_config(settings)?
             .with_extension(Arc::new(ScansByReference));
@@ -391,6 +488,10 @@ impl Engine {
     pub fn scanned_bytes(&self, settings: &SessionSettings, planned: &Planned) -> u64 {
         let plan = match &planned.kind {
             Kind::Query(plan) | Kind::Write { plan, .. } => plan,
+            Kind::Ddl {
+                ddl: DdlStatement::CreateMemoryTable(create),
+                ..
+            } => create.input.as_ref(),
             _ => return 0,
         };
         let catalog = settings.catalog.as_deref().unwrap_or(CATALOG);

@@ -27,9 +27,12 @@ pub mod error;
 pub mod managed;
 pub mod sample;
 pub mod settings;
+pub mod sink;
 pub mod types;
 
 pub use catalog::{CATALOG, Catalog, DEFAULT_SCHEMA};
-pub use engine::{Engine, EngineOptions, FragmentedQuery, IngestTarget, Outcome, Planned, Shape, count_schema};
+pub use engine::{
+    Engine, EngineOptions, FragmentedQuery, FragmentedWrite, IngestTarget, Outcome, Planned, Shape, count_schema,
+};
 pub use error::{Error, Result};
 pub use settings::SessionSettings;

@@ -21,10 +21,11 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ipc
 use base64::Engine as _;
 use contrail_planner::distributed::FragmentRef;
 use contrail_planner::settings::ExecutionMode;
-use contrail_planner::{Engine, FragmentedQuery, Planned, SessionSettings, Shape};
+use contrail_planner::sink::DeltaSink;
+use contrail_planner::{Engine, FragmentedQuery, FragmentedWrite, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
 use contrail_workflows::fragment::encode_plan;
-use contrail_workflows::{FragmentTicket, QueryInput, QueryState, Spool, StageSpec, WorkflowClient};
+use contrail_workflows::{FragmentTicket, QueryInput, QueryOutput, QueryState, Spool, StageSpec, WorkflowClient};
 use futures::{Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -56,12 +57,9 @@ pub(crate) fn wants_workflow(
     planned: &Planned,
 ) -> Result<bool> {
     match (settings.execution_mode(), planned.shape()) {
-        (ExecutionMode::Inline, _) | (_, Shape::Bookkeeping) => Ok(false),
-        (ExecutionMode::Workflow, shape) => match workflows {
-            Some(_) if shape == Shape::Query => Ok(true),
-            Some(_) => Err(Error::Planner(contrail_planner::Error::Unsupported {
-                what: "running writes as workflows (they run inline: SET contrail.execution_mode = 'auto')".to_string(),
-            })),
+        (ExecutionMode::Inline, _) | (_, Shape::Inline) => Ok(false),
+        (ExecutionMode::Workflow, _) => match workflows {
+            Some(_) => Ok(true),
             None => Err(Error::WorkflowsOff {
                 message: "contrail.execution_mode = 'workflow' needs Temporal, and this server runs with \
                           --temporal off; restart it with --temporal embedded (or HOST:PORT), or SET \
@@ -69,10 +67,9 @@ pub(crate) fn wants_workflow(
                     .to_string(),
             }),
         },
-        (ExecutionMode::Auto, Shape::Query) => {
+        (ExecutionMode::Auto, _) => {
             Ok(workflows.is_some() && engine.scanned_bytes(settings, planned) > settings.workflow_threshold_bytes())
         }
-        (ExecutionMode::Auto, Shape::Write) => Ok(false),
     }
 }
 
@@ -82,12 +79,27 @@ pub(crate) async fn prepare(
     settings: &SessionSettings,
     planned: &Planned,
 ) -> Result<(QueryInput, SchemaRef)> {
-    let FragmentedQuery {
-        stages,
-        schema,
-        settings,
-    } = engine.plan_fragments(settings, planned).await?;
-    let stages = stages
+    let query = engine.plan_fragments(settings, planned).await?;
+    let schema = Arc::clone(&query.schema);
+    Ok((workflow_input(query, None)?, schema))
+}
+
+/// Cut a planned write into the workflow's input and its sink; `None`: run it
+/// inline (see [`Engine::plan_write_fragments`]).
+pub(crate) async fn prepare_write(
+    engine: &Engine,
+    settings: &SessionSettings,
+    planned: &Planned,
+) -> Result<Option<(QueryInput, DeltaSink)>> {
+    let Some(FragmentedWrite { query, sink }) = engine.plan_write_fragments(settings, planned).await? else {
+        return Ok(None);
+    };
+    Ok(Some((workflow_input(query, Some(sink.clone()))?, sink)))
+}
+
+fn workflow_input(query: FragmentedQuery, sink: Option<DeltaSink>) -> Result<QueryInput> {
+    let stages = query
+        .stages
         .into_iter()
         .map(|stage| {
             Ok(StageSpec {
@@ -99,12 +111,12 @@ pub(crate) async fn prepare(
             })
         })
         .collect::<Result<Vec<_>, contrail_workflows::Error>>()?;
-    let input = QueryInput {
+    Ok(QueryInput {
         query_id: uuid::Uuid::new_v4().to_string(),
-        settings,
+        settings: query.settings,
         stages,
-    };
-    Ok((input, schema))
+        sink,
+    })
 }
 
 /// What a poll descriptor carries: enough for any serving process to answer it.
@@ -136,18 +148,31 @@ impl Workflows {
         descriptor: FlightDescriptor,
         timeout: Option<Duration>,
     ) -> Result<FlightInfo> {
+        let output = self.wait(query_id, timeout).await?;
+        self.flight_info(query_id, schema, output.results.iter(), descriptor)
+    }
+
+    /// Run a write workflow to its commit; the rows written.
+    pub async fn write(&self, input: QueryInput, timeout: Option<Duration>) -> Result<u64> {
+        let query_id = self.start(input).await?;
+        let output = self.wait(&query_id, timeout).await?;
+        info!(%query_id, rows = output.rows(), version = ?output.committed, "workflow write committed");
+        Ok(output.rows())
+    }
+
+    /// The workflow's output; past `timeout` it is cancelled.
+    async fn wait(&self, query_id: &str, timeout: Option<Duration>) -> Result<QueryOutput> {
         let wait = self.client.wait(query_id);
-        let output = match timeout {
-            None => wait.await?,
+        match timeout {
+            None => Ok(wait.await?),
             Some(limit) => match tokio::time::timeout(limit, wait).await {
-                Ok(r) => r?,
+                Ok(r) => Ok(r?),
                 Err(_) => {
                     self.client.cancel(query_id).await?;
-                    return Err(Error::Timeout { limit });
+                    Err(Error::Timeout { limit })
                 }
             },
-        };
-        self.flight_info(query_id, schema, output.results.iter(), descriptor)
+        }
     }
 
     /// The state of a workflow statement as a PollInfo.

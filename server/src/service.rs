@@ -31,6 +31,7 @@ use arrow_flight::{
     FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
+use contrail_planner::sink::DeltaSink;
 use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
 use contrail_workflows::QueryInput;
 use contrail_workflows::dataplane::SpoolTicket;
@@ -57,6 +58,8 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Where a planned statement went.
 enum Routed {
     Inline(SchemaRef, TicketBody, Option<SessionSettings>),
+    /// A write run as a workflow: its input and the table it commits to.
+    Write(QueryInput, DeltaSink),
     Workflow(QueryInput, SchemaRef),
 }
 
@@ -127,8 +130,13 @@ impl SqlService {
                     if !rows.is_empty() {
                         return Err(Error::unimplemented("parameters in statements run as workflows"));
                     }
-                    let (input, schema) = distributed::prepare(&engine, &settings, &planned).await?;
-                    return Ok(Routed::Workflow(input, schema));
+                    if planned.is_query() {
+                        let (input, schema) = distributed::prepare(&engine, &settings, &planned).await?;
+                        return Ok(Routed::Workflow(input, schema));
+                    }
+                    if let Some((input, sink)) = distributed::prepare_write(&engine, &settings, &planned).await? {
+                        return Ok(Routed::Write(input, sink));
+                    }
                 }
                 if planned.is_query() {
                     if rows.len() > 1 {
@@ -160,6 +168,10 @@ impl SqlService {
                     descriptor,
                 });
             }
+            Routed::Write(input, sink) => {
+                let count = self.write(rc, input, sink).await?;
+                (count_schema(), TicketBody::Done { count }, None)
+            }
             Routed::Inline(schema, body, changed) => (schema, body, changed),
         };
         if let Some(settings) = changed {
@@ -183,6 +195,14 @@ impl SqlService {
             descriptor,
         )
         .map(Started::Ready)
+    }
+
+    /// Run a write workflow to its commit, then show the new data here.
+    async fn write(&self, rc: &RequestContext, input: QueryInput, sink: DeltaSink) -> Result<i64> {
+        let timeout = rc.session.settings().statement_timeout();
+        let rows = self.workflow_runtime()?.write(input, timeout).await?;
+        self.engine.written(&sink).await?;
+        Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
     fn workflow_runtime(&self) -> Result<&Arc<Workflows>> {
@@ -677,15 +697,27 @@ impl FlightSqlService for SqlService {
         let rc = context(&request)?;
         let engine = self.engine.clone();
         let settings = rc.session.settings();
-        let (count, settings) = self
+        let workflows = self.workflows.clone();
+        let routed = self
             .executor
             .run_with_timeout(settings.statement_timeout(), async move {
                 let mut settings = settings;
                 let planned = engine.plan(&settings, &cmd.query).await?;
+                if distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)?
+                    && !planned.is_query()
+                {
+                    if let Some(write) = distributed::prepare_write(&engine, &settings, &planned).await? {
+                        return Ok(Err(write));
+                    }
+                }
                 let count = run_update(&engine, &mut settings, &cmd.query, planned, vec![]).await?;
-                Ok((count, settings))
+                Ok(Ok((count, settings)))
             })
             .await?;
+        let (count, settings) = match routed {
+            Ok(done) => done,
+            Err((input, sink)) => (self.write(&rc, input, sink).await?, rc.session.settings()),
+        };
         if settings != rc.session.settings() {
             rc.update_settings(settings);
         }

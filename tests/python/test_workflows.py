@@ -433,6 +433,60 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
         conn.close()
 
 
+def delta_commits(srv: Server, table: str) -> list[list[dict]]:
+    """The actions of each commit of a managed table, by version."""
+    (log,) = [p for p in srv.data_dir.rglob("_delta_log") if p.parent.name == table]
+    return [[json.loads(line) for line in f.read_text().splitlines() if line]
+            for f in sorted(log.glob("*.json"))]
+
+
+def test_writes_as_workflows_commit_once(wf_server, workers):
+    workers(1)
+    conn = wf_server.connect()
+    source = "SELECT o_orderkey, o_custkey, o_totalprice, o_orderdate FROM tpch.orders WHERE o_orderkey % 3 = 0"
+    more = "SELECT o_orderkey, o_custkey, o_totalprice, o_orderdate FROM tpch.orders WHERE o_orderkey % 3 = 1"
+    try:
+        set_mode(conn, "inline")
+        expected = run_sql(conn, source)
+        expected_more = run_sql(conn, more)
+        set_mode(conn, "workflow")
+        with conn.cursor() as cur:
+            # CREATE TABLE ... AS through GetFlightInfo: the count, then one commit
+            # that creates the table with every fragment's files.
+            cur.execute(f"CREATE TABLE wf_orders AS {source}")
+            assert cur.fetchall() == [(expected.num_rows,)]
+        commits = delta_commits(wf_server, "wf_orders")
+        assert len(commits) == 1
+        txns = [a["txn"] for a in commits[0] if "txn" in a]
+        assert len(txns) == 1 and txns[0]["appId"].startswith("contrail-statement-"), txns
+        assert sum(1 for a in commits[0] if "add" in a) >= 1
+
+        # INSERT ... SELECT through DoPut (executeUpdate): one more commit.
+        with conn.cursor() as cur:
+            cur.adbc_statement.set_sql_query(f"INSERT INTO wf_orders {more}")
+            assert cur.adbc_statement.execute_update() == expected_more.num_rows
+        commits = delta_commits(wf_server, "wf_orders")
+        assert len(commits) == 2
+        assert [a["txn"]["appId"] for a in commits[1] if "txn" in a] != txns[0]["appId"]
+
+        set_mode(conn, "inline")
+        got = run_sql(conn, "SELECT * FROM wf_orders")
+        want = pa.concat_tables([expected, expected_more])
+        assert canonical(got, False).equals(canonical(want.cast(got.schema), False))
+
+        # A write that fails commits nothing.
+        set_mode(conn, "workflow")
+        with pytest.raises(Exception) as err:
+            run_sql(conn, "INSERT INTO wf_orders SELECT o_orderkey / 0, o_custkey, o_totalprice, o_orderdate "
+                          "FROM tpch.orders")
+        assert "divide by zero" in str(err.value).lower(), err.value
+        assert len(delta_commits(wf_server, "wf_orders")) == 2
+        set_mode(conn, "inline")
+        assert run_sql(conn, "SELECT count(*) AS n FROM wf_orders").column("n")[0].as_py() == got.num_rows
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------
 # failures
 

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use contrail_planner::sink::DeltaSink;
+use deltalake::kernel::Add;
+use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -74,6 +77,48 @@ impl FragmentActivities {
             }
         }
     }
+}
+
+/// The one commit of a write workflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitTask {
+    pub query_id: String,
+    pub sink: DeltaSink,
+    pub adds: Vec<Add>,
+}
+
+#[activities]
+impl CommitActivities {
+    /// Commit a write's data files in one Delta transaction; idempotent (a retry
+    /// after a commit that went through returns that commit's version).
+    #[activity]
+    pub async fn commit_write(self: Arc<Self>, _ctx: ActivityContext, task: CommitTask) -> Result<u64, ActivityError> {
+        let files = task.adds.len();
+        let job = self
+            .cpu
+            .spawn(async move { contrail_planner::sink::commit(&task.sink, &task.query_id, task.adds).await });
+        match job.await {
+            Ok(Ok(version)) => {
+                info!(version, files, "write committed");
+                Ok(version)
+            }
+            Ok(Err(e @ contrail_planner::Error::AlreadyExists { .. })) => Err(ActivityError::application(
+                ApplicationFailure::builder(e.to_string())
+                    .type_name(FRAGMENT_FAILED.to_owned())
+                    .non_retryable(true)
+                    .build(),
+            )),
+            Ok(Err(e)) => Err(ActivityError::application(ApplicationFailure::new(e.to_string()))),
+            Err(join) => Err(ActivityError::application(ApplicationFailure::new(format!(
+                "commit stopped: {join}"
+            )))),
+        }
+    }
+}
+
+/// Activities that commit writes (on the CPU runtime: Delta log I/O and checkpoints).
+pub struct CommitActivities {
+    pub cpu: Handle,
 }
 
 /// Map a fragment error to a Temporal failure: lost inputs and deterministic

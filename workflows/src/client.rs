@@ -45,7 +45,7 @@ pub(crate) async fn ping(address: &str) -> Result<()> {
 }
 
 /// Where a query workflow is.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum QueryState {
     Running(QueryProgress),
     Completed(QueryOutput),

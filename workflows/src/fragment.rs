@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use contrail_planner::distributed::{self, FragmentFetcher, FragmentInputs, FragmentRef};
+use contrail_planner::sink::DeltaSink;
 use contrail_planner::{Engine, SessionSettings};
 use datafusion::physical_plan::metrics;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use deltalake::kernel::Add;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -39,14 +42,20 @@ pub struct FragmentTask {
     /// How many times the workflow ran this fragment before (its output was lost).
     #[serde(default)]
     pub rerun: u32,
+    /// A write's final fragments write data files here instead of the spool.
+    #[serde(default)]
+    pub sink: Option<DeltaSink>,
 }
 
 /// What a finished fragment returns: where its output is and how big it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FragmentTicket {
     pub fragment: FragmentRef,
     pub rows: u64,
     pub bytes: u64,
+    /// A write's fragment: the data files it wrote, for the commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adds: Vec<Add>,
 }
 
 /// Encode a stage plan for [`FragmentTask::plan`].
@@ -89,6 +98,39 @@ impl FragmentRunner {
         let mut stream = input
             .execute(task.fragment as usize, Arc::clone(&ctx))
             .map_err(execution)?;
+        let fragment = FragmentRef {
+            location: self.location.clone(),
+            query_id: task.query_id.clone(),
+            stage: task.stage,
+            fragment: task.fragment,
+        };
+        if let Some(sink) = task.sink.as_ref().filter(|_| task.is_final) {
+            // Remember a lost input: the writer only sees a DataFusion error.
+            let lost = Arc::new(std::sync::Mutex::new(None));
+            let seen = Arc::clone(&lost);
+            let schema = stream.schema();
+            let watched = stream.inspect(move |r| {
+                if let Err(e) = r {
+                    if let (Some(l), Ok(mut slot)) = (distributed::UpstreamLost::find(e), seen.lock()) {
+                        *slot = Some(l.clone());
+                    }
+                }
+            });
+            let stream = Box::pin(RecordBatchStreamAdapter::new(schema, watched));
+            let written = match contrail_planner::sink::write_files(sink, stream, progress).await {
+                Ok(w) => w,
+                Err(e) => {
+                    let lost = lost.lock().ok().and_then(|mut l| l.take());
+                    return Err(lost.map_or(Error::Planner(e), Error::UpstreamLost));
+                }
+            };
+            return Ok(FragmentTicket {
+                fragment,
+                rows: written.rows,
+                bytes: written.adds.iter().map(|a| a.size.max(0) as u64).sum(),
+                adds: written.adds,
+            });
+        }
         if task.is_final {
             stream = contrail_planner::types::map_output_stream(stream, task.settings.view_types());
         }
@@ -125,14 +167,10 @@ impl FragmentRunner {
         }
         let (rows, bytes) = writer.finish()?;
         Ok(FragmentTicket {
-            fragment: FragmentRef {
-                location: self.location.clone(),
-                query_id: task.query_id,
-                stage: task.stage,
-                fragment: task.fragment,
-            },
+            fragment,
             rows,
             bytes,
+            adds: Vec::new(),
         })
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::activities::{FragmentActivities, SHUTDOWN_GRACE};
+use crate::activities::{CommitActivities, FragmentActivities, SHUTDOWN_GRACE};
 use crate::client::{TemporalTarget, connect};
 use crate::error::{Error, Result};
 use crate::fragment::FragmentRunner;
@@ -123,7 +123,11 @@ async fn start(
         .workflow_failure_errors(HashSet::from([WorkflowErrorType::Nondeterminism]))
         .register_workflow::<QueryWorkflow>()
         .map_err(Error::temporal)?
-        .register_activities(FragmentActivities { runner, cpu })
+        .register_activities(FragmentActivities {
+            runner,
+            cpu: cpu.clone(),
+        })
+        .register_activities(CommitActivities { cpu })
         .build();
     let worker = Worker::new(&runtime, client, options).map_err(Error::temporal)?;
     Ok((runtime, worker))

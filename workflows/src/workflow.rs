@@ -30,8 +30,9 @@ use temporalio_sdk::{
     WorkflowTermination,
 };
 
-use crate::activities::FragmentActivities;
+use crate::activities::{CommitActivities, CommitTask, FragmentActivities};
 use crate::fragment::{FragmentTask, FragmentTicket};
+use contrail_planner::sink::DeltaSink;
 
 /// Failure type of an activity whose input fragment is gone; its message is the
 /// JSON of the lost [`FragmentRef`].
@@ -66,10 +67,13 @@ pub struct QueryInput {
     pub settings: SessionSettings,
     /// In dependency order; the last is final.
     pub stages: Vec<StageSpec>,
+    /// A write: the final fragments write data files here, then one commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<DeltaSink>,
 }
 
 /// What the `progress` query returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QueryProgress {
     /// Fragment runs completed (recomputations count again).
     pub done: u32,
@@ -89,10 +93,20 @@ impl QueryProgress {
     }
 }
 
-/// The workflow's result: where the final outputs are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The workflow's result: where the final outputs are (a write: what it wrote).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryOutput {
     pub results: Vec<FragmentTicket>,
+    /// A write: the Delta table version its commit made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<u64>,
+}
+
+impl QueryOutput {
+    /// Rows of the result (a write: rows written).
+    pub fn rows(&self) -> u64 {
+        self.results.iter().map(|t| t.rows).sum()
+    }
 }
 
 /// A statement run as stages of fragments. Workflow id = query id.
@@ -112,6 +126,20 @@ fn activity_options() -> ActivityOptions {
                 .maximum_interval(Duration::from_secs(2))
                 .maximum_attempts(10)
                 .non_retryable_error_types([UPSTREAM_LOST, FRAGMENT_FAILED])
+                .build(),
+        )
+        .build()
+}
+
+fn commit_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(2))
+                .maximum_attempts(20)
+                .non_retryable_error_types([FRAGMENT_FAILED])
                 .build(),
         )
         .build()
@@ -213,6 +241,7 @@ impl QueryWorkflow {
                         })
                         .collect(),
                     rerun: reruns.get(&(stage, fragment)).copied().unwrap_or(0),
+                    sink: input.sink.clone().filter(|_| stage as usize == last),
                 };
                 let (c, o) = (ctx.clone(), options.clone());
                 async move {
@@ -258,8 +287,28 @@ impl QueryWorkflow {
                 }
             }
         }
-        let results = outputs.swap_remove(last).into_iter().flatten().collect();
-        Ok(QueryOutput { results })
+        let mut results: Vec<FragmentTicket> = outputs.swap_remove(last).into_iter().flatten().collect();
+        let Some(sink) = input.sink else {
+            return Ok(QueryOutput {
+                results,
+                committed: None,
+            });
+        };
+        // A write: every fragment's files in one commit, then the output keeps
+        // only the counts.
+        let task = CommitTask {
+            query_id: input.query_id.clone(),
+            sink,
+            adds: results.iter_mut().flat_map(|t| std::mem::take(&mut t.adds)).collect(),
+        };
+        let version = ctx
+            .execute_activity(CommitActivities::commit_write, task, commit_options())
+            .await
+            .map_err(fragment_failed)?;
+        Ok(QueryOutput {
+            results,
+            committed: Some(version),
+        })
     }
 
     /// Fragments done and final outputs so far.
