@@ -11,7 +11,7 @@
 //! The commit carries a Delta application transaction whose app id is the
 //! statement's id, so a retried commit (the worker died after writing the log
 //! entry, before reporting) finds its own transaction and does nothing. Files of
-//! fragment attempts that were retried are never referenced; `VACUUM` removes them.
+//! fragment attempts that were retried are never referenced; a Delta vacuum removes them.
 
 use std::sync::Arc;
 
