@@ -433,6 +433,29 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
         conn.close()
 
 
+def test_proxy_results_relays_through_the_server(make_server, temporal, workers):
+    srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
+                      extra_args=("--local-fragments", "0", "--proxy-results"))
+    (worker,) = workers(1)
+    sql = "SELECT l_orderkey, l_linenumber, l_comment FROM tpch.lineitem WHERE l_orderkey < 500"
+    raw = FlightGrpc(srv.address)
+    conn = srv.connect()
+    try:
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        info = poll_to_end(raw, sql)
+        # Every partition was computed by the worker, and every endpoint sends the
+        # client back to the server (no location), which relays it.
+        assert info["endpoints"]
+        assert all(e["locations"] == [] for e in info["endpoints"]), info["endpoints"]
+        assert all(worker.address.encode() in e["ticket"] for e in info["endpoints"])
+        got = read_endpoints(info, srv.address)
+        set_mode(conn, "inline")
+        assert canonical(got, False).equals(canonical(run_sql(conn, sql), False))
+    finally:
+        conn.close()
+        raw.close()
+
+
 def delta_commits(srv: Server, table: str) -> list[list[dict]]:
     """The actions of each commit of a managed table, by version."""
     (log,) = [p for p in srv.data_dir.rglob("_delta_log") if p.parent.name == table]
