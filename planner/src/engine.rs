@@ -404,7 +404,8 @@ impl Engine {
                     .map_err(|e| Error::storage(target.to_string(), e.into()))?;
                 let partition_by = metadata.partition_columns().to_vec();
                 let name = self.resolve(&ctx, target)?;
-                let sink = DeltaSink::new(name, managed.url().clone(), &schema, partition_by, false)?;
+                let mut sink = DeltaSink::new(name, managed.url().clone(), &schema, partition_by, false)?;
+                sink.read_version = Some(snapshot.version());
                 (dml.input.as_ref().clone(), sink)
             }
             Kind::Ddl {

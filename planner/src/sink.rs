@@ -45,6 +45,11 @@ pub struct DeltaSink {
     pub partition_by: Vec<String>,
     /// `CREATE TABLE ... AS`: the commit creates the table.
     pub create: bool,
+    /// `INSERT`: the table version the statement was planned against. The commit
+    /// is built on it, so Delta's conflict check refuses it if the table was
+    /// replaced (or its schema changed) meanwhile; concurrent appends are fine.
+    #[serde(default)]
+    pub read_version: Option<u64>,
 }
 
 impl DeltaSink {
@@ -63,6 +68,7 @@ impl DeltaSink {
             schema: crate::distributed::schema_bytes(&delta_schema)?,
             partition_by,
             create,
+            read_version: None,
         })
     }
 
@@ -180,7 +186,10 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
                 .map_err(storage)?;
             Ok(table.version().unwrap_or(0))
         }
-        Some(table) => {
+        Some(mut table) => {
+            if let Some(version) = sink.read_version {
+                table.load_version(version).await.map_err(storage)?;
+            }
             let snapshot = table.snapshot().map_err(storage)?;
             let operation = DeltaOperation::Write {
                 mode: SaveMode::Append,

@@ -31,6 +31,7 @@ use arrow_flight::{
     FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
+use contrail_planner::settings::ExecutionMode;
 use contrail_planner::sink::DeltaSink;
 use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
 use contrail_workflows::QueryInput;
@@ -40,7 +41,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::auth::Authenticator;
 use crate::distributed::{self, Workflows};
@@ -127,15 +128,24 @@ impl SqlService {
                 };
                 let planned = engine.plan(&settings, &sql).await?;
                 if distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
-                    if !rows.is_empty() {
-                        return Err(Error::unimplemented("parameters in statements run as workflows"));
-                    }
-                    if planned.is_query() {
-                        let (input, schema) = distributed::prepare(&engine, &settings, &planned).await?;
-                        return Ok(Routed::Workflow(input, schema));
-                    }
-                    if let Some((input, sink)) = distributed::prepare_write(&engine, &settings, &planned).await? {
-                        return Ok(Routed::Write(input, sink));
+                    // `auto` only prefers a workflow: what cannot run as one runs inline.
+                    let auto = settings.execution_mode() == ExecutionMode::Auto;
+                    let routed = if !rows.is_empty() {
+                        Err(Error::unimplemented("parameters in statements run as workflows"))
+                    } else if planned.is_query() {
+                        distributed::prepare(&engine, &settings, &planned)
+                            .await
+                            .map(|(input, schema)| Some(Routed::Workflow(input, schema)))
+                    } else {
+                        distributed::prepare_write(&engine, &settings, &planned)
+                            .await
+                            .map(|w| w.map(|(input, sink)| Routed::Write(input, sink)))
+                    };
+                    match routed {
+                        Ok(Some(routed)) => return Ok(routed),
+                        Ok(None) => {}
+                        Err(e) if auto => debug!(error = %e, "runs inline: not as a workflow"),
+                        Err(e) => return Err(e),
                     }
                 }
                 if planned.is_query() {
@@ -706,8 +716,13 @@ impl FlightSqlService for SqlService {
                 if distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)?
                     && !planned.is_query()
                 {
-                    if let Some(write) = distributed::prepare_write(&engine, &settings, &planned).await? {
-                        return Ok(Err(write));
+                    match distributed::prepare_write(&engine, &settings, &planned).await {
+                        Ok(Some(write)) => return Ok(Err(write)),
+                        Ok(None) => {}
+                        Err(e) if settings.execution_mode() == ExecutionMode::Auto => {
+                            debug!(error = %e, "runs inline: not as a workflow");
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 let count = run_update(&engine, &mut settings, &cmd.query, planned, vec![]).await?;

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import grpc
 import pyarrow as pa
@@ -51,6 +52,11 @@ HEAVY = (
     "FROM tpch.lineitem a JOIN tpch.lineitem b ON a.l_suppkey % 25 = b.l_suppkey % 25 "
     "GROUP BY a.l_returnflag ORDER BY a.l_returnflag"
 )
+
+
+def own_queue() -> str:
+    """A task queue of its own, so no other test's workers take the fragments."""
+    return f"contrail-{uuid.uuid4().hex[:8]}"
 
 
 def free_port() -> int:
@@ -110,9 +116,10 @@ class TemporalDev:
 class Worker:
     """One ``contrail worker`` process."""
 
-    def __init__(self, base: pathlib.Path, temporal: str) -> None:
+    def __init__(self, base: pathlib.Path, temporal: str, task_queue: str = "contrail") -> None:
         self.base = base
         self.temporal = temporal
+        self.task_queue = task_queue
         self.port_file = base / "worker.port"
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
@@ -121,7 +128,8 @@ class Worker:
         self.port_file.unlink(missing_ok=True)
         log = open(self.base / "worker.log", "ab")
         self.proc = subprocess.Popen(
-            [str(contrail_bin()), "worker", "--temporal", self.temporal, "--data-dir", str(self.base / "data"),
+            [str(contrail_bin()), "worker", "--temporal", self.temporal, "--task-queue", self.task_queue,
+             "--data-dir", str(self.base / "data"),
              "--listen", "127.0.0.1:0", "--port-file", str(self.port_file), "--cpu-threads", "1"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
@@ -288,8 +296,8 @@ def workers(temporal, tmp_path_factory):
     """Factory of extra worker processes, stopped at the end of the test."""
     started: list[Worker] = []
 
-    def make(n: int) -> list[Worker]:
-        new = [Worker(tmp_path_factory.mktemp("worker"), temporal.address).start() for _ in range(n)]
+    def make(n: int, task_queue: str = "contrail") -> list[Worker]:
+        new = [Worker(tmp_path_factory.mktemp("worker"), temporal.address, task_queue).start() for _ in range(n)]
         started.extend(new)
         return new
 
@@ -339,6 +347,29 @@ def poll_to_end(raw: FlightGrpc, sql: str, timeout: float = 300) -> dict:
         poll = raw.poll(poll["descriptor"])
     assert poll["progress"] == 1.0
     return poll["info"]
+
+
+def test_auto_mode_routes_by_input_size(wf_server):
+    raw = FlightGrpc(wf_server.address)
+    conn = wf_server.connect()
+    sql = "SELECT count(*) AS n FROM tpch.orders WHERE o_orderkey < 1000"
+    try:
+        # The default threshold (1 GiB) keeps a small scan inline: done in one answer.
+        assert raw.poll_sql(sql)["descriptor"] is None
+        raw.poll_sql("SET contrail.workflow_threshold_bytes = 0")
+        first = raw.poll_sql(sql)
+        assert first["descriptor"] is not None, "over the threshold, auto should start a workflow"
+        query_id_of(first["info"])
+        with conn.cursor() as cur:
+            cur.execute("SET contrail.workflow_threshold_bytes = 0")
+            # What cannot run as a workflow (bound parameters) still runs, inline.
+            cur.execute("SELECT count(*) AS n FROM tpch.orders WHERE o_orderkey < ?", parameters=(1000,))
+            via_params = cur.fetchall()
+            cur.execute(sql)
+            assert cur.fetchall() == via_params
+    finally:
+        conn.close()
+        raw.close()
 
 
 def test_poll_flight_info_reports_progress_then_results(wf_server):
@@ -434,9 +465,10 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
 
 
 def test_proxy_results_relays_through_the_server(make_server, temporal, workers):
+    queue = own_queue()
     srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
-                      extra_args=("--local-fragments", "0", "--proxy-results"))
-    (worker,) = workers(1)
+                      extra_args=("--local-fragments", "0", "--proxy-results", "--task-queue", queue))
+    (worker,) = workers(1, queue)
     sql = "SELECT l_orderkey, l_linenumber, l_comment FROM tpch.lineitem WHERE l_orderkey < 500"
     raw = FlightGrpc(srv.address)
     conn = srv.connect()
@@ -526,9 +558,10 @@ def busy_worker(ws: list[Worker], timeout: float = 60) -> Worker:
 
 
 def test_kill_worker_mid_query_completes_correctly(make_server, temporal, workers, capsys):
+    queue = own_queue()
     srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
-                      extra_args=("--local-fragments", "0"))
-    ws = workers(2)
+                      extra_args=("--local-fragments", "0", "--task-queue", queue))
+    ws = workers(2, queue)
     conn = srv.connect()
     try:
         set_mode(conn, "inline")
@@ -586,9 +619,10 @@ def rerun_times(worker: Worker) -> list[float]:
 
 def test_restart_serve_mid_query_then_poll(make_server, temporal, workers):
     port = free_port()
+    queue = own_queue()
     srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
-                      listen=f"127.0.0.1:{port}", extra_args=("--local-fragments", "0"))
-    workers(1)
+                      listen=f"127.0.0.1:{port}", extra_args=("--local-fragments", "0", "--task-queue", queue))
+    workers(1, queue)
     raw = FlightGrpc(srv.address)
     raw.poll_sql("SET contrail.execution_mode = 'workflow'")
     first = raw.poll_sql(HEAVY)

@@ -275,7 +275,15 @@ impl QueryWorkflow {
                             .into());
                         }
                         // Recompute the lost output unless it already was.
-                        let slot = &mut outputs[lost.stage as usize][lost.fragment as usize];
+                        let Some(slot) = outputs
+                            .get_mut(lost.stage as usize)
+                            .and_then(|s| s.get_mut(lost.fragment as usize))
+                        else {
+                            return Err(ApplicationFailure::non_retryable(format!(
+                                "a fragment reported a lost input that is not in this query: {lost:?}"
+                            ))
+                            .into());
+                        };
                         if slot.as_ref().is_some_and(|t| t.fragment == lost) {
                             *slot = None;
                             pending.insert((lost.stage, lost.fragment));
