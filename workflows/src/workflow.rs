@@ -116,32 +116,29 @@ pub struct QueryWorkflow {
     progress: QueryProgress,
 }
 
+/// Fragments: long, heartbeating; lost inputs and deterministic failures are not retried.
 fn activity_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(6 * 3600))
         .heartbeat_timeout(HEARTBEAT_TIMEOUT)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(2))
-                .maximum_attempts(10)
-                .non_retryable_error_types([UPSTREAM_LOST, FRAGMENT_FAILED])
-                .build(),
-        )
+        .retry_policy(retry_policy(10, &[UPSTREAM_LOST, FRAGMENT_FAILED]))
         .build()
 }
 
+/// The commit: short, idempotent, so retried more.
 fn commit_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(2))
-                .maximum_attempts(20)
-                .non_retryable_error_types([FRAGMENT_FAILED])
-                .build(),
-        )
+        .retry_policy(retry_policy(20, &[FRAGMENT_FAILED]))
+        .build()
+}
+
+/// Retries 200 ms apart, doubling up to 2 s.
+fn retry_policy(attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(200))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(2))
+        .maximum_attempts(attempts)
+        .non_retryable_error_types(non_retryable.iter().copied())
         .build()
 }
 
