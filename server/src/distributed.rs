@@ -24,7 +24,7 @@ use contrail_planner::settings::ExecutionMode;
 use contrail_planner::sink::DeltaSink;
 use contrail_planner::{Engine, FragmentedQuery, FragmentedWrite, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
-use contrail_workflows::fragment::encode_plan;
+use contrail_workflows::fragment::StagePlan;
 use contrail_workflows::{FragmentTicket, QueryInput, QueryOutput, QueryState, Spool, StageSpec, WorkflowClient};
 use futures::{Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -49,17 +49,17 @@ pub struct Workflows {
     pub proxy_results: bool,
 }
 
-/// Where a statement runs.
-pub(crate) fn wants_workflow(
-    workflows: Option<&Workflows>,
+/// Where a statement runs: `Some` (the workflows to run it on) or inline.
+pub(crate) fn wants_workflow<'w>(
+    workflows: Option<&'w Workflows>,
     engine: &Engine,
     settings: &SessionSettings,
     planned: &Planned,
-) -> Result<bool> {
+) -> Result<Option<&'w Workflows>> {
     match (settings.execution_mode(), planned.shape()) {
-        (ExecutionMode::Inline, _) | (_, Shape::Inline) => Ok(false),
+        (ExecutionMode::Inline, _) | (_, Shape::Inline) => Ok(None),
         (ExecutionMode::Workflow, _) => match workflows {
-            Some(_) => Ok(true),
+            Some(w) => Ok(Some(w)),
             None => Err(Error::WorkflowsOff {
                 message: "contrail.execution_mode = 'workflow' needs Temporal, and this server runs with \
                           --temporal off; restart it with --temporal embedded (or HOST:PORT), or SET \
@@ -68,7 +68,7 @@ pub(crate) fn wants_workflow(
             }),
         },
         (ExecutionMode::Auto, _) => {
-            Ok(workflows.is_some() && engine.scanned_bytes(settings, planned) > settings.workflow_threshold_bytes())
+            Ok(workflows.filter(|_| engine.scanned_bytes(settings, planned) > settings.workflow_threshold_bytes()))
         }
     }
 }
@@ -76,28 +76,31 @@ pub(crate) fn wants_workflow(
 /// Cut a planned query into the workflow's input (runs on the CPU runtime).
 pub(crate) async fn prepare(
     engine: &Engine,
+    spool: &Spool,
     settings: &SessionSettings,
     planned: &Planned,
 ) -> Result<(QueryInput, SchemaRef)> {
     let query = engine.plan_fragments(settings, planned).await?;
     let schema = Arc::clone(&query.schema);
-    Ok((workflow_input(query, None)?, schema))
+    Ok((workflow_input(query, spool, None)?, schema))
 }
 
 /// Cut a planned write into the workflow's input and its sink; `None`: run it
 /// inline (see [`Engine::plan_write_fragments`]).
 pub(crate) async fn prepare_write(
     engine: &Engine,
+    spool: &Spool,
     settings: &SessionSettings,
     planned: &Planned,
 ) -> Result<Option<(QueryInput, DeltaSink)>> {
     let Some(FragmentedWrite { query, sink }) = engine.plan_write_fragments(settings, planned).await? else {
         return Ok(None);
     };
-    Ok(Some((workflow_input(query, Some(sink.clone()))?, sink)))
+    Ok(Some((workflow_input(query, spool, Some(sink.clone()))?, sink)))
 }
 
-fn workflow_input(query: FragmentedQuery, sink: Option<DeltaSink>) -> Result<QueryInput> {
+fn workflow_input(query: FragmentedQuery, spool: &Spool, sink: Option<DeltaSink>) -> Result<QueryInput> {
+    let query_id = uuid::Uuid::new_v4().to_string();
     let stages = query
         .stages
         .into_iter()
@@ -107,12 +110,12 @@ fn workflow_input(query: FragmentedQuery, sink: Option<DeltaSink>) -> Result<Que
                 fragments: stage.fragments() as u32,
                 buckets: stage.buckets() as u32,
                 inputs: stage.inputs.clone(),
-                plan: encode_plan(stage.plan)?,
+                plan: StagePlan::encode(stage.plan, spool, &query_id, stage.id)?,
             })
         })
         .collect::<Result<Vec<_>, contrail_workflows::Error>>()?;
     Ok(QueryInput {
-        query_id: uuid::Uuid::new_v4().to_string(),
+        query_id,
         settings: query.settings,
         stages,
         sink,

@@ -127,17 +127,17 @@ impl SqlService {
                     None => vec![],
                 };
                 let planned = engine.plan(&settings, &sql).await?;
-                if distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
+                if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
                     // `auto` only prefers a workflow: what cannot run as one runs inline.
                     let auto = settings.execution_mode() == ExecutionMode::Auto;
                     let routed = if !rows.is_empty() {
                         Err(Error::unimplemented("parameters in statements run as workflows"))
                     } else if planned.is_query() {
-                        distributed::prepare(&engine, &settings, &planned)
+                        distributed::prepare(&engine, &w.spool, &settings, &planned)
                             .await
                             .map(|(input, schema)| Some(Routed::Workflow(input, schema)))
                     } else {
-                        distributed::prepare_write(&engine, &settings, &planned)
+                        distributed::prepare_write(&engine, &w.spool, &settings, &planned)
                             .await
                             .map(|w| w.map(|(input, sink)| Routed::Write(input, sink)))
                     };
@@ -713,10 +713,9 @@ impl FlightSqlService for SqlService {
             .run_with_timeout(settings.statement_timeout(), async move {
                 let mut settings = settings;
                 let planned = engine.plan(&settings, &cmd.query).await?;
-                if distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)?
-                    && !planned.is_query()
-                {
-                    match distributed::prepare_write(&engine, &settings, &planned).await {
+                let workflow = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)?;
+                if let Some(w) = workflow.filter(|_| !planned.is_query()) {
+                    match distributed::prepare_write(&engine, &w.spool, &settings, &planned).await {
                         Ok(Some(write)) => return Ok(Err(write)),
                         Ok(None) => {}
                         Err(e) if settings.execution_mode() == ExecutionMode::Auto => {

@@ -688,6 +688,31 @@ def test_histories_carry_no_rows(wf_server, temporal):
         raw.close()
 
 
+def test_large_plans_travel_by_reference(wf_server, temporal):
+    # An IN list of 4000 literals: a stage plan of about 100 KB.
+    keys = ", ".join(f"'{k:07d}#'" for k in range(4000))
+    sql = (f"SELECT l_orderkey, l_linenumber FROM tpch.lineitem "
+           f"WHERE l_comment NOT IN ({keys}) AND l_orderkey <= 200")
+    with wf_server.connect() as conn:
+        set_mode(conn, "inline")
+        inline = run_sql(conn, sql)
+    raw = FlightGrpc(wf_server.address)
+    try:
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        info = poll_to_end(raw, sql)
+        as_workflow = read_endpoints(info, wf_server.address)
+        query_id = query_id_of(info)
+        sizes = payload_sizes(temporal.history(query_id))
+    finally:
+        raw.close()
+    assert inline.num_rows > 0
+    assert canonical(as_workflow, False).equals(canonical(inline, False))
+    plans = list((wf_server.data_dir / "spool" / query_id).glob("plan-*.bin"))
+    assert plans and max(p.stat().st_size for p in plans) > 64 * 1024, plans
+    # The workflow input and every activity input name the plan; none carries it.
+    assert sizes and max(sizes) < 16 * 1024, max(sizes)
+
+
 # --------------------------------------------------------------------------
 # embedded Temporal
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::spool::Spool;
 
-/// Everything one fragment activity needs; small (the plan is a few KB).
+/// Everything one fragment activity needs; small (a large plan goes by reference).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FragmentTask {
     pub query_id: String,
@@ -35,8 +35,7 @@ pub struct FragmentTask {
     /// The last stage: its output is the result and gets the client-facing types.
     pub is_final: bool,
     pub settings: SessionSettings,
-    /// The stage plan, `datafusion-proto` bytes, base64.
-    pub plan: String,
+    pub plan: StagePlan,
     /// Outputs of the stages this one reads, by stage id, in fragment order.
     pub inputs: HashMap<u32, Vec<FragmentRef>>,
     /// How many times the workflow ran this fragment before (its output was lost).
@@ -58,10 +57,56 @@ pub struct FragmentTicket {
     pub adds: Vec<Add>,
 }
 
-/// Encode a stage plan for [`FragmentTask::plan`].
-pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<String> {
-    let bytes = distributed::encode_plan(plan)?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+/// Plans up to this size travel inside workflow payloads; larger ones by reference.
+pub const PLAN_INLINE_MAX: usize = 16 * 1024;
+
+/// A stage plan (`datafusion-proto` bytes): inline, base64, when small; otherwise
+/// stored in the server's spool and named by path, so no payload grows with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StagePlan {
+    Inline(String),
+    Stored { path: String, len: u64 },
+}
+
+impl StagePlan {
+    /// Encode `plan` for stage `stage` of a query, storing it in `spool` if large.
+    pub fn encode(plan: Arc<dyn ExecutionPlan>, spool: &Spool, query_id: &str, stage: u32) -> Result<Self> {
+        Self::from_bytes(distributed::encode_plan(plan)?, spool, query_id, stage)
+    }
+
+    fn from_bytes(bytes: Vec<u8>, spool: &Spool, query_id: &str, stage: u32) -> Result<Self> {
+        if bytes.len() <= PLAN_INLINE_MAX {
+            return Ok(Self::Inline(base64::engine::general_purpose::STANDARD.encode(bytes)));
+        }
+        let path = spool.store_plan(query_id, stage, &bytes)?;
+        Ok(Self::Stored {
+            path: path.to_string_lossy().into_owned(),
+            len: bytes.len() as u64,
+        })
+    }
+
+    /// The plan bytes.
+    pub async fn load(&self) -> Result<Vec<u8>> {
+        let invalid = |message: String| Error::InvalidTicket {
+            what: "fragment plan",
+            message,
+        };
+        match self {
+            Self::Inline(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| invalid(e.to_string())),
+            Self::Stored { path, len } => {
+                let bytes = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| invalid(format!("reading {path}: {e}")))?;
+                if bytes.len() as u64 != *len {
+                    return Err(invalid(format!("{path} holds {} bytes, expected {len}", bytes.len())));
+                }
+                Ok(bytes)
+            }
+        }
+    }
 }
 
 /// What a worker runs fragments with.
@@ -77,12 +122,7 @@ pub struct FragmentRunner {
 impl FragmentRunner {
     /// Run a fragment to completion; `progress` is called with rows written so far.
     pub async fn run(&self, task: FragmentTask, mut progress: impl FnMut(u64)) -> Result<FragmentTicket> {
-        let plan_bytes = base64::engine::general_purpose::STANDARD
-            .decode(task.plan.as_bytes())
-            .map_err(|e| Error::InvalidTicket {
-                what: "fragment plan",
-                message: e.to_string(),
-            })?;
+        let plan_bytes = task.plan.load().await?;
         let inputs = FragmentInputs {
             stages: task.inputs.clone(),
             fetcher: Arc::clone(&self.fetcher),
@@ -172,5 +212,43 @@ impl FragmentRunner {
             bytes,
             adds: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn small_plans_inline_large_ones_by_reference() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), Duration::from_secs(60)).expect("spool");
+
+        let small = StagePlan::from_bytes(vec![7; 100], &spool, "q-1", 0).expect("small");
+        assert!(matches!(small, StagePlan::Inline(_)));
+        assert_eq!(small.load().await.expect("load"), vec![7; 100]);
+        // Recorded histories hold the plan as a plain base64 string.
+        let json = serde_json::to_string(&small).expect("json");
+        assert!(json.starts_with('"'), "{json}");
+        assert_eq!(serde_json::from_str::<StagePlan>(&json).expect("parse"), small);
+
+        let big = vec![9; PLAN_INLINE_MAX + 1];
+        let stored = StagePlan::from_bytes(big.clone(), &spool, "q-1", 3).expect("big");
+        let json = serde_json::to_string(&stored).expect("json");
+        assert!(json.len() < 200, "a stored plan's payload is a path: {json}");
+        let back: StagePlan = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.load().await.expect("load"), big);
+
+        // A plan file that is not what was stored is refused, not decoded.
+        let StagePlan::Stored { path, .. } = &stored else {
+            panic!("expected a stored plan: {stored:?}")
+        };
+        std::fs::write(path, b"short").expect("overwrite");
+        assert!(stored.load().await.is_err());
+        // The query's spool removal takes its plans with it.
+        spool.remove_query("q-1").expect("remove");
+        assert!(!std::path::Path::new(path).exists());
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <data dir>/spool/<query id>/<stage>-<fragment>-<bucket>.arrows
+//! <data dir>/spool/<query id>/plan-<stage>.bin     (the server's: large stage plans)
 //! ```
 //!
 //! A fragment writes each bucket to a temporary file and renames it into place when
@@ -93,6 +94,18 @@ impl Spool {
             rows: 0,
             bytes: 0,
         })
+    }
+
+    /// Store a stage plan too large for a workflow payload; returns its path.
+    /// Workers read it from there (the data directory is shared, like tables).
+    pub fn store_plan(&self, query_id: &str, stage: u32, bytes: &[u8]) -> Result<PathBuf> {
+        let dir = self.query_dir(query_id)?;
+        fs::create_dir_all(&dir).map_err(|e| Error::spool(&dir, e))?;
+        let path = dir.join(format!("plan-{stage}.bin"));
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, bytes).map_err(|e| Error::spool(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::spool(&path, e))?;
+        Ok(path)
     }
 
     /// Read one spooled bucket (blocking I/O: call from a blocking thread).

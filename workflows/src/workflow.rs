@@ -31,7 +31,7 @@ use temporalio_sdk::{
 };
 
 use crate::activities::{CommitActivities, CommitTask, FragmentActivities};
-use crate::fragment::{FragmentTask, FragmentTicket};
+use crate::fragment::{FragmentTask, FragmentTicket, StagePlan};
 use contrail_planner::sink::DeltaSink;
 
 /// Failure type of an activity whose input fragment is gone; its message is the
@@ -52,8 +52,7 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageSpec {
     pub id: u32,
-    /// `datafusion-proto` plan bytes, base64.
-    pub plan: String,
+    pub plan: StagePlan,
     pub fragments: u32,
     pub buckets: u32,
     /// Stages whose outputs this one reads.
