@@ -80,7 +80,8 @@ test-python: py-deps
 
 # The Arrow Flight SQL JDBC driver, two versions (jdbc-tests/pom.xml), fetched from Maven Central.
 test-jdbc: jdbc-deps
-	mvn -B --no-transfer-progress -f jdbc-tests/pom.xml verify -Dcontrail.bin=$(BIN)
+	mvn -B --no-transfer-progress -f jdbc-tests/pom.xml verify -Dcontrail.bin=$(BIN) \
+	  -Dcontrail.temporal=$(abspath $(VENV))/bin/temporal
 
 clean-data:
 	rm -rf $(DATA_DIR)

@@ -13,6 +13,8 @@
 //! Every statement is planned against a [`SessionContext`] built from
 //! [`SessionSettings`], so the server can rebuild the exact context from a ticket.
 
+use datafusion::physical_plan::ExecutionPlanProperties as _;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,7 +45,7 @@ use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 use crate::settings::SessionSettings;
-use crate::sink::DeltaSink;
+use crate::sink::{DeltaSink, FileSink, Sink};
 use crate::types::output_schema;
 
 /// How the engine is set up; the server fills this from its configuration.
@@ -120,11 +122,10 @@ enum Kind {
 pub enum Shape {
     /// Rows streamed to the client.
     Query,
-    /// Rows written by a query into a managed table: `INSERT ... SELECT`,
-    /// `CREATE TABLE ... AS SELECT`.
+    /// Rows written by a query: `INSERT ... SELECT`, `CREATE TABLE ... AS
+    /// SELECT`, `COPY (...) TO`.
     Write,
-    /// Everything else runs inline: settings, DDL, row-level `DELETE`/`UPDATE`,
-    /// `COPY ... TO` (not yet split into fragments).
+    /// Everything else runs inline: settings, DDL, row-level `DELETE`/`UPDATE`.
     Inline,
 }
 
@@ -143,7 +144,7 @@ pub struct FragmentedQuery {
 #[derive(Debug)]
 pub struct FragmentedWrite {
     pub query: FragmentedQuery,
-    pub sink: DeltaSink,
+    pub sink: Sink,
 }
 
 /// What running a statement produced.
@@ -174,7 +175,11 @@ impl Planned {
     pub fn shape(&self) -> Shape {
         match &self.kind {
             Kind::Query(_) => Shape::Query,
-            Kind::Write { target: Some(_), .. } => Shape::Write,
+            Kind::Write { target: Some(_), .. }
+            | Kind::Write {
+                plan: LogicalPlan::Copy(_),
+                ..
+            } => Shape::Write,
             Kind::Ddl {
                 ddl: DdlStatement::CreateMemoryTable(create),
                 ..
@@ -369,20 +374,29 @@ impl Engine {
                 "workflow execution of statements other than queries",
             ));
         };
-        self.fragments_of(settings, plan).await
+        self.fragments_of(settings, plan, false).await
     }
 
     /// Cut a write (`INSERT INTO <managed table> SELECT ...`, `CREATE TABLE ... AS
-    /// SELECT ...`) into the stages of its query and the Delta sink its final
-    /// fragments write to. `None`: not a write a workflow does (the target is not
-    /// a managed table; `IF NOT EXISTS` and it exists): run it inline.
+    /// SELECT ...`, `COPY (...) TO '<local path>' STORED AS PARQUET`) into the
+    /// stages of its query and the sink its final fragments write to. `None`: not
+    /// a write a workflow does (the target is not a managed table; `IF NOT EXISTS`
+    /// and it exists): run it inline.
     pub async fn plan_write_fragments(
         &self,
         settings: &SessionSettings,
         planned: &Planned,
     ) -> Result<Option<FragmentedWrite>> {
         let ctx = self.context(settings)?;
-        let (input, sink) = match &planned.kind {
+        let (input, sink, single_output) = match &planned.kind {
+            Kind::Write {
+                plan: LogicalPlan::Copy(copy),
+                target: None,
+            } => {
+                let sink = file_sink(copy)?;
+                let single = sink.single_file;
+                (copy.input.as_ref().clone(), Sink::Files(sink), single)
+            }
             Kind::Write {
                 plan: LogicalPlan::Dml(dml),
                 target: Some(target),
@@ -406,7 +420,7 @@ impl Engine {
                 let name = self.resolve(&ctx, target)?;
                 let mut sink = DeltaSink::new(name, managed.url().clone(), &schema, partition_by, false)?;
                 sink.read_version = Some(snapshot.version());
-                (dml.input.as_ref().clone(), sink)
+                (dml.input.as_ref().clone(), Sink::Delta(sink), false)
             }
             Kind::Ddl {
                 ddl: DdlStatement::CreateMemoryTable(create),
@@ -435,17 +449,20 @@ impl Engine {
                 let input = strip_view_types(create.input.as_ref().clone())?;
                 let schema = input.schema().as_arrow().clone();
                 let sink = DeltaSink::new((schema_name, table), url, &schema, vec![], true)?;
-                (input, sink)
+                (input, Sink::Delta(sink), false)
             }
             _ => return Err(Error::unsupported("this statement as a workflow write")),
         };
-        let query = self.fragments_of(settings, &input).await?;
+        let query = self.fragments_of(settings, &input, single_output).await?;
         Ok(Some(FragmentedWrite { query, sink }))
     }
 
     /// After a write workflow committed: show the new data (and a new table) to
     /// this server's statements.
-    pub async fn written(&self, sink: &DeltaSink) -> Result<()> {
+    pub async fn written(&self, sink: &Sink) -> Result<()> {
+        let Sink::Delta(sink) = sink else {
+            return Ok(()); // files: nothing cached
+        };
         match self.catalog.managed(&sink.schema_name, &sink.table) {
             Some(managed) => managed.refresh().await,
             None => {
@@ -456,7 +473,13 @@ impl Engine {
         }
     }
 
-    async fn fragments_of(&self, settings: &SessionSettings, plan: &LogicalPlan) -> Result<FragmentedQuery> {
+    /// `single_output`: the last stage is one fragment (a single output file).
+    async fn fragments_of(
+        &self,
+        settings: &SessionSettings,
+        plan: &LogicalPlan,
+        single_output: bool,
+    ) -> Result<FragmentedQuery> {
         let config = self
             .session_config(settings)?
             .with_extension(Arc::new(ScansByReference));
@@ -470,11 +493,14 @@ impl Engine {
             config.batch_size().to_string(),
         );
         let ctx = self.context_with(config);
-        let physical = ctx
+        let mut physical = ctx
             .state()
             .create_physical_plan(plan)
             .await
             .map_err(not_found_or_plan)?;
+        if single_output && physical.output_partitioning().partition_count() > 1 {
+            physical = Arc::new(CoalescePartitionsExec::new(physical));
+        }
         let schema = output_schema(&physical.schema(), settings.view_types());
         let stages = distributed::cut(physical)?;
         Ok(FragmentedQuery {
@@ -1183,6 +1209,48 @@ fn unqualify(expr: Expr) -> Result<Expr> {
 }
 
 /// Delta tables store plain strings; cast view types on the way in.
+/// The sink of a `COPY ... TO` a workflow can run: Parquet, unpartitioned, to a
+/// local path (made absolute here: workers need not share the server's directory).
+fn file_sink(copy: &datafusion::logical_expr::dml::CopyTo) -> Result<FileSink> {
+    use datafusion::datasource::listing::ListingTableUrl;
+    if !copy.file_type.get_ext().eq_ignore_ascii_case("parquet") {
+        return Err(Error::unsupported("COPY TO formats other than PARQUET as a workflow"));
+    }
+    if !copy.partition_by.is_empty() {
+        return Err(Error::unsupported("COPY ... PARTITIONED BY as a workflow"));
+    }
+    let target = copy.output_url.as_str();
+    let path = match target.strip_prefix("file://") {
+        Some(p) => PathBuf::from(p),
+        None if target.contains("://") => {
+            return Err(Error::unsupported(format!(
+                "COPY TO '{target}' as a workflow: only local paths"
+            )));
+        }
+        None => std::path::absolute(target).map_err(|e| Error::invalid("COPY target", e.to_string()))?,
+    };
+    let single_file = match copy.options.get("single_file_output").map(|v| v.trim()) {
+        Some("true") => true,
+        Some("false") => false,
+        None => {
+            let url = ListingTableUrl::parse(target).map_err(Error::plan)?;
+            !url.is_collection() && url.file_extension().is_some()
+        }
+        Some(other) => return Err(Error::invalid("single_file_output", format!("'{other}'"))),
+    };
+    let options = copy
+        .options
+        .iter()
+        .filter(|(k, _)| k.as_str() != "single_file_output")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(FileSink {
+        path: path.to_string_lossy().into_owned(),
+        single_file,
+        options,
+    })
+}
+
 fn strip_view_types(plan: LogicalPlan) -> Result<LogicalPlan> {
     let schema = plan.schema().clone();
     if !schema

@@ -51,6 +51,14 @@ pub enum Error {
         source: DeltaTableError,
     },
 
+    /// Files a statement writes (`COPY ... TO`) could not be written.
+    #[error("I/O error at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The catalog file or data directory could not be read or written.
     #[error("catalog I/O error at {path}: {source}")]
     CatalogIo {
@@ -62,6 +70,52 @@ pub enum Error {
     /// The persisted catalog is corrupt.
     #[error("catalog file {path} is corrupt: {message}")]
     CatalogCorrupt { path: String, message: String },
+}
+
+/// What kind of failure an error is, wherever it happened (inline, or in a
+/// fragment on another worker): the server maps each kind to one gRPC code, and a
+/// workflow carries it across Temporal by [`ErrorKind::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The statement or its data is at fault (syntax, a bad cast, division by zero).
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    Unimplemented,
+    Cancelled,
+    ResourceExhausted,
+    /// Contrail or its storage failed.
+    Internal,
+}
+
+impl ErrorKind {
+    const ALL: [Self; 7] = [
+        Self::InvalidArgument,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::Unimplemented,
+        Self::Cancelled,
+        Self::ResourceExhausted,
+        Self::Internal,
+    ];
+
+    /// A stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "InvalidArgument",
+            Self::NotFound => "NotFound",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::Unimplemented => "Unimplemented",
+            Self::Cancelled => "Cancelled",
+            Self::ResourceExhausted => "ResourceExhausted",
+            Self::Internal => "Internal",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// Result with the planner's [`Error`].
@@ -98,6 +152,27 @@ impl Error {
         Self::Storage {
             table: table.into(),
             source,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Plan { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidArgument,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::Unsupported { .. } => ErrorKind::Unimplemented,
+            Self::Cancelled => ErrorKind::Cancelled,
+            Self::Execution { source } => match source.find_root() {
+                DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourceExhausted,
+                // Bad values at run time (division by zero, casts, overflow).
+                DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => ErrorKind::InvalidArgument,
+                DataFusionError::ExecutionJoin(_) => ErrorKind::Cancelled,
+                _ => ErrorKind::Internal,
+            },
+            Self::Storage { .. } | Self::Io { .. } | Self::CatalogIo { .. } | Self::CatalogCorrupt { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
 

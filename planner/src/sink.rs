@@ -1,11 +1,16 @@
 //! Writes run as workflow fragments: each final fragment writes Parquet data files
-//! into the target Delta table's directory without committing them, and one commit
-//! at the end makes all of them visible at once.
+//! into the target without making them visible, and one commit at the end makes
+//! all of them visible at once.
 //!
 //! ```text
+//! Delta table (INSERT ... SELECT, CREATE TABLE ... AS):
 //!  fragment i ──RecordBatchWriter──> part files (invisible) ──> [Add actions]
 //!  commit: one Delta transaction { adds of every fragment, txn(app id, 0) }
 //!          (CTAS: the table's creation is that same first commit)
+//! Files (COPY (...) TO '<path>' STORED AS PARQUET):
+//!  fragment i ──ArrowWriter──> .contrail-<statement>-<i>-<attempt>.tmp (hidden)
+//!  commit: rename each fragment's file into place (a directory: one file per
+//!          fragment; a single file: the one final fragment's)
 //! ```
 //!
 //! The commit carries a Delta application transaction whose app id is the
@@ -13,6 +18,8 @@
 //! entry, before reporting) finds its own transaction and does nothing. Files of
 //! fragment attempts that were retried are never referenced; a Delta vacuum removes them.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::compute::{CastOptions, cast_with_options};
@@ -33,6 +40,26 @@ use url::Url;
 use crate::error::{Error, Result};
 
 /// Where a write workflow puts its rows. Travels in the workflow's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Sink {
+    /// A managed (Delta) table.
+    Delta(DeltaSink),
+    /// Parquet files (`COPY ... TO`).
+    Files(FileSink),
+}
+
+impl Sink {
+    /// The target, for messages.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Delta(d) => d.name(),
+            Self::Files(f) => f.path.clone(),
+        }
+    }
+}
+
+/// A Delta table a write workflow appends to (or creates).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaSink {
     /// The table's schema (namespace) and name in the catalog.
@@ -85,6 +112,155 @@ impl DeltaSink {
     pub fn app_id(statement_id: &str) -> String {
         format!("contrail-statement-{statement_id}")
     }
+}
+
+/// `COPY (...) TO '<path>' STORED AS PARQUET` run as a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSink {
+    /// Absolute local path: the file, or the directory the files go into.
+    pub path: String,
+    /// One file at `path` (the plan then ends in a single fragment).
+    pub single_file: bool,
+    /// Parquet format options of the statement (`format.*`).
+    pub options: BTreeMap<String, String>,
+}
+
+/// One fragment's file, written under a hidden temporary name until the commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    pub tmp: String,
+    pub path: String,
+    pub bytes: u64,
+}
+
+impl FileSink {
+    /// Where a fragment writes: (temporary name, final name).
+    fn staged(&self, statement_id: &str, fragment: u32) -> StagedFile {
+        let attempt = uuid::Uuid::new_v4().simple();
+        let (dir, path) = if self.single_file {
+            let path = PathBuf::from(&self.path);
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (dir, path)
+        } else {
+            let dir = PathBuf::from(&self.path);
+            let path = dir.join(format!("{statement_id}-{fragment}.parquet"));
+            (dir, path)
+        };
+        StagedFile {
+            tmp: dir
+                .join(format!(".contrail-{statement_id}-{fragment}-{attempt}.tmp"))
+                .to_string_lossy()
+                .into_owned(),
+            path: path.to_string_lossy().into_owned(),
+            bytes: 0,
+        }
+    }
+
+    /// The Parquet writer settings: the session's, altered by the statement's
+    /// options, with the Arrow schema in the footer (as DataFusion's `COPY` writes).
+    fn writer_options(
+        &self,
+        config: &datafusion::config::ConfigOptions,
+        schema: &SchemaRef,
+    ) -> Result<datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions> {
+        use datafusion::config::{ConfigFileType, TableOptions};
+        use datafusion::parquet::file::properties::WriterPropertiesBuilder;
+        let mut options = TableOptions::default_from_session_config(config);
+        options.set_config_format(ConfigFileType::PARQUET);
+        let altered: HashMap<String, String> = self.options.clone().into_iter().collect();
+        options.alter_with_string_hash_map(&altered).map_err(Error::plan)?;
+        let mut parquet = options.parquet;
+        if !parquet.global.skip_arrow_metadata {
+            parquet.arrow_schema(schema);
+        }
+        let properties = WriterPropertiesBuilder::try_from(&parquet)
+            .map_err(Error::plan)?
+            .build();
+        Ok(datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+            .with_properties(properties)
+            .with_skip_arrow_metadata(true))
+    }
+}
+
+/// Write one fragment's rows to a hidden file beside the target; `None` when it
+/// has no rows and the target is a directory (no empty files there).
+pub async fn write_parquet(
+    sink: &FileSink,
+    config: &datafusion::config::ConfigOptions,
+    statement_id: &str,
+    fragment: u32,
+    mut stream: SendableRecordBatchStream,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, Option<StagedFile>)> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let mut staged = sink.staged(statement_id, fragment);
+    let io = |path: &str, source: std::io::Error| Error::Io {
+        path: path.to_string(),
+        source,
+    };
+    if let Some(dir) = Path::new(&staged.tmp).parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(&sink.path, e))?;
+    }
+    let file = std::fs::File::create(&staged.tmp).map_err(|e| io(&staged.tmp, e))?;
+    // Removes the temporary file unless the write finished.
+    let mut guard = RemoveOnDrop(Some(PathBuf::from(&staged.tmp)));
+    let parquet = |e: datafusion::parquet::errors::ParquetError| Error::execution(e.into());
+    let schema = stream.schema();
+    let mut writer = ArrowWriter::try_new_with_options(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        Arc::clone(&schema),
+        sink.writer_options(config, &schema)?,
+    )
+    .map_err(parquet)?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(Error::execution)?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).map_err(parquet)?;
+        progress(rows);
+    }
+    let inner = writer.into_inner().map_err(parquet)?;
+    let file = inner.into_inner().map_err(|e| io(&staged.tmp, e.into_error()))?;
+    file.sync_data().map_err(|e| io(&staged.tmp, e))?;
+    staged.bytes = file.metadata().map_err(|e| io(&staged.tmp, e))?.len();
+    if rows == 0 && !sink.single_file {
+        return Ok((0, None));
+    }
+    guard.0 = None;
+    Ok((rows, Some(staged)))
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Move every fragment's file into place. Idempotent: a file already moved (a
+/// retried commit) is left as it is.
+pub fn commit_files(files: &[StagedFile]) -> Result<u64> {
+    for f in files {
+        match std::fs::rename(&f.tmp, &f.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Path::new(&f.path).exists() => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    path: f.path.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(files.len() as u64)
+}
+
+/// Delete staged files that will never be committed; returns how many were there.
+pub fn discard_files(files: &[StagedFile]) -> u64 {
+    files.iter().filter(|f| std::fs::remove_file(&f.tmp).is_ok()).count() as u64
 }
 
 /// What one fragment wrote: rows and the (uncommitted) files.

@@ -21,7 +21,7 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ipc
 use base64::Engine as _;
 use contrail_planner::distributed::FragmentRef;
 use contrail_planner::settings::ExecutionMode;
-use contrail_planner::sink::DeltaSink;
+use contrail_planner::sink::Sink;
 use contrail_planner::{Engine, FragmentedQuery, FragmentedWrite, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
 use contrail_workflows::fragment::StagePlan;
@@ -92,14 +92,14 @@ pub(crate) async fn prepare_write(
     spool: &Spool,
     settings: &SessionSettings,
     planned: &Planned,
-) -> Result<Option<(QueryInput, DeltaSink)>> {
+) -> Result<Option<(QueryInput, Sink)>> {
     let Some(FragmentedWrite { query, sink }) = engine.plan_write_fragments(settings, planned).await? else {
         return Ok(None);
     };
     Ok(Some((workflow_input(query, spool, Some(sink.clone()))?, sink)))
 }
 
-fn workflow_input(query: FragmentedQuery, spool: &Spool, sink: Option<DeltaSink>) -> Result<QueryInput> {
+fn workflow_input(query: FragmentedQuery, spool: &Spool, sink: Option<Sink>) -> Result<QueryInput> {
     let query_id = uuid::Uuid::new_v4().to_string();
     let stages = query
         .stages

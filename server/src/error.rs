@@ -1,5 +1,6 @@
 //! The server's one error type, and the one place errors become [`Status`].
 
+use contrail_planner::error::ErrorKind;
 use tonic::{Code, Status};
 use tracing::{debug, error, warn};
 
@@ -92,7 +93,7 @@ impl Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::Planner(p) => planner_code(p),
+            Error::Planner(p) => kind_code(p.kind()),
             Error::Decode { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
@@ -111,13 +112,12 @@ impl From<Error> for Status {
             Error::Workflow(w) => {
                 use contrail_workflows::Error as W;
                 match w {
-                    W::Planner(p) => planner_code(p),
+                    W::Planner(p) => kind_code(p.kind()),
                     W::UnknownQuery { .. } | W::NotSpooled { .. } => Code::NotFound,
                     W::InvalidTicket { .. } => Code::InvalidArgument,
                     W::WorkflowCancelled { .. } => Code::Cancelled,
-                    // A fragment failed for good: most often the query's data (a bad cast,
-                    // division by zero), as inline.
-                    W::WorkflowFailed { .. } => Code::InvalidArgument,
+                    // A fragment failed for good: the code of its own error.
+                    W::WorkflowFailed { kind, .. } => kind_code(*kind),
                     W::Temporal { .. } | W::Embedded { .. } | W::UpstreamLost(_) => Code::Unavailable,
                     W::Spool { .. } | W::Arrow(_) => Code::Internal,
                 }
@@ -133,27 +133,15 @@ impl From<Error> for Status {
     }
 }
 
-/// The code of a planner error, wherever it surfaces (inline or from a fragment).
-fn planner_code(p: &contrail_planner::Error) -> Code {
-    use contrail_planner::Error as P;
-    match p {
-        P::Plan { .. } | P::InvalidInput { .. } => Code::InvalidArgument,
-        P::NotFound { .. } => Code::NotFound,
-        P::AlreadyExists { .. } => Code::AlreadyExists,
-        P::Unsupported { .. } => Code::Unimplemented,
-        P::Cancelled => Code::Cancelled,
-        P::Execution { source } => execution_code(source),
-        P::Storage { .. } | P::CatalogIo { .. } | P::CatalogCorrupt { .. } => Code::Internal,
-    }
-}
-
-fn execution_code(e: &datafusion::error::DataFusionError) -> Code {
-    use datafusion::error::DataFusionError as D;
-    match e.find_root() {
-        D::ResourcesExhausted(_) => Code::ResourceExhausted,
-        // Bad values at run time (division by zero, casts, overflow) are the query's fault.
-        D::ArrowError(..) | D::Execution(_) => Code::InvalidArgument,
-        D::ExecutionJoin(_) => Code::Cancelled,
-        _ => Code::Internal,
+/// The gRPC code of a kind of failure, wherever it happened (inline or in a fragment).
+fn kind_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::Internal => Code::Internal,
     }
 }

@@ -32,7 +32,7 @@ use arrow_flight::{
 };
 use bytes::Bytes;
 use contrail_planner::settings::ExecutionMode;
-use contrail_planner::sink::DeltaSink;
+use contrail_planner::sink::Sink;
 use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
 use contrail_workflows::QueryInput;
 use contrail_workflows::dataplane::SpoolTicket;
@@ -60,7 +60,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 enum Routed {
     Inline(SchemaRef, TicketBody, Option<SessionSettings>),
     /// A write run as a workflow: its input and the table it commits to.
-    Write(QueryInput, DeltaSink),
+    Write(QueryInput, Sink),
     Workflow(QueryInput, SchemaRef),
 }
 
@@ -208,7 +208,7 @@ impl SqlService {
     }
 
     /// Run a write workflow to its commit, then show the new data here.
-    async fn write(&self, rc: &RequestContext, input: QueryInput, sink: DeltaSink) -> Result<i64> {
+    async fn write(&self, rc: &RequestContext, input: QueryInput, sink: Sink) -> Result<i64> {
         let timeout = rc.session.settings().statement_timeout();
         let rows = self.workflow_runtime()?.write(input, timeout).await?;
         self.engine.written(&sink).await?;

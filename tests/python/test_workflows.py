@@ -28,6 +28,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.flight as flight
+import pyarrow.parquet as pq
 import pytest
 
 import support
@@ -449,10 +450,38 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
         set_mode(conn, "workflow")
         with pytest.raises(Exception) as err:
             run_sql(conn, "SELECT 1 / 0 FROM tpch.nation")
-        assert "Divide by zero" in str(err.value) or "divide by zero" in str(err.value).lower(), err.value
+        assert "divide by zero" in str(err.value).lower(), err.value
+        assert "INVALID_ARGUMENT" in str(err.value), err.value
         assert run_sql(conn, "SELECT count(*) AS n FROM tpch.nation").column("n")[0].as_py() == 25
     finally:
         conn.close()
+
+    # Two CREATE TABLE ... AS of one name at once: both plan before either commits,
+    # so the loser learns at its commit, in a fragment, and still gets ALREADY_EXISTS.
+    source = "SELECT l_orderkey, l_extendedprice FROM tpch.lineitem ORDER BY l_extendedprice"
+    outcomes: list = [None, None]
+    barrier = threading.Barrier(2)
+
+    def create(i: int) -> None:
+        with wf_server.connect() as c:
+            set_mode(c, "workflow")
+            barrier.wait()
+            try:
+                with c.cursor() as cur:
+                    cur.execute(f"CREATE TABLE raced AS {source}")
+                    outcomes[i] = cur.fetchall()
+            except Exception as e:  # noqa: BLE001 - the assertion below looks at it
+                outcomes[i] = e
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(failed) == 1, outcomes
+    assert "ALREADY_EXISTS" in str(failed[0]) and "raced" in str(failed[0]), failed[0]
+
     off = make_server()
     conn = off.connect()
     try:
@@ -538,6 +567,51 @@ def test_writes_as_workflows_commit_once(wf_server, workers):
         assert len(delta_commits(wf_server, "wf_orders")) == 2
         set_mode(conn, "inline")
         assert run_sql(conn, "SELECT count(*) AS n FROM wf_orders").column("n")[0].as_py() == got.num_rows
+    finally:
+        conn.close()
+
+
+def test_copy_to_as_workflow_publishes_files_at_commit(wf_server, workers, temporal, tmp_path):
+    workers(1)
+    sql = ("SELECT l_orderkey, l_linenumber, l_quantity, l_shipdate FROM tpch.lineitem "
+           "WHERE l_orderkey % 5 = 0")
+    conn = wf_server.connect()
+    try:
+        set_mode(conn, "inline")
+        expected = run_sql(conn, sql)
+        set_mode(conn, "workflow")
+        with conn.cursor() as cur:
+            # A directory: one file per final fragment, named after the statement.
+            out_dir = tmp_path / "copied"
+            cur.execute(f"COPY ({sql}) TO '{out_dir}/' STORED AS PARQUET")
+            assert cur.fetchall() == [(expected.num_rows,)]
+            files = sorted(out_dir.iterdir())
+            assert files and all(f.suffix == ".parquet" for f in files), files  # no temporaries left
+            got = pa.concat_tables([pq.read_table(f) for f in files])
+            assert canonical(got, False).equals(canonical(expected.cast(got.schema), False))
+            (statement,) = {f.name.rsplit("-", 1)[0] for f in files}
+            assert "commit_write" in json.dumps(temporal.history(statement))
+
+            # A single file keeps the query's order.
+            out_file = tmp_path / "one" / "all.parquet"
+            ordered = f"{sql} ORDER BY l_orderkey, l_linenumber"
+            cur.execute(f"COPY ({ordered}) TO '{out_file}' STORED AS PARQUET")
+            assert cur.fetchall() == [(expected.num_rows,)]
+            assert list(out_file.parent.iterdir()) == [out_file]
+            set_mode(conn, "inline")
+            want = run_sql(conn, ordered)
+            written = pq.read_table(out_file)
+            assert written.equals(want.cast(written.schema))
+
+            # A COPY that fails leaves nothing behind.
+            set_mode(conn, "workflow")
+            failed_dir = tmp_path / "failed"
+            with pytest.raises(Exception) as err:
+                cur.execute(f"COPY (SELECT l_orderkey, 10 / (l_orderkey - 7) AS x FROM tpch.lineitem) "
+                            f"TO '{failed_dir}/' STORED AS PARQUET")
+                cur.fetchall()
+            assert "divide by zero" in str(err.value).lower(), err.value
+            assert not failed_dir.exists() or list(failed_dir.iterdir()) == []
     finally:
         conn.close()
 

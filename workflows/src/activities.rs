@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use contrail_planner::sink::DeltaSink;
+use contrail_planner::sink::{Sink, StagedFile};
 use deltalake::kernel::Add;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::activities;
@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::fragment::{FragmentRunner, FragmentTask, FragmentTicket};
-use crate::workflow::{FRAGMENT_FAILED, HEARTBEAT_TIMEOUT, UPSTREAM_LOST};
+use crate::workflow::{HEARTBEAT_TIMEOUT, UPSTREAM_LOST, fragment_failed_type};
 
 /// Activities a worker offers. Fragments run on `cpu`, not on the worker's poller.
 pub struct FragmentActivities {
@@ -83,20 +83,27 @@ impl FragmentActivities {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitTask {
     pub query_id: String,
-    pub sink: DeltaSink,
+    pub sink: Sink,
     pub adds: Vec<Add>,
+    /// A `COPY`: the fragments' files to move into place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<StagedFile>,
 }
 
 #[activities]
 impl CommitActivities {
-    /// Commit a write's data files in one Delta transaction; idempotent (a retry
-    /// after a commit that went through returns that commit's version).
+    /// Commit a write's data files in one Delta transaction (idempotent: a retry
+    /// after a commit that went through returns that commit's version), or move a
+    /// `COPY`'s files into place (idempotent too; returns how many).
     #[activity]
     pub async fn commit_write(self: Arc<Self>, _ctx: ActivityContext, task: CommitTask) -> Result<u64, ActivityError> {
-        let files = task.adds.len();
-        let job = self
-            .cpu
-            .spawn(async move { contrail_planner::sink::commit(&task.sink, &task.query_id, task.adds).await });
+        let files = task.adds.len() + task.files.len();
+        let job = self.cpu.spawn(async move {
+            match &task.sink {
+                Sink::Delta(sink) => contrail_planner::sink::commit(sink, &task.query_id, task.adds).await,
+                Sink::Files(_) => contrail_planner::sink::commit_files(&task.files),
+            }
+        });
         match job.await {
             Ok(Ok(version)) => {
                 info!(version, files, "write committed");
@@ -104,7 +111,7 @@ impl CommitActivities {
             }
             Ok(Err(e @ contrail_planner::Error::AlreadyExists { .. })) => Err(ActivityError::application(
                 ApplicationFailure::builder(e.to_string())
-                    .type_name(FRAGMENT_FAILED.to_owned())
+                    .type_name(fragment_failed_type(e.kind()))
                     .non_retryable(true)
                     .build(),
             )),
@@ -114,6 +121,24 @@ impl CommitActivities {
             )))),
         }
     }
+
+    /// Delete the staged files of a failed `COPY` (idempotent).
+    #[activity]
+    pub async fn discard_files(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        task: DiscardTask,
+    ) -> Result<u64, ActivityError> {
+        let discarded = contrail_planner::sink::discard_files(&task.files);
+        debug!(discarded, "staged files of a failed COPY removed");
+        Ok(discarded)
+    }
+}
+
+/// The files a failed `COPY` staged, to delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscardTask {
+    pub files: Vec<StagedFile>,
 }
 
 /// Activities that commit writes (on the CPU runtime: Delta log I/O and checkpoints).
@@ -134,7 +159,7 @@ fn failure(what: &str, e: Error) -> ActivityError {
         }
         Error::Spool { .. } | Error::NotSpooled { .. } => ApplicationFailure::new(e.to_string()),
         other => ApplicationFailure::builder(other.to_string())
-            .type_name(FRAGMENT_FAILED.to_owned())
+            .type_name(fragment_failed_type(other.kind()))
             .non_retryable(true)
             .build(),
     };

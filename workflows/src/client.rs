@@ -12,7 +12,8 @@ use temporalio_common::protos::temporal::api::failure::v1::Failure;
 use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 
 use crate::error::{Error, Result};
-use crate::workflow::{QueryInput, QueryOutput, QueryProgress, QueryWorkflow};
+use crate::workflow::{QueryInput, QueryOutput, QueryProgress, QueryWorkflow, kind_of_failure_type};
+use contrail_planner::error::ErrorKind;
 
 /// Where Temporal is and which namespace and task queue Contrail uses.
 #[derive(Debug, Clone)]
@@ -122,10 +123,14 @@ impl WorkflowClient {
             .get_result(WorkflowGetResultOptions::default())
             .await
             .map_err(|e| match e {
-                WorkflowGetResultError::Failed(failure) => Error::WorkflowFailed {
-                    query_id: query_id.to_string(),
-                    message: root_cause(failure.failure()),
-                },
+                WorkflowGetResultError::Failed(failure) => {
+                    let (message, kind) = root_cause(failure.failure());
+                    Error::WorkflowFailed {
+                        query_id: query_id.to_string(),
+                        message,
+                        kind,
+                    }
+                }
                 WorkflowGetResultError::Cancelled { .. } | WorkflowGetResultError::Terminated { .. } => {
                     Error::WorkflowCancelled {
                         query_id: query_id.to_string(),
@@ -168,10 +173,17 @@ fn not_found_or(query_id: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// The innermost message of a failure chain (workflow <- activity <- the fragment's error).
-fn root_cause(failure: &Failure) -> String {
+/// The innermost failure's message, and the kind of error its type names
+/// (`Internal` for a failure that is not a fragment's own).
+fn root_cause(failure: &Failure) -> (String, ErrorKind) {
+    use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
     let mut f = failure;
     while let Some(cause) = f.cause.as_deref() {
         f = cause;
     }
-    f.message.clone()
+    let kind = match &f.failure_info {
+        Some(FailureInfo::ApplicationFailureInfo(info)) => kind_of_failure_type(&info.r#type),
+        _ => None,
+    };
+    (f.message.clone(), kind.unwrap_or(ErrorKind::Internal))
 }

@@ -37,9 +37,14 @@ pub enum Error {
     #[error("embedded Temporal server: {message}")]
     Embedded { message: String },
 
-    /// The workflow ran and failed; the message is the failure Temporal recorded.
+    /// The workflow ran and failed; the message is the failure Temporal recorded,
+    /// the kind that of the fragment's own error.
     #[error("workflow {query_id} failed: {message}")]
-    WorkflowFailed { query_id: String, message: String },
+    WorkflowFailed {
+        query_id: String,
+        message: String,
+        kind: contrail_planner::error::ErrorKind,
+    },
 
     /// The workflow was cancelled.
     #[error("workflow {query_id} was cancelled")]
@@ -55,6 +60,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is, to carry across Temporal.
+    pub fn kind(&self) -> contrail_planner::error::ErrorKind {
+        use contrail_planner::error::ErrorKind;
+        match self {
+            Self::Planner(p) => p.kind(),
+            Self::WorkflowFailed { kind, .. } => *kind,
+            Self::WorkflowCancelled { .. } => ErrorKind::Cancelled,
+            Self::UnknownQuery { .. } | Self::NotSpooled { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn temporal(e: impl std::fmt::Display) -> Self {
         Self::Temporal { message: e.to_string() }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use contrail_planner::distributed::{self, FragmentFetcher, FragmentInputs, FragmentRef};
-use contrail_planner::sink::DeltaSink;
+use contrail_planner::sink::{Sink, StagedFile};
 use contrail_planner::{Engine, SessionSettings};
 use datafusion::physical_plan::metrics;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
@@ -43,7 +43,7 @@ pub struct FragmentTask {
     pub rerun: u32,
     /// A write's final fragments write data files here instead of the spool.
     #[serde(default)]
-    pub sink: Option<DeltaSink>,
+    pub sink: Option<Sink>,
 }
 
 /// What a finished fragment returns: where its output is and how big it is.
@@ -55,6 +55,9 @@ pub struct FragmentTicket {
     /// A write's fragment: the data files it wrote, for the commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adds: Vec<Add>,
+    /// A `COPY`'s fragment: its file, to move into place at the commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<StagedFile>,
 }
 
 /// Plans up to this size travel inside workflow payloads; larger ones by reference.
@@ -145,7 +148,7 @@ impl FragmentRunner {
             fragment: task.fragment,
         };
         if let Some(sink) = task.sink.as_ref().filter(|_| task.is_final) {
-            // Remember a lost input: the writer only sees a DataFusion error.
+            // Remember a lost input: a writer only sees a DataFusion error.
             let lost = Arc::new(std::sync::Mutex::new(None));
             let seen = Arc::clone(&lost);
             let schema = stream.schema();
@@ -157,18 +160,32 @@ impl FragmentRunner {
                 }
             });
             let stream = Box::pin(RecordBatchStreamAdapter::new(schema, watched));
-            let written = match contrail_planner::sink::write_files(sink, stream, progress).await {
-                Ok(w) => w,
-                Err(e) => {
-                    let lost = lost.lock().ok().and_then(|mut l| l.take());
-                    return Err(lost.map_or(Error::Planner(e), Error::UpstreamLost));
+            let written = match sink {
+                Sink::Delta(sink) => contrail_planner::sink::write_files(sink, stream, progress)
+                    .await
+                    .map(|w| FragmentTicket {
+                        fragment,
+                        rows: w.rows,
+                        bytes: w.adds.iter().map(|a| a.size.max(0) as u64).sum(),
+                        adds: w.adds,
+                        files: Vec::new(),
+                    }),
+                Sink::Files(sink) => {
+                    let config = ctx.session_config().options();
+                    contrail_planner::sink::write_parquet(sink, config, &task.query_id, task.fragment, stream, progress)
+                        .await
+                        .map(|(rows, file)| FragmentTicket {
+                            fragment,
+                            rows,
+                            bytes: file.as_ref().map_or(0, |f| f.bytes),
+                            adds: Vec::new(),
+                            files: file.into_iter().collect(),
+                        })
                 }
             };
-            return Ok(FragmentTicket {
-                fragment,
-                rows: written.rows,
-                bytes: written.adds.iter().map(|a| a.size.max(0) as u64).sum(),
-                adds: written.adds,
+            return written.map_err(|e| {
+                let lost = lost.lock().ok().and_then(|mut l| l.take());
+                lost.map_or(Error::Planner(e), Error::UpstreamLost)
             });
         }
         if task.is_final {
@@ -211,6 +228,7 @@ impl FragmentRunner {
             rows,
             bytes,
             adds: Vec::new(),
+            files: Vec::new(),
         })
     }
 }

