@@ -32,6 +32,7 @@ use tonic::Status;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::handle::Signer;
 
 const POLL_PREFIX: &[u8] = b"contrail-poll\0";
 /// `FlightInfo.app_metadata` of a workflow statement: names it for CancelFlightInfo.
@@ -47,6 +48,8 @@ pub struct Workflows {
     pub location: String,
     /// Relay results instead of pointing clients at workers.
     pub proxy_results: bool,
+    /// Signs relay tickets: the server connects only to locations it named.
+    pub signer: Signer,
 }
 
 /// Where a statement runs: `Some` (the workflows to run it on) or inline.
@@ -221,7 +224,7 @@ impl Workflows {
             let ticket = SpoolTicket::new(&t.fragment, 0);
             let endpoint = if self.proxy_results || t.fragment.location == self.location {
                 // Relay (or serve here): the client stays on this connection.
-                FlightEndpoint::new().with_ticket(Ticket::new(relay_ticket(&t.fragment, ticket)))
+                FlightEndpoint::new().with_ticket(Ticket::new(self.relay_ticket(&t.fragment, ticket)?))
             } else {
                 FlightEndpoint::new()
                     .with_ticket(Ticket::new(ticket.encode()))
@@ -237,6 +240,7 @@ impl Workflows {
         let decoded = SpoolTicket::decode(ticket)?;
         match decoded.location.as_deref() {
             Some(location) if location != self.location => {
+                self.verify_relay(&decoded)?;
                 let channel = tonic::transport::Endpoint::from_shared(dataplane::http_uri(location))
                     .map_err(|e| Error::invalid(format!("bad worker location {location}: {e}")))?
                     .connect()
@@ -249,6 +253,7 @@ impl Workflows {
                     .max_encoding_message_size(dataplane::MAX_MESSAGE);
                 let forwarded = SpoolTicket {
                     location: None,
+                    signature: None,
                     ..decoded
                 };
                 let stream = client
@@ -265,13 +270,36 @@ impl Workflows {
     }
 }
 
-/// A spool ticket that names its worker, for the serving process to relay.
-fn relay_ticket(fragment: &FragmentRef, ticket: SpoolTicket) -> Vec<u8> {
-    SpoolTicket {
-        location: Some(fragment.location.clone()),
-        ..ticket
+impl Workflows {
+    /// A spool ticket that names its worker, signed, for this process to relay.
+    fn relay_ticket(&self, fragment: &FragmentRef, ticket: SpoolTicket) -> Result<Vec<u8>> {
+        let mut ticket = SpoolTicket {
+            location: Some(fragment.location.clone()),
+            signature: None,
+            ..ticket
+        };
+        let signature = self.signer.sign(&ticket.encode())?;
+        ticket.signature = Some(base64::engine::general_purpose::STANDARD.encode(signature));
+        Ok(ticket.encode())
     }
-    .encode()
+
+    /// Refuse to relay to a location this server did not put in the ticket.
+    fn verify_relay(&self, ticket: &SpoolTicket) -> Result<()> {
+        let signature = ticket
+            .signature
+            .as_deref()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
+        let unsigned = SpoolTicket {
+            signature: None,
+            ..ticket.clone()
+        };
+        match signature {
+            Some(sig) if self.signer.verify(&unsigned.encode(), &sig) => Ok(()),
+            _ => Err(Error::PermissionDenied {
+                message: "this result ticket names a worker but was not issued by this server".to_string(),
+            }),
+        }
+    }
 }
 
 /// `app_metadata` naming a workflow statement.

@@ -99,7 +99,7 @@ pub async fn serve(
 
     // Temporal: the embedded dev server (or a cluster), a client, and a worker in
     // this process whose data plane is this server's own Flight endpoint.
-    let temporal = start_workflows(&config, &engine, &executor, addr, tls).await?;
+    let temporal = start_workflows(&config, &engine, &executor, addr, tls, &signer).await?;
     let workflows = temporal.as_ref().map(|t| Arc::clone(&t.workflows));
 
     let service = Arc::new(SqlService::new(
@@ -205,6 +205,7 @@ async fn start_workflows(
     executor: &Arc<Executor>,
     addr: std::net::SocketAddr,
     tls: bool,
+    signer: &Signer,
 ) -> Result<Option<Temporal>> {
     let w = &config.workflows;
     let (address, embedded) = match &w.temporal {
@@ -261,6 +262,7 @@ async fn start_workflows(
         spool,
         location,
         proxy_results: w.proxy_results,
+        signer: signer.clone(),
     });
     Ok(Some(Temporal {
         workflows,

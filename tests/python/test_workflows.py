@@ -512,6 +512,22 @@ def test_proxy_results_relays_through_the_server(make_server, temporal, workers)
         got = read_endpoints(info, srv.address)
         set_mode(conn, "inline")
         assert canonical(got, False).equals(canonical(run_sql(conn, sql), False))
+
+        # The server relays only to locations it signed: a ticket whose location was
+        # changed (here to a port that is not a worker) is refused, not followed.
+        ticket = info["endpoints"][0]["ticket"]
+        body = json.loads(ticket[len(SPOOL_PREFIX):])
+        body["l"] = f"grpc+tcp://127.0.0.1:{free_port()}"
+        client = flight.connect(f"grpc+tcp://{srv.address}")
+        try:
+            for forged in ({**body}, {k: v for k, v in body.items() if k != "g"}):
+                with pytest.raises(flight.FlightError) as err:
+                    client.do_get(flight.Ticket(SPOOL_PREFIX + json.dumps(forged).encode())).read_all()
+                assert "not issued by this server" in str(err.value), err.value
+            # and it goes on serving the genuine ticket
+            assert client.do_get(flight.Ticket(ticket)).read_all().num_rows > 0
+        finally:
+            client.close()
     finally:
         conn.close()
         raw.close()

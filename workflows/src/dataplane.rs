@@ -55,6 +55,10 @@ pub struct SpoolTicket {
     /// The worker holding it, when the serving process relays (`--proxy-results`).
     #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The serving process's signature of a relayed ticket (base64): it relays
+    /// only to locations it named itself.
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl SpoolTicket {
@@ -66,6 +70,7 @@ impl SpoolTicket {
             fragment: fragment.fragment,
             bucket,
             location: None,
+            signature: None,
         }
     }
 
