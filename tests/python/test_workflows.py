@@ -814,8 +814,8 @@ def test_embedded_temporal_starts_serves_and_stops(make_server):
         srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal="embedded")
     finally:
         del os.environ["CONTRAIL_TEMPORAL_BIN"]
-    children = subprocess.run(["pgrep", "-P", str(srv.pid)], capture_output=True, text=True).stdout.split()
-    assert children, "serve started no Temporal dev server"
+    children = descendants(srv.pid)
+    assert any("start-dev" in cmdline(p) for p in children), "serve started no Temporal dev server"
     conn = srv.connect()
     try:
         set_mode(conn, "workflow")
@@ -826,5 +826,41 @@ def test_embedded_temporal_starts_serves_and_stops(make_server):
         conn.close()
     assert srv.stop() == 0
     for pid in children:
-        assert not pathlib.Path(f"/proc/{pid}").exists() or "zombie" in pathlib.Path(
-            f"/proc/{pid}/status").read_text().lower(), f"Temporal dev server {pid} still running"
+        assert not running(pid), f"Temporal dev server {pid} still running"
+
+    # kill -9 of serve leaves no dev server behind either (it would hold the
+    # SQLite file and the ports against the next start on this data directory).
+    os.environ["CONTRAIL_TEMPORAL_BIN"] = env_bin
+    try:
+        srv = make_server(temporal="embedded")
+    finally:
+        del os.environ["CONTRAIL_TEMPORAL_BIN"]
+    children = descendants(srv.pid)
+    assert any("start-dev" in cmdline(p) for p in children), children
+    srv.kill()
+    support.wait_until(lambda: not any(running(p) for p in children), 30,
+                      "the orphaned Temporal dev server to stop")
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        out = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True).stdout.split()
+        found += [int(p) for p in out]
+        todo += [int(p) for p in out]
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+    return "zombie" not in status

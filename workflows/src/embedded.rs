@@ -121,9 +121,16 @@ impl EmbeddedTemporal {
             let bin = options.bin.clone();
             let args = args.clone();
             move || -> Result<Child> {
-                Command::new(&bin)
+                // The dev server runs under a small shell that holds a pipe from this
+                // process: when this process exits, however it exits (SIGKILL too),
+                // the pipe closes and the shell stops the dev server, so no orphan
+                // keeps the SQLite file and the ports. The shell exits with the server.
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(r#"exec 3<&0; "$0" "$@" & pid=$!; (read _ <&3; kill -TERM $pid 2>/dev/null) & wait $pid"#)
+                    .arg(&bin)
                     .args(&args)
-                    .stdin(Stdio::null())
+                    .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
                     .kill_on_drop(true)
@@ -195,11 +202,19 @@ impl EmbeddedTemporal {
         self.ui.as_deref()
     }
 
-    /// Stop the server and wait for it to exit.
+    /// Stop the server (closing its pipe makes the shell send SIGTERM) and wait
+    /// for it to exit; killed if it takes longer than 10 s.
     pub async fn stop(&self) {
         self.stop.cancel();
         if let Some(mut child) = self.child.lock().await.take() {
-            let _ = child.kill().await;
+            drop(child.stdin.take());
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                warn!("embedded Temporal did not stop within 10 s of SIGTERM; killing it");
+                let _ = child.kill().await;
+            }
         }
     }
 }
