@@ -79,7 +79,7 @@ test-python: py-deps
 	CONTRAIL_BIN=$(BIN) $(VENV)/bin/pytest -q tests/python
 
 # The Arrow Flight SQL JDBC driver, two versions (jdbc-tests/pom.xml), fetched from Maven Central.
-test-jdbc: jdbc-deps
+test-jdbc: jdbc-deps py-deps
 	mvn -B --no-transfer-progress -f jdbc-tests/pom.xml verify -Dcontrail.bin=$(BIN) \
 	  -Dcontrail.temporal=$(abspath $(VENV))/bin/temporal
 

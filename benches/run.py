@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -76,7 +77,8 @@ def contrail(data: Path, *args: str) -> Iterator[str]:
         log = open(Path(tmp) / "contrail.log", "wb")
         proc = subprocess.Popen(
             [str(contrail_bin()), "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
-             "--port-file", str(port_file), "--temporal", "off", "--log", "warn", *args],
+             "--port-file", str(port_file), "--log", "warn",
+             *(() if "--temporal" in args else ("--temporal", "off")), *args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         try:
@@ -205,8 +207,9 @@ class Report:
             png = out / f"{name}.png"
             _bar_chart(png, name, values, unit)
             head.append(f"![{name}]({png.name})")
-        (out / "latest.md").write_text("\n".join(head) + "\n\n" + "\n\n".join(self.sections) + "\n")
-        return out / "latest.md"
+        path = out / self.args.out
+        path.write_text("\n".join(head) + "\n\n" + "\n\n".join(self.sections) + "\n")
+        return path
 
 
 def _fmt(v) -> str:
@@ -461,8 +464,82 @@ def bench_concurrency(args, data: Path, report: Report) -> None:
     report.chart("concurrency-qps", qps, "queries/s")
 
 
+# --------------------------------------------------------------------------
+# 6. workflows
+
+
+def bench_workflows(args, data: Path, report: Report) -> None:
+    """The same statements inline and as Temporal workflows (embedded dev server,
+    the worker in the server process), and workflow statements per second."""
+    temporal = Path(sys.executable).parent / "temporal"
+    queries = {
+        "1 fragment: SELECT * FROM region": "SELECT * FROM region",
+        "TPC-H Q1": (HERE / "tpch" / "queries" / "q1.sql").read_text(),
+        "TPC-H Q3": (HERE / "tpch" / "queries" / "q3.sql").read_text(),
+    }
+    repeat = 20  # statements per case and round: latency percentiles need samples
+    with contrail(data, "--temporal", "embedded", "--temporal-bin", str(temporal)) as c:
+        conns = {mode: flightsql.connect(c, autocommit=True) for mode in ("inline", "workflow")}
+        for mode, conn in conns.items():
+            with conn.cursor() as cur:
+                cur.execute(f"SET contrail.execution_mode = '{mode}'")
+
+        def case(mode: str, sql: str, n: int):
+            def run():
+                lat = []
+                with conns[mode].cursor() as cur:
+                    for _ in range(n):
+                        t = time.perf_counter()
+                        cur.execute(sql)
+                        cur.fetch_arrow_table()
+                        lat.append(time.perf_counter() - t)
+                return {"lat": lat}
+            return run
+
+        rows, p50s = [], {}
+        for label, sql in queries.items():
+            n = repeat if label.startswith("1 fragment") else 3
+            results = interleave({m: case(m, sql, n) for m in conns}, args.rounds)
+            p50 = {m: statistics.median(x for r in rs for x in r["lat"]) * 1e3 for m, rs in results.items()}
+            p99 = {m: sorted(x for r in rs for x in r["lat"])[int(len(rs) * n * 0.99)] * 1e3
+                   for m, rs in results.items()}
+            rows.append([label, p50["inline"], p50["workflow"], p99["workflow"], p50["workflow"] - p50["inline"],
+                         p50["workflow"] / p50["inline"]])
+            p50s[f"{label}, inline"] = p50["inline"]
+            p50s[f"{label}, workflow"] = p50["workflow"]
+
+        # Throughput: 4 clients issuing 1-fragment workflow statements.
+        seconds = min(args.concurrency_seconds, 10.0)
+        done, stop = [], time.monotonic() + seconds
+
+        def client():
+            with flightsql.connect(c, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute("SET contrail.execution_mode = 'workflow'")
+                n = 0
+                while time.monotonic() < stop:
+                    cur.execute(queries["1 fragment: SELECT * FROM region"])
+                    cur.fetch_arrow_table()
+                    n += 1
+                done.append(n)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for conn in conns.values():
+            conn.close()
+    rate = sum(done) / seconds
+    report.table("6. Workflows: the same statement inline and as a Temporal workflow",
+                 ["statement", "inline p50 ms", "workflow p50 ms", "workflow p99 ms", "added p50 ms",
+                  "workflow / inline"], rows,
+                 f"Embedded Temporal dev server, the worker in the server process; {rate:.1f} workflow "
+                 f"statements/s from 4 clients (1-fragment statements, {seconds:g} s).")
+    report.chart("workflows-p50", p50s, "p50 ms")
+
+
 BENCHES = {"scan": bench_scan, "roundtrip": bench_roundtrip, "tpch": bench_tpch, "ingest": bench_ingest,
-           "concurrency": bench_concurrency}
+           "concurrency": bench_concurrency, "workflows": bench_workflows}
 
 
 def main() -> None:
@@ -472,6 +549,7 @@ def main() -> None:
     ap.add_argument("--roundtrips", type=int, default=1000)
     ap.add_argument("--concurrency-seconds", type=float, default=15.0)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
+    ap.add_argument("--out", default="latest.md", help="report file name under benches/results/")
     args = ap.parse_args()
     data = tpch_parquet(args.sf)
     report = Report(args)

@@ -19,12 +19,14 @@
 //! * [`settings`]: per-session settings, carried inside tickets and handles.
 //! * [`types`]: result type mapping (`Utf8View` -> `Utf8` unless asked).
 //! * [`sample`]: TPC-H sample data generated locally.
+//! * [`pipeline`]: the `CREATE PIPELINE` family of statements, parsed.
 
 pub mod catalog;
 pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod managed;
+pub mod pipeline;
 pub mod sample;
 pub mod settings;
 pub mod sink;
