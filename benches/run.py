@@ -479,7 +479,9 @@ def bench_workflows(args, data: Path, report: Report) -> None:
     }
     repeat = 20  # statements per case and round: latency percentiles need samples
     with contrail(data, "--temporal", "embedded", "--temporal-bin", str(temporal)) as c:
-        conns = {mode: flightsql.connect(c, autocommit=True) for mode in ("inline", "workflow")}
+        # Sessions (and so SET) need the driver's cookie middleware.
+        session = {"adbc.flight.sql.rpc.with_cookie_middleware": "true"}
+        conns = {mode: flightsql.connect(c, db_kwargs=session, autocommit=True) for mode in ("inline", "workflow")}
         for mode, conn in conns.items():
             with conn.cursor() as cur:
                 cur.execute(f"SET contrail.execution_mode = '{mode}'")
@@ -513,7 +515,7 @@ def bench_workflows(args, data: Path, report: Report) -> None:
         done, stop = [], time.monotonic() + seconds
 
         def client():
-            with flightsql.connect(c, autocommit=True) as conn, conn.cursor() as cur:
+            with flightsql.connect(c, db_kwargs=session, autocommit=True) as conn, conn.cursor() as cur:
                 cur.execute("SET contrail.execution_mode = 'workflow'")
                 n = 0
                 while time.monotonic() < stop:

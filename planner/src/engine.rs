@@ -480,10 +480,23 @@ impl Engine {
         plan: &LogicalPlan,
         single_output: bool,
     ) -> Result<FragmentedQuery> {
-        let config = self
+        let mut config = self
             .session_config(settings)?
             .with_extension(Arc::new(ScansByReference));
+        // A hash join's dynamic filter waits until every partition of the join has
+        // built its side: with each partition in its own fragment (another process)
+        // that never happens, and the fragments would wait forever.
+        config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
+        // A file split into byte ranges over several partitions is read whole by
+        // every fragment that decodes one of them (measured: sums doubled), so
+        // fragments get whole files.
+        config.options_mut().optimizer.repartition_file_scans = false;
         let mut pinned = settings.clone();
+        for key in ["enable_join_dynamic_filter_pushdown", "repartition_file_scans"] {
+            pinned
+                .options
+                .insert(format!("datafusion.optimizer.{key}"), "false".to_string());
+        }
         pinned.options.insert(
             "datafusion.execution.target_partitions".to_string(),
             config.target_partitions().to_string(),

@@ -340,6 +340,34 @@ def test_tpch_same_results_inline_and_as_workflows(wf_server, workers, n_workers
         raw.close()
 
 
+def test_joins_over_parquet_files_as_workflows(wf_server, tmp_path):
+    """External Parquet tables. DataFusion pushes a hash join's dynamic filter into
+    the Parquet scan and waits for every partition of the join, which a workflow
+    runs in separate fragments (it hung); and it splits one file into byte ranges,
+    which fragments read whole (sums doubled)."""
+    conn = wf_server.connect()
+    raw = FlightGrpc(wf_server.address)
+    try:
+        set_mode(conn, "inline")
+        with conn.cursor() as cur:
+            for t in ("customer", "orders", "lineitem"):
+                cur.execute(f"COPY (SELECT * FROM tpch.{t}) TO '{tmp_path / t}.parquet' STORED AS PARQUET")
+                cur.fetchall()
+                cur.execute(f"CREATE EXTERNAL TABLE pq_{t} STORED AS PARQUET LOCATION '{tmp_path / t}.parquet'")
+        q3 = tpch_queries()[3]
+        for t in ("customer", "orders", "lineitem"):
+            q3 = q3.replace(f"from {t}", f"from pq_{t}").replace(f"{t},", f"pq_{t},").replace(f"{t}\n", f"pq_{t}\n")
+        assert "pq_customer" in q3 and "pq_orders" in q3 and "pq_lineitem" in q3, q3
+        inline = run_sql(conn, q3)
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        as_workflow = read_endpoints(poll_to_end(raw, q3, timeout=60), wf_server.address)
+        assert inline.num_rows > 0
+        assert canonical(as_workflow, True).equals(canonical(inline, True))
+    finally:
+        conn.close()
+        raw.close()
+
+
 def poll_to_end(raw: FlightGrpc, sql: str, timeout: float = 300) -> dict:
     poll = raw.poll_sql(sql)
     deadline = time.monotonic() + timeout
