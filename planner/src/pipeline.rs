@@ -157,21 +157,12 @@ impl PipelineParser<'_> {
                 return Ok(None);
             }
             PipelineStatement::Create(self.create(or_replace)?)
-        } else if self.parser.parse_keyword(Keyword::SHOW) {
-            if !self.word("PIPELINES") {
-                return Ok(None);
-            }
+        } else if self.leads(Keyword::SHOW, "PIPELINES") {
             PipelineStatement::Show
-        } else if self.parser.parse_keyword(Keyword::DESCRIBE) {
-            // `DESCRIBE pipeline` alone describes a table of that name.
-            if !self.word_then_name("PIPELINE") {
-                return Ok(None);
-            }
+        } else if self.names_third() && self.leads(Keyword::DESCRIBE, "PIPELINE") {
+            // (`DESCRIBE pipeline` alone describes a table of that name.)
             PipelineStatement::Describe { name: self.name()? }
-        } else if self.parser.parse_keyword(Keyword::ALTER) {
-            if !self.word("PIPELINE") {
-                return Ok(None);
-            }
+        } else if self.leads(Keyword::ALTER, "PIPELINE") {
             let name = self.name()?;
             let change = if self.word("PAUSE") {
                 AlterPipeline::Pause
@@ -183,15 +174,9 @@ impl PipelineParser<'_> {
                 return Err(self.expected("PAUSE, RESUME or SET (...)"));
             };
             PipelineStatement::Alter { name, change }
-        } else if self.parser.parse_keyword(Keyword::RUN) {
-            if !self.word("PIPELINE") {
-                return Ok(None);
-            }
+        } else if self.leads(Keyword::RUN, "PIPELINE") {
             PipelineStatement::Run { name: self.name()? }
-        } else if self.parser.parse_keyword(Keyword::DROP) {
-            if !self.word("PIPELINE") {
-                return Ok(None);
-            }
+        } else if self.leads(Keyword::DROP, "PIPELINE") {
             let if_exists = self.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             PipelineStatement::Drop {
                 name: self.name()?,
@@ -363,10 +348,21 @@ impl PipelineParser<'_> {
         }
     }
 
-    /// Consume `w` if a name follows it.
-    fn word_then_name(&mut self, w: &str) -> bool {
-        let follows = matches!(self.parser.peek_nth_token(1).token, Token::Word(_));
-        follows && self.word(w)
+    /// Whether the third token is a name.
+    fn names_third(&self) -> bool {
+        matches!(self.parser.peek_nth_token(2).token, Token::Word(_))
+    }
+
+    /// Consume `keyword w` if the statement starts so.
+    fn leads(&mut self, keyword: Keyword, w: &str) -> bool {
+        let starts = matches!(&self.parser.peek_nth_token(0).token, Token::Word(k) if k.keyword == keyword)
+            && matches!(&self.parser.peek_nth_token(1).token,
+                Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+        if starts {
+            self.parser.next_token();
+            self.parser.next_token();
+        }
+        starts
     }
 
     fn expect_keyword(&mut self, keyword: Keyword, what: &str) -> Result<()> {

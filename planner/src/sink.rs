@@ -49,16 +49,6 @@ pub enum Sink {
     Files(FileSink),
 }
 
-impl Sink {
-    /// The target, for messages.
-    pub fn name(&self) -> String {
-        match self {
-            Self::Delta(d) => d.name(),
-            Self::Files(f) => f.path.clone(),
-        }
-    }
-}
-
 /// A Delta table a write workflow appends to (or creates).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaSink {
