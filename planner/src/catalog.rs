@@ -287,6 +287,74 @@ impl Catalog {
         Ok(())
     }
 
+    /// Register a read-only schema of built-in tables (`system`).
+    pub(crate) fn register_builtin(
+        &self,
+        schema: &str,
+        tables: impl IntoIterator<Item = (&'static str, Arc<dyn datafusion::catalog::TableProvider>)>,
+    ) -> Result<()> {
+        let provider = Arc::new(MemorySchemaProvider::new());
+        for (name, table) in tables {
+            provider.register_table(name.to_string(), table).map_err(Error::plan)?;
+        }
+        self.root.register_schema(schema, provider).map_err(Error::plan)?;
+        Ok(())
+    }
+
+    /// Pick up what other processes changed since this one loaded the catalog:
+    /// new schemas and managed tables, dropped managed tables; returns views and
+    /// external tables it has not registered yet (the engine replays them).
+    pub(crate) async fn refresh(&self) -> Result<Vec<StoredObject>> {
+        let path = self.data_dir.join(CATALOG_FILE);
+        let on_disk = match tokio::fs::read(&path).await {
+            Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| Error::CatalogCorrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        let mut schemas = on_disk.schemas.clone();
+        schemas.extend(read_dirs(&self.data_dir.join("tables")).await?);
+        for schema in &schemas {
+            self.register_schema(schema)?;
+            for table in read_dirs(&self.table_root(schema)).await? {
+                let dir = self.table_dir(schema, &table);
+                if self.managed(schema, &table).is_none() && is_committed_delta_table(&dir).await {
+                    let managed = ManagedTable::open(format!("{schema}.{table}"), dir_url(&dir)?).await?;
+                    self.register_managed(schema, &table, Arc::new(managed))?;
+                }
+            }
+        }
+        let gone: Vec<(String, String)> = self
+            .managed
+            .iter()
+            .filter(|m| {
+                m.value()
+                    .url()
+                    .to_file_path()
+                    .is_ok_and(|p| !p.join("_delta_log").exists())
+            })
+            .filter_map(|m| m.key().split_once('.').map(|(s, t)| (s.to_string(), t.to_string())))
+            .collect();
+        for (schema, table) in gone {
+            if let Ok(provider) = self.schema_provider(&schema) {
+                provider.deregister_table(&table).map_err(Error::plan)?;
+            }
+            self.managed.remove(&key(&schema, &table));
+        }
+        let mut file = self.file.lock().await;
+        let new: Vec<StoredObject> = on_disk
+            .objects
+            .iter()
+            .filter(|o| !file.objects.contains(o))
+            .cloned()
+            .collect();
+        file.objects = on_disk.objects;
+        file.schemas.extend(schemas);
+        Ok(new)
+    }
+
     fn register_schema(&self, schema: &str) -> Result<()> {
         if self.root.schema(schema).is_none() {
             self.root

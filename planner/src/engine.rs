@@ -44,6 +44,7 @@ use crate::catalog::{CATALOG, Catalog, DEFAULT_SCHEMA, ObjectKind, StoredObject,
 use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
+use crate::pipeline_store::{PipelineStore, SYSTEM_SCHEMA};
 use crate::settings::SessionSettings;
 use crate::sink::{DeltaSink, FileSink, Sink};
 use crate::types::output_schema;
@@ -81,16 +82,17 @@ pub struct Engine {
     base: SessionConfig,
     /// DDL statements run one at a time.
     ddl: Mutex<()>,
+    pipelines: Arc<PipelineStore>,
 }
 
 /// A planned statement, ready to run. Planning has no side effects.
 #[derive(Debug, Clone)]
 pub struct Planned {
-    kind: Kind,
+    pub(crate) kind: Kind,
 }
 
 #[derive(Debug, Clone)]
-enum Kind {
+pub(crate) enum Kind {
     Query(LogicalPlan),
     Write {
         plan: LogicalPlan,
@@ -330,11 +332,14 @@ impl Engine {
             o.execution.parquet.schema_force_view_types = false;
         }
 
+        let pipelines = Arc::new(PipelineStore::open(catalog.data_dir())?);
+        catalog.register_builtin(SYSTEM_SCHEMA, pipelines.tables())?;
         let engine = Arc::new(Self {
             catalog,
             runtime,
             base,
             ddl: Mutex::new(()),
+            pipelines,
         });
         engine.replay().await?;
         Ok(engine)
@@ -343,6 +348,20 @@ impl Engine {
     /// The catalog.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// The pipelines' definitions and run records.
+    pub fn pipelines(&self) -> &Arc<PipelineStore> {
+        &self.pipelines
+    }
+
+    /// See what other processes created or dropped since this one started (a
+    /// worker planning a pipeline run over tables made after it started).
+    pub async fn refresh_catalog(&self) -> Result<()> {
+        let _guard = self.ddl.lock().await;
+        let new = self.catalog.refresh().await?;
+        self.replay_objects(new).await;
+        Ok(())
     }
 
     /// A DataFusion context for `settings` over the shared catalog and runtime.
@@ -1056,13 +1075,17 @@ impl Engine {
         })
     }
 
-    async fn managed_for(&self, ctx: &SessionContext, target: &TableReference) -> Result<Option<Arc<ManagedTable>>> {
+    pub(crate) async fn managed_for(
+        &self,
+        ctx: &SessionContext,
+        target: &TableReference,
+    ) -> Result<Option<Arc<ManagedTable>>> {
         let (schema, table) = self.resolve(ctx, target)?;
         Ok(self.catalog.managed(&schema, &table))
     }
 
     /// Resolve a possibly partial name against the session's defaults.
-    fn resolve(&self, ctx: &SessionContext, name: &TableReference) -> Result<(String, String)> {
+    pub(crate) fn resolve(&self, ctx: &SessionContext, name: &TableReference) -> Result<(String, String)> {
         let state = ctx.state();
         let defaults = &state.config().options().catalog;
         let resolved = name
@@ -1080,13 +1103,20 @@ impl Engine {
 
     /// Re-create views and external tables from their stored SQL.
     async fn replay(&self) -> Result<()> {
-        for object in self.catalog.stored_objects().await {
+        self.replay_objects(self.catalog.stored_objects().await).await;
+        Ok(())
+    }
+
+    async fn replay_objects(&self, objects: Vec<StoredObject>) {
+        for object in objects {
             let settings = SessionSettings {
                 schema: Some(object.schema.clone()),
                 ..Default::default()
             };
-            let ctx = self.context(&settings)?;
             let result = async {
+                let ctx = self
+                    .context(&settings)
+                    .map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
                 let plan = ctx.state().create_logical_plan(&object.sql).await?;
                 ctx.execute_logical_plan(plan).await.map(|_| ())
             }
@@ -1096,7 +1126,6 @@ impl Engine {
                     "could not restore {:?}; it stays in the catalog file", object.kind);
             }
         }
-        Ok(())
     }
 }
 
@@ -1224,7 +1253,7 @@ fn unqualify(expr: Expr) -> Result<Expr> {
 /// Delta tables store plain strings; cast view types on the way in.
 /// The sink of a `COPY ... TO` a workflow can run: Parquet, unpartitioned, to a
 /// local path (made absolute here: workers need not share the server's directory).
-fn file_sink(copy: &datafusion::logical_expr::dml::CopyTo) -> Result<FileSink> {
+pub(crate) fn file_sink(copy: &datafusion::logical_expr::dml::CopyTo) -> Result<FileSink> {
     use datafusion::datasource::listing::ListingTableUrl;
     if !copy.file_type.get_ext().eq_ignore_ascii_case("parquet") {
         return Err(Error::unsupported("COPY TO formats other than PARQUET as a workflow"));
@@ -1261,6 +1290,7 @@ fn file_sink(copy: &datafusion::logical_expr::dml::CopyTo) -> Result<FileSink> {
         path: path.to_string_lossy().into_owned(),
         single_file,
         options,
+        pipeline: None,
     })
 }
 

@@ -180,7 +180,7 @@ impl Error {
         Self::Unsupported { what: what.into() }
     }
 
-    pub(crate) fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
         Self::InvalidInput {
             what: what.into(),
             message: message.into(),

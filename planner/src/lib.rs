@@ -20,6 +20,8 @@
 //! * [`types`]: result type mapping (`Utf8View` -> `Utf8` unless asked).
 //! * [`sample`]: TPC-H sample data generated locally.
 //! * [`pipeline`]: the `CREATE PIPELINE` family of statements, parsed.
+//! * [`pipeline_store`]: pipeline definitions and run records on disk; `system.pipelines`.
+//! * [`pipeline_run`]: checking a pipeline at `CREATE`, and planning each run.
 
 pub mod catalog;
 pub mod distributed;
@@ -27,6 +29,8 @@ pub mod engine;
 pub mod error;
 pub mod managed;
 pub mod pipeline;
+pub mod pipeline_run;
+pub mod pipeline_store;
 pub mod sample;
 pub mod settings;
 pub mod sink;

@@ -91,6 +91,19 @@ impl ManagedTable {
         Ok(())
     }
 
+    /// Whether a newer version than the loaded one is committed (one `stat`).
+    fn behind(&self) -> bool {
+        let Some(version) = self.read().table.version() else {
+            return false;
+        };
+        let Ok(dir) = self.url.to_file_path() else {
+            return false;
+        };
+        dir.join("_delta_log")
+            .join(format!("{:020}.json", version + 1))
+            .exists()
+    }
+
     fn read(&self) -> Current {
         match self.current.read() {
             Ok(g) => g.clone(),
@@ -148,6 +161,12 @@ impl TableProvider for ManagedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.behind() {
+            // Another process (a worker committing a pipeline run) wrote it.
+            self.refresh()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
         let current = self.read();
         current
             .table

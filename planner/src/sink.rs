@@ -67,7 +67,25 @@ pub struct DeltaSink {
     /// replaced (or its schema changed) meanwhile; concurrent appends are fine.
     #[serde(default)]
     pub read_version: Option<u64>,
+    /// A pipeline run: the commit carries its identity and watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineCommit>,
 }
+
+/// The identity of a pipeline run's commit and the watermark it moves to. A Delta
+/// sink commits it as the application transaction (app id, version = `seq`) and,
+/// in the same commit, as commit metadata under [`PIPELINE_COMMIT_KEY`]; a file
+/// sink writes it to a marker file after its files are in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineCommit {
+    pub app_id: String,
+    pub seq: u64,
+    /// The source's incremental column, up to which this run read.
+    pub watermark: Option<String>,
+}
+
+/// The commit metadata key of a pipeline run's [`PipelineCommit`].
+pub const PIPELINE_COMMIT_KEY: &str = "contrail.pipeline";
 
 impl DeltaSink {
     pub(crate) fn new(
@@ -86,6 +104,7 @@ impl DeltaSink {
             partition_by,
             create,
             read_version: None,
+            pipeline: None,
         })
     }
 
@@ -113,6 +132,35 @@ pub struct FileSink {
     pub single_file: bool,
     /// Parquet format options of the statement (`format.*`).
     pub options: BTreeMap<String, String>,
+    /// A pipeline run: after its files, the commit writes this marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineCommit>,
+}
+
+impl FileSink {
+    /// The marker of a pipeline's last committed run in the target directory.
+    fn marker(&self, app_id: &str) -> PathBuf {
+        Path::new(&self.path).join(format!("_contrail_{app_id}.json"))
+    }
+
+    /// The last committed run of a pipeline writing here: `(seq, watermark)`.
+    pub fn pipeline_committed(&self, app_id: &str) -> Result<(u64, Option<String>)> {
+        let path = self.marker(app_id);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let c: PipelineCommit = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+                Ok((c.seq, c.watermark))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((0, None)),
+            Err(source) => Err(Error::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
 }
 
 /// One fragment's file, written under a hidden temporary name until the commit.
@@ -232,7 +280,12 @@ impl Drop for RemoveOnDrop {
 
 /// Move every fragment's file into place. Idempotent: a file already moved (a
 /// retried commit) is left as it is.
-pub fn commit_files(files: &[StagedFile]) -> Result<u64> {
+pub fn commit_files(sink: &FileSink, files: &[StagedFile]) -> Result<u64> {
+    if let Some(run) = &sink.pipeline {
+        if sink.pipeline_committed(&run.app_id)?.0 >= run.seq {
+            return Ok(files.len() as u64); // an earlier attempt committed this run
+        }
+    }
     for f in files {
         match std::fs::rename(&f.tmp, &f.path) {
             Ok(()) => {}
@@ -244,6 +297,18 @@ pub fn commit_files(files: &[StagedFile]) -> Result<u64> {
                 });
             }
         }
+    }
+    if let Some(run) = &sink.pipeline {
+        let path = sink.marker(&run.app_id);
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let bytes = serde_json::to_vec(run).map_err(|e| io(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
     }
     Ok(files.len() as u64)
 }
@@ -306,8 +371,20 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 /// the same statement finds its transaction and returns the version it made.
 pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Result<u64> {
     let storage = |e| Error::storage(sink.name(), e);
-    let app_id = DeltaSink::app_id(statement_id);
-    let properties = || CommitProperties::default().with_application_transaction(Transaction::new(&app_id, 0));
+    let (app_id, version) = match &sink.pipeline {
+        Some(run) => (run.app_id.clone(), i64::try_from(run.seq).unwrap_or(i64::MAX)),
+        None => (DeltaSink::app_id(statement_id), 0),
+    };
+    let run_metadata = sink
+        .pipeline
+        .as_ref()
+        .and_then(|run| serde_json::to_value(run).ok())
+        .map(|v| (PIPELINE_COMMIT_KEY.to_string(), v));
+    let properties = || {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(&app_id, version))
+            .with_metadata(run_metadata.clone())
+    };
     let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
     let existing = match DeltaTable::try_from_url(sink.url.clone()).await {
         Ok(table) if table.version().is_some() => Some(table),
@@ -325,7 +402,7 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
             .transaction_version(table.log_store().as_ref(), &app_id)
             .await
             .map_err(storage)?
-            .is_some()
+            .is_some_and(|committed| committed >= version)
         {
             return Ok(snapshot.version()); // committed by an earlier attempt
         }
@@ -370,4 +447,36 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
             Ok(done.version())
         }
     }
+}
+
+/// The last committed run of a pipeline writing to a Delta table: `(seq,
+/// watermark)`, both from that run's own commit (`(0, None)`: none yet).
+pub async fn pipeline_committed(url: &Url, name: &str, app_id: &str) -> Result<(u64, Option<String>)> {
+    let storage = |e| Error::storage(name.to_string(), e);
+    let table = DeltaTable::try_from_url(url.clone()).await.map_err(storage)?;
+    let snapshot = table.snapshot().map_err(storage)?;
+    let Some(seq) = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(storage)?
+    else {
+        return Ok((0, None));
+    };
+    let seq = u64::try_from(seq).unwrap_or(0);
+    let mut history = table.history(None);
+    while let Some(info) = history.next().await {
+        let info = info.map_err(storage)?;
+        let Some(value) = info.info.get(PIPELINE_COMMIT_KEY) else {
+            continue;
+        };
+        if let Ok(run) = serde_json::from_value::<PipelineCommit>(value.clone()) {
+            if run.app_id == app_id && run.seq == seq {
+                return Ok((seq, run.watermark));
+            }
+        }
+    }
+    Err(Error::invalid(
+        "pipeline state",
+        format!("table '{name}' records run {seq} of {app_id} but its commit is no longer in the Delta log"),
+    ))
 }

@@ -24,8 +24,7 @@ use contrail_planner::settings::ExecutionMode;
 use contrail_planner::sink::Sink;
 use contrail_planner::{Engine, FragmentedQuery, FragmentedWrite, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
-use contrail_workflows::fragment::StagePlan;
-use contrail_workflows::{FragmentTicket, QueryInput, QueryOutput, QueryState, Spool, StageSpec, WorkflowClient};
+use contrail_workflows::{FragmentTicket, QueryInput, QueryOutput, QueryState, Spool, WorkflowClient};
 use futures::{Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -103,26 +102,7 @@ pub(crate) async fn prepare_write(
 }
 
 fn workflow_input(query: FragmentedQuery, spool: &Spool, sink: Option<Sink>) -> Result<QueryInput> {
-    let query_id = uuid::Uuid::new_v4().to_string();
-    let stages = query
-        .stages
-        .into_iter()
-        .map(|stage| {
-            Ok(StageSpec {
-                id: stage.id,
-                fragments: stage.fragments() as u32,
-                buckets: stage.buckets() as u32,
-                inputs: stage.inputs.clone(),
-                plan: StagePlan::encode(stage.plan, spool, &query_id, stage.id)?,
-            })
-        })
-        .collect::<Result<Vec<_>, contrail_workflows::Error>>()?;
-    Ok(QueryInput {
-        query_id,
-        settings: query.settings,
-        stages,
-        sink,
-    })
+    Ok(QueryInput::new(uuid::Uuid::new_v4().to_string(), query, spool, sink)?)
 }
 
 /// What a poll descriptor carries: enough for any serving process to answer it.

@@ -30,6 +30,7 @@ pub mod exec;
 pub mod flight;
 pub mod handle;
 pub mod metadata;
+pub mod pipelines;
 pub mod service;
 pub mod session;
 
@@ -256,6 +257,7 @@ async fn start_workflows(
         None
     };
     let client = WorkflowClient::connect(target).await?;
+    pipelines::reconcile(engine, &client).await?;
     let janitor = spool.spawn_janitor();
     let workflows = Arc::new(Workflows {
         client,

@@ -49,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::exec::Executor;
 use crate::handle::{PreparedHandle, Signer, StatementTicket, TicketBody, decode_params, encode_params};
 use crate::metadata;
+use crate::pipelines::{self, PipelineOutcome};
 use crate::session::{
     CloseSessionResult, GetSessionOptionsResult, RequestContext, SetSessionOptionsError, SetSessionOptionsRequest,
     SetSessionOptionsResult, option_to_string, string_to_option,
@@ -122,6 +123,14 @@ impl SqlService {
         let routed = self
             .executor
             .run_with_timeout(settings.statement_timeout(), async move {
+                let client = workflows.as_deref().map(|w| &w.client);
+                let sql = match pipelines::run_statement(&engine, client, &sql).await? {
+                    Some(PipelineOutcome::Done) => {
+                        return Ok(Routed::Inline(count_schema(), TicketBody::Done { count: 0 }, None));
+                    }
+                    Some(PipelineOutcome::Query(query)) => query,
+                    None => sql,
+                };
                 let rows = match &params {
                     Some(p) => param_rows(&decode_params(p)?)?,
                     None => vec![],
@@ -712,6 +721,16 @@ impl FlightSqlService for SqlService {
             .executor
             .run_with_timeout(settings.statement_timeout(), async move {
                 let mut settings = settings;
+                let client = workflows.as_deref().map(|w| &w.client);
+                match pipelines::run_statement(&engine, client, &cmd.query).await? {
+                    Some(PipelineOutcome::Done) => return Ok(Ok((0, settings))),
+                    Some(PipelineOutcome::Query(_)) => {
+                        return Err(Error::invalid(
+                            "SHOW PIPELINES and DESCRIBE PIPELINE return rows: run them as a query",
+                        ));
+                    }
+                    None => {}
+                }
                 let planned = engine.plan(&settings, &cmd.query).await?;
                 let workflow = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)?;
                 if let Some(w) = workflow.filter(|_| !planned.is_query()) {
@@ -809,11 +828,20 @@ impl FlightSqlService for SqlService {
         let engine = self.engine.clone();
         let settings = rc.session.settings();
         let sql = handle.sql;
+        let workflows = self.workflows.clone();
         let (count, settings) = self
             .executor
             .run_with_timeout(settings.statement_timeout(), async move {
                 let rows = param_rows(&batches)?;
                 let mut settings = settings;
+                let client = workflows.as_deref().map(|w| &w.client);
+                match pipelines::run_statement(&engine, client, &sql).await? {
+                    Some(PipelineOutcome::Done) => return Ok((0, settings)),
+                    Some(PipelineOutcome::Query(_)) => {
+                        return Err(Error::invalid("a query cannot run as an update; use DoGet"));
+                    }
+                    None => {}
+                }
                 let planned = engine.plan(&settings, &sql).await?;
                 if planned.is_query() {
                     return Err(Error::invalid("a query cannot run as an update; use DoGet"));
@@ -845,6 +873,17 @@ impl FlightSqlService for SqlService {
         let (dataset, params) = self
             .executor
             .run(async move {
+                // Pipeline statements run when executed; SHOW / DESCRIBE are queries.
+                let sql = match contrail_planner::pipeline::parse(&sql)? {
+                    Some(statement) => match pipelines::query_of(&statement) {
+                        Some(query) => query,
+                        None => {
+                            let empty = Arc::new(arrow::datatypes::Schema::empty());
+                            return Ok((Arc::clone(&empty), empty));
+                        }
+                    },
+                    None => sql,
+                };
                 let planned = engine.plan(&s2, &sql).await?;
                 let params = planned.parameter_schema()?;
                 // Statements without a result set have an empty dataset schema:

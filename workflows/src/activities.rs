@@ -96,15 +96,15 @@ impl CommitActivities {
     /// after a commit that went through returns that commit's version), or move a
     /// `COPY`'s files into place (idempotent too; returns how many).
     #[activity]
-    pub async fn commit_write(self: Arc<Self>, _ctx: ActivityContext, task: CommitTask) -> Result<u64, ActivityError> {
+    pub async fn commit_write(self: Arc<Self>, ctx: ActivityContext, task: CommitTask) -> Result<u64, ActivityError> {
         let files = task.adds.len() + task.files.len();
         let job = self.cpu.spawn(async move {
             match &task.sink {
                 Sink::Delta(sink) => contrail_planner::sink::commit(sink, &task.query_id, task.adds).await,
-                Sink::Files(_) => contrail_planner::sink::commit_files(&task.files),
+                Sink::Files(sink) => contrail_planner::sink::commit_files(sink, &task.files),
             }
         });
-        match job.await {
+        match heartbeating(&ctx, job).await {
             Ok(Ok(version)) => {
                 info!(version, files, "write committed");
                 Ok(version)
@@ -164,6 +164,24 @@ fn failure(what: &str, e: Error) -> ActivityError {
             .build(),
     };
     ActivityError::application(failure)
+}
+
+/// Run `job` while heartbeating, so that Temporal notices a worker that died
+/// mid-activity within [`HEARTBEAT_TIMEOUT`] rather than at the start-to-close
+/// timeout (activities whose options set a heartbeat timeout).
+pub(crate) async fn heartbeating<T>(ctx: &ActivityContext, job: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(job);
+    let mut beat = tokio::time::interval(HEARTBEAT_TIMEOUT / 4);
+    loop {
+        tokio::select! {
+            out = &mut job => return out,
+            _ = beat.tick() => {
+                if let Err(e) = ctx.record_heartbeat(0u64).await {
+                    warn!(error = %e, "heartbeat not recorded");
+                }
+            }
+        }
+    }
 }
 
 /// How long a worker waits for running fragments at shutdown.

@@ -76,6 +76,11 @@ impl WorkflowClient {
         &self.client
     }
 
+    /// Where Temporal is.
+    pub fn target(&self) -> &TemporalTarget {
+        &self.target
+    }
+
     fn handle(&self, query_id: &str) -> WorkflowHandle<Client, QueryWorkflow> {
         self.client.get_workflow_handle::<QueryWorkflow>(query_id)
     }

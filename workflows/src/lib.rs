@@ -22,6 +22,8 @@
 //! * [`fragment`]: running one fragment into the spool.
 //! * [`spool`]: fragment outputs on local disk, with a TTL.
 //! * [`dataplane`]: spool tickets, serving and fetching outputs over Flight.
+//! * [`pipeline`]: `PipelineWorkflow`, one run of a pipeline, and its activities.
+//! * [`schedule`]: pipelines as Temporal Schedules (create, pause, trigger, drop).
 //! * [`client`]: starting, polling and cancelling workflows.
 //! * [`worker`]: the Temporal worker thread.
 //! * [`embedded`]: the supervised `temporal server start-dev`.
@@ -32,6 +34,8 @@ pub mod dataplane;
 pub mod embedded;
 pub mod error;
 pub mod fragment;
+pub mod pipeline;
+pub mod schedule;
 pub mod spool;
 pub mod worker;
 pub mod workflow;

@@ -49,7 +49,11 @@ impl Spool {
 
     fn query_dir(&self, query_id: &str) -> Result<PathBuf> {
         // Query ids are UUIDs; refuse anything that could name another path.
-        if query_id.is_empty() || !query_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if query_id.is_empty()
+            || !query_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(Error::InvalidTicket {
                 what: "query id",
                 message: format!("'{query_id}'"),

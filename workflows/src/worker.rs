@@ -1,8 +1,9 @@
-//! A Temporal worker: polls Contrail's task queue for query workflow tasks and
-//! fragment activities. It runs on its own thread (the SDK's `Worker::run` is not
+//! A Temporal worker: polls Contrail's task queue for query and pipeline workflow
+//! tasks and their activities. It runs on its own thread (the SDK's `Worker::run` is not
 //! `Send`); fragments run on the CPU runtime given to it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
@@ -17,6 +18,7 @@ use crate::activities::{CommitActivities, FragmentActivities, SHUTDOWN_GRACE};
 use crate::client::{TemporalTarget, connect};
 use crate::error::{Error, Result};
 use crate::fragment::FragmentRunner;
+use crate::pipeline::{PipelineActivities, PipelineWorkflow};
 use crate::workflow::QueryWorkflow;
 
 /// A running worker thread.
@@ -106,6 +108,12 @@ async fn start(
         .map_err(Error::temporal)?;
     let runtime = Runtime::from_current_tokio(runtime_options).map_err(Error::temporal)?;
     let client = connect(target, &format!("contrail-worker@{}", runner.location)).await?;
+    let pipelines = PipelineActivities {
+        engine: Arc::clone(&runner.engine),
+        spool: runner.spool.clone(),
+        cpu: cpu.clone(),
+        client: client.clone(),
+    };
     let slots = slots.max(1);
     let options = WorkerOptions::new(target.task_queue.clone())
         // No sticky cache: after a worker dies, the next workflow task goes to any
@@ -123,6 +131,9 @@ async fn start(
         .workflow_failure_errors(HashSet::from([WorkflowErrorType::Nondeterminism]))
         .register_workflow::<QueryWorkflow>()
         .map_err(Error::temporal)?
+        .register_workflow::<PipelineWorkflow>()
+        .map_err(Error::temporal)?
+        .register_activities(pipelines)
         .register_activities(FragmentActivities {
             runner,
             cpu: cpu.clone(),

@@ -86,6 +86,37 @@ pub struct QueryInput {
     pub sink: Option<Sink>,
 }
 
+impl QueryInput {
+    /// The input of a workflow running `query` (plans over 16 KiB are stored in
+    /// `spool` and carried by reference).
+    pub fn new(
+        query_id: String,
+        query: contrail_planner::FragmentedQuery,
+        spool: &crate::Spool,
+        sink: Option<Sink>,
+    ) -> crate::Result<Self> {
+        let stages = query
+            .stages
+            .into_iter()
+            .map(|stage| {
+                Ok(StageSpec {
+                    id: stage.id,
+                    fragments: stage.fragments() as u32,
+                    buckets: stage.buckets() as u32,
+                    inputs: stage.inputs.clone(),
+                    plan: StagePlan::encode(stage.plan, spool, &query_id, stage.id)?,
+                })
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(Self {
+            query_id,
+            settings: query.settings,
+            stages,
+            sink,
+        })
+    }
+}
+
 /// What the `progress` query returns.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QueryProgress {
@@ -141,13 +172,14 @@ fn activity_options() -> ActivityOptions {
 /// The commit: short, idempotent, so retried more.
 fn commit_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+        .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .retry_policy(retry_policy(20, &[]))
         .build()
 }
 
 /// Retries 200 ms apart, doubling up to 2 s. Failures marked non-retryable (a
 /// fragment that failed for good) are never retried, whatever their type.
-fn retry_policy(attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
+pub(crate) fn retry_policy(attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
     RetryPolicy::builder()
         .initial_interval(Duration::from_millis(200))
         .backoff_coefficient(2.0)

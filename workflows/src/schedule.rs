@@ -1,0 +1,222 @@
+//! Pipelines as Temporal Schedules (the serving side): one schedule per pipeline,
+//! id `contrail-pipeline-<name>`, whose action starts a [`PipelineWorkflow`].
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use contrail_planner::pipeline::{Overlap, Schedule};
+use contrail_planner::pipeline_store::{NextRuns, PipelineState, PipelineStore, StoredPipeline};
+use temporalio_client::schedules::{
+    CreateScheduleOptions, DeleteScheduleOptions, PauseScheduleOptions, ScheduleAction, ScheduleError,
+    ScheduleOverlapPolicy, ScheduleSpec, TriggerScheduleOptions, UnpauseScheduleOptions,
+};
+use temporalio_client::{RpcOptions, WorkflowCancelOptions, WorkflowSignalOptions};
+use tracing::{info, warn};
+
+use crate::client::WorkflowClient;
+use crate::error::{Error, Result};
+use crate::pipeline::{PipelineTick, PipelineWorkflow};
+
+fn overlap(pipeline: &StoredPipeline) -> ScheduleOverlapPolicy {
+    match pipeline.definition.options.overlap {
+        Overlap::Skip => ScheduleOverlapPolicy::Skip,
+        Overlap::BufferOne => ScheduleOverlapPolicy::BufferOne,
+    }
+}
+
+fn is_not_found(e: &ScheduleError) -> bool {
+    matches!(e, ScheduleError::Rpc(status) if status.code() == tonic::Code::NotFound)
+}
+
+impl WorkflowClient {
+    /// Create the schedule of a pipeline. A pipeline without `SCHEDULE` only runs
+    /// when triggered: at creation (`first_run`) and by `RUN PIPELINE`.
+    pub async fn create_schedule(&self, pipeline: &StoredPipeline, first_run: bool) -> Result<()> {
+        let spec = match &pipeline.definition.schedule {
+            Some(Schedule::Every(every)) => ScheduleSpec::from_interval(*every),
+            Some(Schedule::Cron(cron)) => ScheduleSpec::builder().cron_strings(vec![cron.clone()]).build(),
+            None => ScheduleSpec::default(),
+        };
+        let tick = PipelineTick {
+            pipeline: pipeline.definition.name.clone(),
+            generation: pipeline.generation.clone(),
+        };
+        let action = ScheduleAction::start_workflow(
+            PipelineWorkflow::run,
+            tick,
+            self.target().task_queue.clone(),
+            format!("pipeline-{}", pipeline.definition.name),
+        );
+        let paused = pipeline.state != PipelineState::Active;
+        let options = CreateScheduleOptions::builder()
+            .action(action)
+            .spec(spec)
+            .trigger_immediately(first_run && !paused && pipeline.definition.schedule.is_none())
+            .overlap_policy(overlap(pipeline))
+            .paused(paused)
+            .note(format!("pipeline {}", pipeline.definition.name))
+            .build();
+        match self
+            .client()
+            .create_schedule(pipeline.schedule_id(), options.clone())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ScheduleError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => {
+                // Left by an earlier incarnation of the pipeline (a crash between
+                // its DROP's steps): this definition wins.
+                self.delete_schedule(pipeline).await?;
+                self.client()
+                    .create_schedule(pipeline.schedule_id(), options)
+                    .await
+                    .map_err(Error::temporal)?;
+                Ok(())
+            }
+            Err(e) => Err(Error::temporal(e)),
+        }
+    }
+
+    /// Replace the schedule (its overlap policy changed); running runs go on.
+    pub async fn replace_schedule(&self, pipeline: &StoredPipeline) -> Result<()> {
+        self.delete_schedule(pipeline).await?;
+        self.create_schedule(pipeline, false).await
+    }
+
+    async fn delete_schedule(&self, pipeline: &StoredPipeline) -> Result<()> {
+        match self
+            .client()
+            .get_schedule_handle(pipeline.schedule_id())
+            .delete(DeleteScheduleOptions::default())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::temporal(e)),
+        }
+    }
+
+    /// Re-create the schedule of a stored pipeline if Temporal lost it (a fresh
+    /// dev server); `true` if it had to.
+    pub async fn ensure_schedule(&self, pipeline: &StoredPipeline) -> Result<bool> {
+        match self
+            .client()
+            .get_schedule_handle(pipeline.schedule_id())
+            .describe(RpcOptions::default())
+            .await
+        {
+            Ok(_) => Ok(false),
+            Err(e) if is_not_found(&e) => {
+                self.create_schedule(pipeline, false).await?;
+                Ok(true)
+            }
+            Err(e) => Err(Error::temporal(e)),
+        }
+    }
+
+    /// Pause or resume a schedule, and tell its running runs.
+    pub async fn set_schedule_paused(&self, pipeline: &StoredPipeline, paused: bool) -> Result<()> {
+        let handle = self.client().get_schedule_handle(pipeline.schedule_id());
+        let note = Some(format!(
+            "{} by ALTER PIPELINE",
+            if paused { "paused" } else { "resumed" }
+        ));
+        if paused {
+            handle.pause(note, PauseScheduleOptions::default()).await
+        } else {
+            handle.unpause(note, UnpauseScheduleOptions::default()).await
+        }
+        .map_err(Error::temporal)?;
+        for run in self.running_runs(pipeline).await? {
+            let signal = self
+                .client()
+                .get_workflow_handle::<PipelineWorkflow>(&run)
+                .signal(PipelineWorkflow::set_paused, paused, WorkflowSignalOptions::default())
+                .await;
+            if let Err(e) = signal {
+                warn!(run = %run, error = %e, "could not signal a running pipeline run");
+            }
+        }
+        Ok(())
+    }
+
+    /// Start a run now (with the pipeline's overlap policy).
+    pub async fn trigger_schedule(&self, pipeline: &StoredPipeline) -> Result<()> {
+        self.client()
+            .get_schedule_handle(pipeline.schedule_id())
+            .trigger(overlap(pipeline), TriggerScheduleOptions::default())
+            .await
+            .map_err(Error::temporal)
+    }
+
+    /// Delete the schedule and cancel its running runs.
+    pub async fn drop_schedule(&self, pipeline: &StoredPipeline) -> Result<()> {
+        let running = self.running_runs(pipeline).await?;
+        self.delete_schedule(pipeline).await?;
+        for run in running {
+            info!(run = %run, "cancelling the run of a dropped pipeline");
+            let cancel = self
+                .client()
+                .get_workflow_handle::<PipelineWorkflow>(&run)
+                .cancel(WorkflowCancelOptions::default())
+                .await;
+            if let Err(e) = cancel {
+                warn!(run = %run, error = %e, "could not cancel a pipeline run");
+            }
+        }
+        Ok(())
+    }
+
+    /// Workflow ids of the pipeline's runs in progress.
+    pub async fn running_runs(&self, pipeline: &StoredPipeline) -> Result<Vec<String>> {
+        match self
+            .client()
+            .get_schedule_handle(pipeline.schedule_id())
+            .describe(RpcOptions::default())
+            .await
+        {
+            Ok(d) => Ok(d.running_actions().into_iter().map(|a| a.workflow_id).collect()),
+            Err(e) if is_not_found(&e) => Ok(vec![]),
+            Err(e) => Err(Error::temporal(e)),
+        }
+    }
+
+    /// When the schedule fires next.
+    pub async fn next_run(&self, pipeline: &StoredPipeline) -> Option<SystemTime> {
+        let d = self
+            .client()
+            .get_schedule_handle(pipeline.schedule_id())
+            .describe(RpcOptions::default())
+            .await
+            .ok()?;
+        d.future_action_times().into_iter().next()
+    }
+}
+
+/// `system.pipelines.next_run`, from Temporal.
+#[derive(Debug)]
+pub struct ScheduleNextRuns {
+    pub client: WorkflowClient,
+    pub store: std::sync::Arc<PipelineStore>,
+}
+
+#[async_trait::async_trait]
+impl NextRuns for ScheduleNextRuns {
+    async fn next_runs(&self) -> HashMap<String, i64> {
+        let mut out = HashMap::new();
+        let Ok(pipelines) = self.store.list() else {
+            return out;
+        };
+        for p in pipelines.iter().filter(|p| p.definition.schedule.is_some()) {
+            let next = tokio::time::timeout(Duration::from_secs(2), self.client.next_run(p)).await;
+            if let Ok(Some(t)) = next {
+                if let Ok(d) = t.duration_since(SystemTime::UNIX_EPOCH) {
+                    out.insert(
+                        p.definition.name.clone(),
+                        i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
