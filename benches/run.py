@@ -70,20 +70,22 @@ def tpch_parquet(sf: float) -> Path:
 
 
 @contextlib.contextmanager
-def contrail(data: Path, *args: str) -> Iterator[str]:
-    """`contrail serve` on a free loopback port, the TPC-H Parquet files as tables. Yields its grpc:// URI."""
+def contrail(data: Path, *args: str, log_level: str = "warn", log_path: Path | None = None) -> Iterator[str]:
+    """`contrail serve` on a free loopback port, the TPC-H Parquet files as tables. Yields its grpc:// URI.
+    Its log goes to `log_path` (kept) if given, else into the temporary directory."""
     with tempfile.TemporaryDirectory(prefix="contrail-bench-") as tmp:
         port_file = Path(tmp) / "port"
-        log = open(Path(tmp) / "contrail.log", "wb")
+        log_path = log_path or Path(tmp) / "contrail.log"
+        log = open(log_path, "wb")
         proc = subprocess.Popen(
             [str(contrail_bin()), "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{tmp}/data",
-             "--port-file", str(port_file), "--log", "warn",
+             "--port-file", str(port_file), "--log", log_level,
              *(() if "--temporal" in args else ("--temporal", "off")), *args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         try:
             address = peers.wait_until(lambda: _port(port_file, proc), timeout=120, what="contrail to start",
-                                       proc=proc, log_path=Path(tmp) / "contrail.log")
+                                       proc=proc, log_path=log_path)
             uri = f"grpc://{address}"
             with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
                 for t in TABLES:
@@ -540,8 +542,230 @@ def bench_workflows(args, data: Path, report: Report) -> None:
     report.chart("workflows-p50", p50s, "p50 ms")
 
 
+# --------------------------------------------------------------------------
+# 7. pipelines
+
+
+PIPELINE_FILES = 8
+
+
+def pipeline_parquet(rows: int) -> Path:
+    """`rows` rows of 8 mixed columns (ints, doubles, strings, a date) as 8 Parquet
+    files in one directory; pyarrow with a fixed seed, generated once."""
+    import numpy as np
+
+    out = HERE / "data" / f"pipeline-{rows}"
+    files = [out / f"part-{i}.parquet" for i in range(PIPELINE_FILES)]
+    if all(f.exists() for f in files):
+        return out
+    print(f"generating {rows:,} rows of Parquet into {out}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    statuses = pa.array(["F", "O", "P"])
+    words = ["carefully", "final", "pending", "requests", "deposits", "ironic", "quickly", "express",
+             "accounts", "packages", "furiously", "regular", "bold", "slyly", "theodolites", "blithely"]
+    comments = pa.array([" ".join(rng.choice(words, int(rng.integers(2, 7)))) for _ in range(4096)])
+    per = -(-rows // PIPELINE_FILES)
+    for i, path in enumerate(files):
+        lo, hi = min(rows, i * per), min(rows, (i + 1) * per)
+        n = hi - lo
+        table = pa.table({
+            "id": pa.array(np.arange(lo, hi, dtype=np.int64)),
+            "customer": pa.array(rng.integers(1, 1_500_000, n, dtype=np.int32)),
+            "quantity": pa.array(rng.integers(1, 51, n, dtype=np.int32)),
+            "price": pa.array(np.round(rng.uniform(1, 100_000, n), 2)),
+            "discount": pa.array(rng.integers(0, 11, n) / 100),
+            "status": statuses.take(pa.array(rng.integers(0, len(statuses), n))),
+            "comment": comments.take(pa.array(rng.integers(0, len(comments), n))),
+            "ship_date": pa.array(rng.integers(8036, 10_592, n, dtype=np.int32)).cast(pa.date32()),  # 1992-1998
+        })
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        tmp.rename(path)
+    return out
+
+
+class PipelineFailed(RuntimeError):
+    pass
+
+
+def _sql(conn, text: str) -> pa.Table:
+    with conn.cursor() as cur:
+        cur.execute(text)
+        return cur.fetch_arrow_table()
+
+
+def _log_phases(log_path: Path, pipeline: str) -> dict[str, float]:
+    """Epoch seconds of one pipeline run's steps in the server log: `pipeline run
+    planned`, its first `fragment starts` and last `fragment done` (DEBUG), and the
+    first `write committed` after those (the commit activity names no pipeline;
+    runs do not overlap here)."""
+    out: dict[str, float] = {}
+    fragment = f"fragment=pipeline-{pipeline}-"
+    for line in log_path.read_text(errors="replace").splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        m = re.match(r"(\d{4}-\d\d-\d\dT[\d:.]+)Z ", line)
+        if not m:
+            continue
+        t = dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=dt.timezone.utc).timestamp()
+        if "pipeline run planned" in line and f"pipeline={pipeline} " in line:
+            out = {"planned": t}
+        elif "planned" in out and "fragment starts" in line and fragment in line:
+            out.setdefault("first fragment", t)
+        elif "planned" in out and "fragment done" in line and fragment in line:
+            out["last fragment"] = t
+        elif "last fragment" in out and "committed" not in out and "write committed" in line:
+            out["committed"] = t
+    return out
+
+
+PIPELINE_LOG = "warn,contrail_server=info,contrail_planner=info,contrail_workflows=debug"
+
+
+def bench_pipeline(args, data: Path, report: Report) -> None:
+    """Parquet files into a Delta table: a Contrail pipeline (one run, a Temporal
+    workflow), Contrail's inline INSERT ... SELECT, and delta-rs (`deltalake`)."""
+    import itertools
+
+    import deltalake
+    import pyarrow.dataset as pads
+
+    n = args.pipeline_rows
+    src_dir = pipeline_parquet(n)
+    temporal = Path(sys.executable).parent / "temporal"
+    log_path = HERE / "data" / "pipeline-contrail.log"
+    session = {"adbc.flight.sql.rpc.with_cookie_middleware": "true"}
+    seq = itertools.count()
+    phases: list[dict[str, float]] = []
+    with contrail(data, "--temporal", "embedded", "--temporal-bin", str(temporal), log_level=PIPELINE_LOG,
+                  log_path=log_path) as c, \
+            tempfile.TemporaryDirectory(prefix="deltalake-peer-") as peer_dir, \
+            flightsql.connect(c, db_kwargs=session, autocommit=True) as conn:
+        _sql(conn, "SET contrail.execution_mode = 'inline'")
+        _sql(conn, f"CREATE EXTERNAL TABLE pl_src STORED AS PARQUET LOCATION '{src_dir}/'")
+        (count,) = _sql(conn, "SELECT count(*) AS n FROM pl_src").column(0).to_pylist()
+        assert count == n, (count, n)
+
+        def fresh_table(prefix: str) -> str:
+            name = f"{prefix}_{next(seq)}"
+            _sql(conn, f"CREATE TABLE {name} AS SELECT * FROM pl_src LIMIT 0")
+            return name
+
+        def count_and_drop(table: str) -> int:
+            (got,) = _sql(conn, f"SELECT count(*) AS n FROM {table}").column(0).to_pylist()
+            _sql(conn, f"DROP TABLE {table}")
+            return got
+
+        def pipeline_run() -> dict:
+            dst = fresh_table("pl_dst")
+            name = dst.replace("pl_dst", "bench_pl")
+            sent = time.time()
+            start = time.perf_counter()
+            _sql(conn, f"CREATE PIPELINE {name} AS INSERT INTO {dst} SELECT * FROM pl_src")
+            created = time.perf_counter() - start
+            deadline = start + 900
+            while True:
+                run = _sql(conn, "SELECT state, rows_written, started, finished, attempts, error "
+                                 f"FROM system.pipeline_runs WHERE pipeline = '{name}'").to_pylist()
+                if run and run[0]["state"] == "succeeded":
+                    break
+                if run and run[0]["state"] != "running":
+                    raise PipelineFailed(f"pipeline {name}: run {run[0]}")
+                if time.perf_counter() > deadline:
+                    raise PipelineFailed(f"pipeline {name}: not done after 900 s: {run}")
+                time.sleep(0.02)
+            wall = time.perf_counter() - start
+            run = run[0]
+            started, finished = run["started"].timestamp(), run["finished"].timestamp()
+            _sql(conn, f"DROP PIPELINE {name}")
+            logged = _log_phases(log_path, name)
+            nan = float("nan")
+            phases.append({
+                "CREATE PIPELINE returns": created,
+                "send to run started": started - sent,
+                "started to planned": logged.get("planned", nan) - started,
+                "planned to first fragment": logged.get("first fragment", nan) - logged.get("planned", nan),
+                "fragments": logged.get("last fragment", nan) - logged.get("first fragment", nan),
+                "last fragment to committed": logged.get("committed", nan) - logged.get("last fragment", nan),
+                "committed to finished": finished - logged.get("committed", nan),
+                "finished to observed": sent + wall - finished,
+            })
+            return {"s": wall, "server_s": finished - started, "rows": count_and_drop(dst),
+                    "reported": run["rows_written"], "attempts": run["attempts"]}
+
+        def inline_insert() -> dict:
+            dst = fresh_table("inl_dst")
+            start = time.perf_counter()
+            result = _sql(conn, f"INSERT INTO {dst} SELECT * FROM pl_src")
+            s = time.perf_counter() - start
+            return {"s": s, "rows": count_and_drop(dst), "reported": result.column(0)[0].as_py()}
+
+        def delta_rs() -> dict:
+            path = Path(peer_dir) / f"t_{next(seq)}"
+            start = time.perf_counter()
+            # A RecordBatchReader over the files: delta-rs pulls batches as it writes.
+            reader = pads.dataset(src_dir, format="parquet").scanner().to_reader()
+            deltalake.write_deltalake(str(path), reader)
+            s = time.perf_counter() - start
+            adds = pa.table(deltalake.DeltaTable(str(path)).get_add_actions(flatten=True))
+            rows = sum(adds["num_records"].to_pylist())
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+            return {"s": s, "rows": rows, "reported": rows}
+
+        cases = {
+            "contrail pipeline (CREATE PIPELINE, 1 run)": pipeline_run,
+            "contrail INSERT ... SELECT (inline, ADBC)": inline_insert,
+            "deltalake write_deltalake (delta-rs)": delta_rs,
+        }
+        try:
+            results = interleave(cases, args.rounds)
+        except Exception:
+            tail = log_path.read_text(errors="replace").splitlines()[-40:]
+            print(f"server log tail ({log_path}):\n" + "\n".join(tail), flush=True)
+            raise
+    names = list(cases)
+    pipe, inline, peer = (results[k] for k in names)
+    peer_rate = n / median(peer, "s")
+    inline_s = median(inline, "s")
+    rows, rates, wrong = [], {}, []
+    entries = [(names[0] + ", wall", pipe, "s"), (names[0] + ", server", pipe, "server_s"),
+               (names[1], inline, "s"), (names[2], peer, "s")]
+    for label, rs, key in entries:
+        s = median(rs, key)
+        rate = n / s
+        rates[label] = rate / 1e6
+        written = sorted({r["rows"] for r in rs} | {r["reported"] for r in rs})
+        if written != [n]:
+            wrong.append(f"{label}: {', '.join(f'{w:,}' for w in written)}")
+        rows.append([label, f"{n:,}", ", ".join(f"{w:,}" for w in written), s, rate / 1e6, rate / peer_rate,
+                     s / inline_s])
+    attempts = sorted({r["attempts"] for r in pipe})
+    median_phases = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+    src_mb = sum(f.stat().st_size for f in src_dir.glob("*.parquet")) / 1e6
+    note = (
+        f"Source: {PIPELINE_FILES} Parquet files, {src_mb:,.0f} MB (8 columns: 3 integer, 2 double, 2 string, "
+        "a date), an external table. Every case writes a new Delta table (created empty beforehand, outside "
+        "the timing; Contrail's dropped after each case). Mrecords/s: source rows / median s. "
+        "Pipeline, wall: from sending `CREATE PIPELINE` until `system.pipeline_runs` shows `succeeded` (polled every "
+        "20 ms); pipeline, server: that run's `finished - started`. Rows written: the destination's `count(*)` (deltalake: "
+        f"the Delta log's numRecords) and what the statement or run reported. Pipeline attempts: {attempts}. "
+        "deltalake: `write_deltalake(path, pyarrow.dataset(dir).scanner().to_reader())` in the harness process.\n\n"
+        "Where a pipeline run's wall time goes (medians, seconds; from the server log): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in median_phases.items()) + "."
+    )
+    if wrong:
+        note += "\n\n**Wrong row counts** (expected " + f"{n:,}): " + "; ".join(wrong) + "."
+    report.table(
+        f"7. Pipeline: {n:,} Parquet rows into a Delta table",
+        ["case", "source rows", "rows written", "median s", "Mrecords/s", "rate / deltalake",
+         "time / inline INSERT"],
+        rows, note,
+    )
+    report.chart("pipeline", rates, "Mrecords/s")
+
+
 BENCHES = {"scan": bench_scan, "roundtrip": bench_roundtrip, "tpch": bench_tpch, "ingest": bench_ingest,
-           "concurrency": bench_concurrency, "workflows": bench_workflows}
+           "concurrency": bench_concurrency, "workflows": bench_workflows, "pipeline": bench_pipeline}
 
 
 def main() -> None:
@@ -550,6 +774,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--roundtrips", type=int, default=1000)
     ap.add_argument("--concurrency-seconds", type=float, default=15.0)
+    ap.add_argument("--pipeline-rows", type=int, default=10_000_000, help="rows the pipeline benchmark moves")
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
     ap.add_argument("--out", default="latest.md", help="report file name under benches/results/")
     args = ap.parse_args()

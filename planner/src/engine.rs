@@ -506,15 +506,20 @@ impl Engine {
         // built its side: with each partition in its own fragment (another process)
         // that never happens, and the fragments would wait forever.
         config.options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
-        // A file split into byte ranges over several partitions is read whole by
-        // every fragment that decodes one of them (measured: sums doubled), so
-        // fragments get whole files.
+        // DataFusion's file scans let an idle partition steal the files (or byte
+        // ranges) of its siblings. A fragment runs one partition alone, with no
+        // sibling to share with, so it would read every file of the scan: rows
+        // came back once per fragment (measured). Each partition must read only its
+        // own file group; and fragments get whole files.
+        config.options_mut().execution.enable_file_stream_work_stealing = false;
         config.options_mut().optimizer.repartition_file_scans = false;
         let mut pinned = settings.clone();
-        for key in ["enable_join_dynamic_filter_pushdown", "repartition_file_scans"] {
-            pinned
-                .options
-                .insert(format!("datafusion.optimizer.{key}"), "false".to_string());
+        for key in [
+            "optimizer.enable_join_dynamic_filter_pushdown",
+            "optimizer.repartition_file_scans",
+            "execution.enable_file_stream_work_stealing",
+        ] {
+            pinned.options.insert(format!("datafusion.{key}"), "false".to_string());
         }
         pinned.options.insert(
             "datafusion.execution.target_partitions".to_string(),
