@@ -415,6 +415,13 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
     }
     match existing {
         None => {
+            // No fragment wrote a file (no rows): the directory may not exist yet.
+            if let Ok(dir) = sink.url.to_file_path() {
+                std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
             let schema = sink.arrow_schema()?;
             let columns: StructType = schema.as_ref().try_into_kernel().map_err(|e| storage(e.into()))?;
             let table = CreateBuilder::new()

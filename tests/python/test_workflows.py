@@ -638,6 +638,13 @@ def test_writes_as_workflows_commit_once(wf_server, workers):
                           "FROM tpch.orders")
         assert "divide by zero" in str(err.value).lower(), err.value
         assert len(delta_commits(wf_server, "wf_orders")) == 2
+
+        # CREATE TABLE ... AS of no rows: no fragment writes a file, the commit
+        # still creates the (empty) table.
+        assert run_sql(conn, f"CREATE TABLE wf_empty AS {source} LIMIT 0").column(0)[0].as_py() == 0
+        set_mode(conn, "inline")
+        assert run_sql(conn, "SELECT count(*) AS n FROM wf_empty").to_pylist() == [{"n": 0}]
+        assert len(delta_commits(wf_server, "wf_empty")) == 1
         set_mode(conn, "inline")
         assert run_sql(conn, "SELECT count(*) AS n FROM wf_orders").column("n")[0].as_py() == got.num_rows
     finally:

@@ -372,19 +372,15 @@ impl PipelineActivities {
         };
         record.state = task.state;
         record.attempts = task.attempts;
-        record.error = task.error.or(if task.state == RunState::Succeeded {
-            None
-        } else {
-            record.error
-        });
+        record.error = match task.state {
+            RunState::Succeeded => None,
+            _ => task.error.or(record.error),
+        };
         if task.rows_written.is_some() {
             record.rows_written = task.rows_written;
         }
         if task.state != RunState::Running {
             record.finished_ms = Some(now_ms());
-        }
-        if task.state == RunState::Succeeded {
-            record.error = None;
         }
         store.put_run(&record).map_err(activity_error)
     }
