@@ -2,7 +2,9 @@
 //! `QueryWorkflow`: `scan` (an aggregate over one table), `tpch_q3` (joins with
 //! shuffles), `killed_worker` (a worker killed with -9 mid-query: timed-out and
 //! retried activities), `fragment_failed` (a division by zero), `ctas` (`CREATE TABLE ... AS`: fragments
-//! writing data files, then the commit activity). A change to the workflow's command
+//! writing data files, then the commit activity); and `PipelineWorkflow`:
+//! `pipeline_run` (plan, child query workflow, finish) and `pipeline_failed` (two
+//! failed attempts with a timer between, then `on_error = 'fail'`). A change to the workflow's command
 //! sequence fails here before it breaks running workflows.
 //!
 //! Record more with `examples/record_history.rs` (re-record after an intended
@@ -10,6 +12,7 @@
 
 use std::path::Path;
 
+use contrail_workflows::pipeline::PipelineWorkflow;
 use contrail_workflows::workflow::QueryWorkflow;
 use prost::Message;
 use temporalio_client::WorkflowHistory;
@@ -34,6 +37,8 @@ async fn recorded_histories_replay() {
             WorkflowReplayerOptions::new()
                 .register_workflow::<QueryWorkflow>()
                 .expect("register")
+                .register_workflow::<PipelineWorkflow>()
+                .expect("register")
                 .build(),
         )
         .expect("replayer");
@@ -42,5 +47,5 @@ async fn recorded_histories_replay() {
         }
         replayed.push(path);
     }
-    assert!(replayed.len() >= 5, "expected recorded histories in {}", dir.display());
+    assert!(replayed.len() >= 7, "expected recorded histories in {}", dir.display());
 }
