@@ -386,6 +386,15 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
             .with_metadata(run_metadata.clone())
     };
     let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    if sink.create {
+        // No fragment wrote a file (no rows): the directory may not exist yet.
+        if let Ok(dir) = sink.url.to_file_path() {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+    }
     let existing = match DeltaTable::try_from_url(sink.url.clone()).await {
         Ok(table) if table.version().is_some() => Some(table),
         Ok(_) | Err(deltalake::DeltaTableError::NotATable(_) | deltalake::DeltaTableError::NotInitialized)
@@ -415,13 +424,6 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
     }
     match existing {
         None => {
-            // No fragment wrote a file (no rows): the directory may not exist yet.
-            if let Ok(dir) = sink.url.to_file_path() {
-                std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-            }
             let schema = sink.arrow_schema()?;
             let columns: StructType = schema.as_ref().try_into_kernel().map_err(|e| storage(e.into()))?;
             let table = CreateBuilder::new()
