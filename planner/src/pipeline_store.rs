@@ -135,8 +135,11 @@ impl RunState {
 /// One run of a pipeline, as `system.pipeline_runs` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// The run's workflow id.
+    /// The run's id: its workflow id and the end of Temporal's run id.
     pub run_id: String,
+    /// The run's workflow id (signals and cancellation go there).
+    #[serde(default)]
+    pub workflow_id: String,
     pub pipeline: String,
     pub generation: String,
     /// The run sequence its commit carries (the Delta transaction version).
@@ -266,6 +269,16 @@ impl PipelineStore {
         }
         out.sort_by(|a, b| (a.started_ms, &a.run_id).cmp(&(b.started_ms, &b.run_id)));
         Ok(out)
+    }
+
+    /// Workflow ids of the runs of `pipeline` still running.
+    pub fn running(&self, pipeline: &str) -> Result<Vec<String>> {
+        Ok(self
+            .runs(Some(pipeline))?
+            .into_iter()
+            .filter(|r| r.state == RunState::Running && !r.workflow_id.is_empty())
+            .map(|r| r.workflow_id)
+            .collect())
     }
 
     /// `system.pipelines` and `system.pipeline_runs`.
@@ -560,7 +573,8 @@ mod tests {
         assert!(store.get("../x").is_err());
 
         let run = RunRecord {
-            run_id: "pipeline-p1-2026-11-22T00:00:00Z".into(),
+            run_id: "pipeline-p1-2026-11-22T00:00:00Z-0a1b2c3d".into(),
+            workflow_id: "pipeline-p1-2026-11-22T00:00:00Z".into(),
             pipeline: "p1".into(),
             generation: p.generation.clone(),
             seq: 1,

@@ -65,7 +65,7 @@ pub(crate) async fn run_statement(
                     return Err(contrail_planner::Error::AlreadyExists { kind: "pipeline", name }.into());
                 }
                 engine.check_pipeline(&create.definition).await?;
-                client.drop_schedule(&existing).await?;
+                client.drop_schedule(&existing, &store.running(&name)?).await?;
                 store.remove(&name)?;
             } else {
                 engine.check_pipeline(&create.definition).await?;
@@ -103,7 +103,9 @@ pub(crate) async fn run_statement(
             }
             let paused = pipeline.state != PipelineState::Active;
             if paused != (before.state != PipelineState::Active) {
-                client.set_schedule_paused(&pipeline, paused).await?;
+                client
+                    .set_schedule_paused(&pipeline, paused, &store.running(&name)?)
+                    .await?;
             }
             info!(pipeline = %name, state = pipeline.state.as_str(), "pipeline altered");
             PipelineOutcome::Done
@@ -122,7 +124,7 @@ pub(crate) async fn run_statement(
                 }
                 return Err(contrail_planner::Error::NotFound { kind: "pipeline", name }.into());
             };
-            client.drop_schedule(&pipeline).await?;
+            client.drop_schedule(&pipeline, &store.running(&name)?).await?;
             store.remove(&name)?;
             info!(pipeline = %name, "pipeline dropped");
             PipelineOutcome::Done

@@ -156,6 +156,10 @@ def test_schedule_pause_resume_set_drop(pl_server, conn, temporal):
     row = pipeline_row(conn, "sch")
     assert (row["schedule"], row["state"]) == ("EVERY '1s'", "active")
     assert row["next_run"] is not None
+    schedule = json.loads(temporal.cli("schedule", "describe", "-s", "contrail-pipeline-sch", "-o", "json").stdout)
+    # Runs get a 2 s workflow task timeout (Temporal's default is 10 s): what a worker
+    # killed holding a run's workflow task costs.
+    assert schedule["schedule"]["action"]["startWorkflow"]["workflowTaskTimeout"] == "2s", schedule["schedule"]
     wait_runs(conn, "sch", 1)
     append(conn, "sch_src", 11, 10)
     support.wait_until(lambda: rows(conn, "SELECT count(*) AS n FROM sch_dst") == [{"n": 20}], RUN_TIMEOUT,
@@ -314,3 +318,37 @@ def test_definitions_survive_restarts_and_a_fresh_temporal(contrail_binary, tmp_
     finally:
         _shutdown(srv)
         dev.stop()
+
+
+SLOW_BODY = ("AS INSERT INTO {dst} SELECT a.value, 'x' FROM generate_series(1, 6000) a, generate_series(1, 6000) b "
+             "WHERE a.value + b.value = 12000")
+
+
+def workflow_of(run: dict) -> str:
+    """The run's workflow id (the run id ends with '-' and 8 characters of Temporal's run id)."""
+    return run["run_id"][:-9]
+
+
+def test_pause_signals_and_drop_cancels_a_running_run(conn, temporal):
+    sql(conn, "CREATE TABLE slow_dst (id BIGINT, v VARCHAR)")
+    sql(conn, "CREATE PIPELINE slow " + SLOW_BODY.format(dst="slow_dst"))
+    run = support.wait_until(lambda: next((r for r in runs(conn, "slow") if r["state"] == "running"), None),
+                             RUN_TIMEOUT, "the run to start", interval=0.05)
+    sql(conn, "ALTER PIPELINE slow PAUSE")
+    history = temporal.history(workflow_of(run))
+    signals = [e for e in history["events"] if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"]
+    assert signals and signals[0]["workflowExecutionSignaledEventAttributes"]["signalName"] == "set_paused"
+    sql(conn, "ALTER PIPELINE slow RESUME")
+    (done,) = wait_runs(conn, "slow", 1)
+    assert done["rows_written"] == 1
+    assert rows(conn, "SELECT id FROM slow_dst") == [{"id": 6000}]
+
+    sql(conn, "CREATE TABLE slow_dst2 (id BIGINT, v VARCHAR)")
+    sql(conn, "CREATE PIPELINE slow2 " + SLOW_BODY.format(dst="slow_dst2"))
+    run = support.wait_until(lambda: next((r for r in runs(conn, "slow2") if r["state"] == "running"), None),
+                             RUN_TIMEOUT, "the run to start", interval=0.05)
+    sql(conn, "DROP PIPELINE slow2")
+    support.wait_until(lambda: temporal.status(workflow_of(run)) == "WORKFLOW_EXECUTION_STATUS_CANCELED", 30,
+                       "the dropped pipeline's run to be cancelled", interval=0.1)
+    assert rows(conn, "SELECT count(*) AS n FROM slow_dst2") == [{"n": 0}]
+    sql(conn, "DROP PIPELINE slow")

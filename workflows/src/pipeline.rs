@@ -78,6 +78,8 @@ pub enum PlannedRun {
 pub struct PlanRunTask {
     pub tick: PipelineTick,
     pub run_id: String,
+    #[serde(default)]
+    pub workflow_id: String,
     pub attempt: u32,
 }
 
@@ -135,6 +137,7 @@ impl PipelineWorkflow {
         // The schedule names runs by the second: two RUNs within one second share
         // a workflow id, so the execution's run id tells them apart.
         let info = ctx.info();
+        let workflow_id = info.workflow_id().to_string();
         let temporal_run = info.run_id();
         let run_id = format!(
             "{}-{}",
@@ -148,6 +151,7 @@ impl PipelineWorkflow {
             let task = PlanRunTask {
                 tick: tick.clone(),
                 run_id: run_id.clone(),
+                workflow_id: workflow_id.clone(),
                 attempt,
             };
             let plan = ctx
@@ -266,6 +270,7 @@ impl PipelineActivities {
         let previous = store.run(&tick.pipeline, &task.run_id)?;
         let mut record = RunRecord {
             run_id: task.run_id.clone(),
+            workflow_id: task.workflow_id.clone(),
             pipeline: tick.pipeline.clone(),
             generation: tick.generation.clone(),
             seq: 0,

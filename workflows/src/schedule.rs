@@ -17,6 +17,9 @@ use crate::client::WorkflowClient;
 use crate::error::{Error, Result};
 use crate::pipeline::{PipelineTick, PipelineWorkflow};
 
+/// The workflow task timeout of pipeline runs.
+pub const RUN_TASK_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn overlap(pipeline: &StoredPipeline) -> ScheduleOverlapPolicy {
     match pipeline.definition.options.overlap {
         Overlap::Skip => ScheduleOverlapPolicy::Skip,
@@ -31,6 +34,11 @@ fn is_not_found(e: &ScheduleError) -> bool {
 impl WorkflowClient {
     /// Create the schedule of a pipeline. A pipeline without `SCHEDULE` only runs
     /// when triggered: at creation (`first_run`) and by `RUN PIPELINE`.
+    ///
+    /// The schedule is created paused, then given the runs' workflow task timeout
+    /// ([`RUN_TASK_TIMEOUT`], which the SDK's schedule action cannot set) and the
+    /// pipeline's own state, then triggered: no run starts with Temporal's 10 s
+    /// default, which is what a worker killed mid-task would cost.
     pub async fn create_schedule(&self, pipeline: &StoredPipeline, first_run: bool) -> Result<()> {
         let spec = match &pipeline.definition.schedule {
             Some(Schedule::Every(every)) => ScheduleSpec::from_interval(*every),
@@ -47,13 +55,11 @@ impl WorkflowClient {
             self.target().task_queue.clone(),
             format!("pipeline-{}", pipeline.definition.name),
         );
-        let paused = pipeline.state != PipelineState::Active;
         let options = CreateScheduleOptions::builder()
             .action(action)
             .spec(spec)
-            .trigger_immediately(first_run && !paused && pipeline.definition.schedule.is_none())
             .overlap_policy(overlap(pipeline))
-            .paused(paused)
+            .paused(true)
             .note(format!("pipeline {}", pipeline.definition.name))
             .build();
         match self
@@ -61,7 +67,7 @@ impl WorkflowClient {
             .create_schedule(pipeline.schedule_id(), options.clone())
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(ScheduleError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => {
                 // Left by an earlier incarnation of the pipeline (a crash between
                 // its DROP's steps): this definition wins.
@@ -70,10 +76,54 @@ impl WorkflowClient {
                     .create_schedule(pipeline.schedule_id(), options)
                     .await
                     .map_err(Error::temporal)?;
-                Ok(())
             }
-            Err(e) => Err(Error::temporal(e)),
+            Err(e) => return Err(Error::temporal(e)),
         }
+        let paused = pipeline.state != PipelineState::Active;
+        self.finish_schedule(pipeline, paused).await?;
+        if first_run && !paused && pipeline.definition.schedule.is_none() {
+            self.trigger_schedule(pipeline).await?;
+        }
+        Ok(())
+    }
+
+    /// Set the runs' workflow task timeout and the schedule's paused state, through
+    /// the raw API (one update).
+    async fn finish_schedule(&self, pipeline: &StoredPipeline, paused: bool) -> Result<()> {
+        use temporalio_client::grpc::WorkflowService;
+        use temporalio_common::protos::temporal::api::schedule::v1::schedule_action::Action;
+        use temporalio_common::protos::temporal::api::workflowservice::v1::UpdateScheduleRequest;
+        use tonic::IntoRequest;
+        let description = self
+            .client()
+            .get_schedule_handle(pipeline.schedule_id())
+            .describe(RpcOptions::default())
+            .await
+            .map_err(Error::temporal)?;
+        let conflict_token = description.conflict_token().to_vec();
+        let Some(mut schedule) = description.into_raw().schedule else {
+            return Err(Error::temporal("a schedule described without its definition"));
+        };
+        if let Some(Action::StartWorkflow(start)) = schedule.action.as_mut().and_then(|a| a.action.as_mut()) {
+            start.workflow_task_timeout = Some(RUN_TASK_TIMEOUT.try_into().map_err(Error::temporal)?);
+        }
+        if let Some(state) = schedule.state.as_mut() {
+            state.paused = paused;
+            state.notes = format!("pipeline {}", pipeline.definition.name);
+        }
+        let request = UpdateScheduleRequest {
+            namespace: self.target().namespace.clone(),
+            schedule_id: pipeline.schedule_id(),
+            schedule: Some(schedule),
+            conflict_token,
+            identity: "contrail-serve".to_string(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        WorkflowService::update_schedule(&mut self.client().clone(), request.into_request())
+            .await
+            .map_err(Error::temporal)?;
+        Ok(())
     }
 
     /// Replace the schedule (its overlap policy changed); running runs go on.
@@ -113,8 +163,9 @@ impl WorkflowClient {
         }
     }
 
-    /// Pause or resume a schedule, and tell its running runs.
-    pub async fn set_schedule_paused(&self, pipeline: &StoredPipeline, paused: bool) -> Result<()> {
+    /// Pause or resume a schedule, and tell its running runs (those the schedule
+    /// reports, and `running`: what the run records say).
+    pub async fn set_schedule_paused(&self, pipeline: &StoredPipeline, paused: bool, running: &[String]) -> Result<()> {
         let handle = self.client().get_schedule_handle(pipeline.schedule_id());
         let note = Some(format!(
             "{} by ALTER PIPELINE",
@@ -126,7 +177,7 @@ impl WorkflowClient {
             handle.unpause(note, UnpauseScheduleOptions::default()).await
         }
         .map_err(Error::temporal)?;
-        for run in self.running_runs(pipeline).await? {
+        for run in self.running_runs(pipeline, running).await? {
             let signal = self
                 .client()
                 .get_workflow_handle::<PipelineWorkflow>(&run)
@@ -148,9 +199,9 @@ impl WorkflowClient {
             .map_err(Error::temporal)
     }
 
-    /// Delete the schedule and cancel its running runs.
-    pub async fn drop_schedule(&self, pipeline: &StoredPipeline) -> Result<()> {
-        let running = self.running_runs(pipeline).await?;
+    /// Delete the schedule and cancel its running runs (see [`Self::set_schedule_paused`]).
+    pub async fn drop_schedule(&self, pipeline: &StoredPipeline, running: &[String]) -> Result<()> {
+        let running = self.running_runs(pipeline, running).await?;
         self.delete_schedule(pipeline).await?;
         for run in running {
             info!(run = %run, "cancelling the run of a dropped pipeline");
@@ -166,18 +217,23 @@ impl WorkflowClient {
         Ok(())
     }
 
-    /// Workflow ids of the pipeline's runs in progress.
-    pub async fn running_runs(&self, pipeline: &StoredPipeline) -> Result<Vec<String>> {
-        match self
+    /// Workflow ids of the pipeline's runs in progress: what its schedule reports
+    /// (which lags behind a run just triggered) and `known` ones.
+    async fn running_runs(&self, pipeline: &StoredPipeline, known: &[String]) -> Result<Vec<String>> {
+        let mut runs: Vec<String> = match self
             .client()
             .get_schedule_handle(pipeline.schedule_id())
             .describe(RpcOptions::default())
             .await
         {
-            Ok(d) => Ok(d.running_actions().into_iter().map(|a| a.workflow_id).collect()),
-            Err(e) if is_not_found(&e) => Ok(vec![]),
-            Err(e) => Err(Error::temporal(e)),
-        }
+            Ok(d) => d.running_actions().into_iter().map(|a| a.workflow_id).collect(),
+            Err(e) if is_not_found(&e) => vec![],
+            Err(e) => return Err(Error::temporal(e)),
+        };
+        runs.extend(known.iter().cloned());
+        runs.sort();
+        runs.dedup();
+        Ok(runs)
     }
 
     /// When the schedule fires next.
