@@ -175,7 +175,7 @@ impl PipelineWorkflow {
                         .workflow_id(input.query_id.clone())
                         .id_reuse_policy(temporalio_sdk::WorkflowIdReusePolicy::AllowDuplicate)
                         // A worker killed mid-task: the next worker takes over in seconds.
-                        .task_timeout(Duration::from_secs(3))
+                        .task_timeout(crate::schedule::RUN_TASK_TIMEOUT)
                         .build();
                     let result = match ctx.start_child_workflow(QueryWorkflow::run, input, options).await {
                         Ok(started) => started
