@@ -86,15 +86,7 @@ impl Catalog {
         }
         empty_trash(&data_dir.join("trash")).await;
 
-        let path = data_dir.join(CATALOG_FILE);
-        let mut file = match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| Error::CatalogCorrupt {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
-            Err(e) => return Err(io_err(&path, e)),
-        };
+        let mut file = read_catalog_file(&data_dir).await?;
         file.version = 1;
         file.schemas.insert(DEFAULT_SCHEMA.to_string());
 
@@ -305,15 +297,7 @@ impl Catalog {
     /// new schemas and managed tables, dropped managed tables; returns views and
     /// external tables it has not registered yet (the engine replays them).
     pub(crate) async fn refresh(&self) -> Result<Vec<StoredObject>> {
-        let path = self.data_dir.join(CATALOG_FILE);
-        let on_disk = match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| Error::CatalogCorrupt {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
-            Err(e) => return Err(io_err(&path, e)),
-        };
+        let on_disk = read_catalog_file(&self.data_dir).await?;
         let mut schemas = on_disk.schemas.clone();
         schemas.extend(read_dirs(&self.data_dir.join("tables")).await?);
         for schema in &schemas {
@@ -383,6 +367,19 @@ fn io_err(path: &Path, source: std::io::Error) -> Error {
     Error::CatalogIo {
         path: path.display().to_string(),
         source,
+    }
+}
+
+/// `catalog.json` of `data_dir` (empty when there is none yet).
+async fn read_catalog_file(data_dir: &Path) -> Result<CatalogFile> {
+    let path = data_dir.join(CATALOG_FILE);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => serde_json::from_slice::<CatalogFile>(&bytes).map_err(|e| Error::CatalogCorrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CatalogFile::default()),
+        Err(e) => Err(io_err(&path, e)),
     }
 }
 

@@ -134,6 +134,15 @@ pub enum AlterPipeline {
     Set(Vec<(String, String)>),
 }
 
+/// The definition of a `CREATE PIPELINE` (tests).
+#[cfg(test)]
+pub(crate) fn definition_of(sql: &str) -> PipelineDefinition {
+    match parse(sql) {
+        Ok(Some(PipelineStatement::Create(c))) => c.definition,
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
 /// Parse `sql` if it is a pipeline statement; `None` for any other statement.
 pub fn parse(sql: &str) -> Result<Option<PipelineStatement>> {
     let dialect = GenericDialect {};

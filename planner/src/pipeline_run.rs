@@ -330,14 +330,7 @@ fn bound(planned: Planned, source: &Incremental, from: Option<ScalarValue>, to: 
 mod tests {
     use super::*;
     use crate::EngineOptions;
-    use crate::pipeline::{PipelineStatement, parse};
-
-    fn definition(sql: &str) -> PipelineDefinition {
-        match parse(sql) {
-            Ok(Some(PipelineStatement::Create(c))) => c.definition,
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::pipeline::definition_of as definition;
 
     async fn engine() -> (tempfile::TempDir, Arc<Engine>) {
         let dir = tempfile::tempdir().expect("tmp");

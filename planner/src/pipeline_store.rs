@@ -552,14 +552,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{PipelineStatement, parse};
-
-    fn definition(sql: &str) -> PipelineDefinition {
-        match parse(sql) {
-            Ok(Some(PipelineStatement::Create(c))) => c.definition,
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::pipeline::definition_of as definition;
 
     #[test]
     fn definitions_and_runs_round_trip() {

@@ -23,16 +23,9 @@ import pytest
 
 import support
 from conftest import Server, _shutdown
-from test_workflows import TemporalDev, Worker
+from test_workflows import TemporalDev, temporal  # noqa: F401  (the module's Temporal dev server)
 
 RUN_TIMEOUT = 90
-
-
-@pytest.fixture(scope="module")
-def temporal(tmp_path_factory):
-    dev = TemporalDev(tmp_path_factory.mktemp("temporal")).start()
-    yield dev
-    dev.stop()
 
 
 @pytest.fixture(scope="module")
