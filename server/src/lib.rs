@@ -42,7 +42,7 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use contrail_planner::{Engine, EngineOptions};
 use contrail_workflows::dataplane::{DataPlane, FlightFetcher};
 use contrail_workflows::embedded::{EmbeddedOptions, EmbeddedTemporal};
-use contrail_workflows::worker::{WorkerHandle, spawn_worker};
+use contrail_workflows::worker::{WorkerHandle, spawn_worker, worker_client};
 use contrail_workflows::{FragmentRunner, Spool, TemporalTarget, WorkflowClient};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -251,12 +251,15 @@ async fn start_workflows(
     let slots = w
         .local_fragments
         .unwrap_or_else(|| config.cpu_threads.unwrap_or_else(num_cpus));
+    // One connection for the worker and the serving side: eager workflow start.
+    let shared = worker_client(&target, &location).await?;
     let worker = if slots > 0 {
-        Some(spawn_worker(target.clone(), runner, executor.handle().clone(), slots).await?)
+        let worker = spawn_worker(target.clone(), shared.clone(), runner, executor.handle().clone(), slots).await?;
+        Some(worker)
     } else {
         None
     };
-    let client = WorkflowClient::connect(target).await?;
+    let client = WorkflowClient::sharing(shared, target);
     pipelines::reconcile(engine, &client).await?;
     let janitor = spool.spawn_janitor();
     let workflows = Arc::new(Workflows {
@@ -324,7 +327,8 @@ pub async fn worker(
         task_queue: args.task_queue.clone(),
     };
     let slots = args.max_fragments.or(args.cpu_threads).unwrap_or_else(num_cpus);
-    let worker = spawn_worker(target, runner, executor.handle().clone(), slots).await?;
+    let client = worker_client(&target, &location).await?;
+    let worker = spawn_worker(target, client, runner, executor.handle().clone(), slots).await?;
     let janitor = spool.spawn_janitor();
     let plane = FlightServiceServer::new(DataPlane::new(spool))
         .max_decoding_message_size(MAX_MESSAGE)

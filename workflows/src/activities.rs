@@ -50,7 +50,7 @@ impl FragmentActivities {
         let abort = job.abort_handle();
         tokio::pin!(job);
         // Heartbeat well inside the timeout; the SDK throttles what it sends.
-        let mut beat = tokio::time::interval(HEARTBEAT_TIMEOUT / 4);
+        let mut beat = heartbeat_ticks();
         loop {
             tokio::select! {
                 finished = &mut job => {
@@ -171,7 +171,7 @@ fn failure(what: &str, e: Error) -> ActivityError {
 /// timeout (activities whose options set a heartbeat timeout).
 pub(crate) async fn heartbeating<T>(ctx: &ActivityContext, job: impl std::future::Future<Output = T>) -> T {
     tokio::pin!(job);
-    let mut beat = tokio::time::interval(HEARTBEAT_TIMEOUT / 4);
+    let mut beat = heartbeat_ticks();
     loop {
         tokio::select! {
             out = &mut job => return out,
@@ -182,6 +182,13 @@ pub(crate) async fn heartbeating<T>(ctx: &ActivityContext, job: impl std::future
             }
         }
     }
+}
+
+/// Heartbeat ticks, four per timeout, the first one period after the start: an
+/// activity that ends sooner (most fragments of interactive statements) sends none.
+fn heartbeat_ticks() -> tokio::time::Interval {
+    let period = HEARTBEAT_TIMEOUT / 4;
+    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
 }
 
 /// How long a worker waits for running fragments at shutdown.

@@ -71,6 +71,15 @@ impl WorkflowClient {
         Ok(Self { client, target })
     }
 
+    /// Share the connection of this process's worker (see [`connect`]): statements
+    /// then start with eager workflow start, their first workflow task handed to
+    /// that worker in the start call's reply instead of through the task queue.
+    pub fn sharing(mut client: Client, target: TemporalTarget) -> Self {
+        // Copy-on-write: the worker keeps its identity, the worker set stays shared.
+        *client.connection_mut().identity_mut() = "contrail-serve".to_string();
+        Self { client, target }
+    }
+
     /// The underlying client (tests read histories with it).
     pub fn client(&self) -> &Client {
         &self.client
@@ -93,6 +102,9 @@ impl WorkflowClient {
                 QueryWorkflow::run,
                 input,
                 WorkflowStartOptions::new(self.target.task_queue.clone(), id)
+                    // Honoured when a worker of this process shares the connection
+                    // and has a free workflow task slot; otherwise a plain start.
+                    .enable_eager_workflow_start(true)
                     .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                     .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                     .build(),

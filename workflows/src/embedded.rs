@@ -25,7 +25,17 @@ const LOW_LATENCY: &[&str] = &[
     "history.timerProcessorMaxPollHostRPS=10000",
     "matching.numTaskqueueReadPartitions=1",
     "matching.numTaskqueueWritePartitions=1",
+    // A statement's first workflow task comes back in the start call's reply, to the
+    // worker sharing serve's connection (eager workflow start).
+    "system.enableEagerWorkflowStart=true",
 ];
+
+/// SQLite in write-ahead-log mode, synced at checkpoints rather than at every
+/// commit: halves what a workflow statement spends in Temporal (a 1-fragment
+/// statement: ~60 -> ~30 ms on 2 cores). A killed process (the dev server or the
+/// whole of Contrail) loses nothing; an OS crash or power cut can lose the last
+/// commits of workflow history. A production cluster brings its own persistence.
+const SQLITE_PRAGMAS: &[&str] = &["journal_mode=wal", "synchronous=normal"];
 
 /// How to start the dev server.
 #[derive(Debug, Clone)]
@@ -113,6 +123,9 @@ impl EmbeddedTemporal {
         }
         for kv in LOW_LATENCY {
             args.extend(["--dynamic-config-value".into(), (*kv).to_string()]);
+        }
+        for pragma in SQLITE_PRAGMAS {
+            args.extend(["--sqlite-pragma".into(), (*pragma).to_string()]);
         }
         std::fs::create_dir_all(&options.data_dir).map_err(|e| Error::Embedded {
             message: format!("data dir {}: {e}", options.data_dir.display()),

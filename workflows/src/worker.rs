@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use temporalio_client::Client;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::runtime::{RuntimeOptions, WorkflowErrorType};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -45,8 +46,11 @@ impl Drop for WorkerHandle {
 }
 
 /// Start a worker thread; returns once it is polling (or failed to start).
+/// `client`: from [`worker_client`]; a [`crate::WorkflowClient`] made from the same
+/// client starts workflows eagerly on this worker.
 pub async fn spawn_worker(
     target: TemporalTarget,
+    client: Client,
     runner: FragmentRunner,
     cpu: Handle,
     max_concurrent_fragments: usize,
@@ -65,7 +69,7 @@ pub async fn spawn_worker(
                 }
             };
             rt.block_on(async move {
-                let started = start(&target, runner, cpu, max_concurrent_fragments).await;
+                let started = start(&target, client, runner, cpu, max_concurrent_fragments).await;
                 // The SDK runtime lives as long as the worker it runs.
                 let (_runtime, mut worker) = match started {
                     Ok(w) => w,
@@ -96,8 +100,14 @@ pub async fn spawn_worker(
     })
 }
 
+/// A client for a worker whose data plane is at `location`.
+pub async fn worker_client(target: &TemporalTarget, location: &str) -> Result<Client> {
+    connect(target, &format!("contrail-worker@{location}")).await
+}
+
 async fn start(
     target: &TemporalTarget,
+    client: Client,
     runner: FragmentRunner,
     cpu: Handle,
     slots: usize,
@@ -107,7 +117,6 @@ async fn start(
         .build()
         .map_err(Error::temporal)?;
     let runtime = Runtime::from_current_tokio(runtime_options).map_err(Error::temporal)?;
-    let client = connect(target, &format!("contrail-worker@{}", runner.location)).await?;
     let pipelines = PipelineActivities {
         engine: Arc::clone(&runner.engine),
         spool: runner.spool.clone(),
