@@ -349,11 +349,18 @@ def _make_flight_server_class():
 
 def load_table_batched(parquet: PathLike, batch_rows: int = 65536):
     """Read parquet (file or directory) fully into memory, re-chunked into
-    record batches of `batch_rows` rows."""
+    record batches of `batch_rows` rows.
+
+    string_view columns (tpchgen-cli writes them) become plain strings, which is
+    what Contrail sends by default: a slice of a string_view column refers to all
+    of its data buffers, and the IPC writer sends all of them with every batch
+    (SF 1's `SELECT *` came to over 16 GB on the client)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    t = pq.read_table(os.fspath(parquet)).combine_chunks()
+    t = pq.read_table(os.fspath(parquet))
+    plain = pa.schema([f.with_type(pa.string()) if f.type == pa.string_view() else f for f in t.schema])
+    t = t.cast(plain).combine_chunks()
     return pa.Table.from_batches(t.to_batches(max_chunksize=batch_rows), schema=t.schema)
 
 

@@ -601,6 +601,13 @@ impl Engine {
         self.plan_in(&ctx, sql).await
     }
 
+    /// [`Engine::plan`] in a context from [`Engine::context`], which
+    /// [`Engine::execute_in`] can then reuse: building one costs about as much as
+    /// planning a short query.
+    pub async fn plan_with(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
+        self.plan_in(ctx, sql).await
+    }
+
     async fn plan_in(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
@@ -668,6 +675,18 @@ impl Engine {
     /// operators' tasks on the current runtime.
     pub async fn execute(&self, settings: &mut SessionSettings, planned: Planned) -> Result<Outcome> {
         let ctx = self.context(settings)?;
+        self.execute_in(&ctx, settings, planned).await
+    }
+
+    /// [`Engine::execute`] in the context the statement was planned in
+    /// (see [`Engine::plan_with`]); `ctx` must come from `settings`.
+    pub async fn execute_in(
+        &self,
+        ctx: &SessionContext,
+        settings: &mut SessionSettings,
+        planned: Planned,
+    ) -> Result<Outcome> {
+        let ctx = ctx.clone();
         match planned.kind {
             Kind::Query(plan) => {
                 let view_types = settings.view_types();

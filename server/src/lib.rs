@@ -31,6 +31,7 @@ pub mod flight;
 pub mod handle;
 pub mod metadata;
 pub mod pipelines;
+mod plans;
 pub mod service;
 pub mod session;
 

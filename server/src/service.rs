@@ -33,10 +33,11 @@ use arrow_flight::{
 use bytes::Bytes;
 use contrail_planner::settings::ExecutionMode;
 use contrail_planner::sink::Sink;
-use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
+use contrail_planner::{Engine, IngestTarget, Outcome, Planned, SessionSettings, count_schema};
 use contrail_workflows::QueryInput;
 use contrail_workflows::dataplane::SpoolTicket;
 use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -50,6 +51,7 @@ use crate::exec::Executor;
 use crate::handle::{PreparedHandle, Signer, StatementTicket, TicketBody, decode_params, encode_params};
 use crate::metadata;
 use crate::pipelines::{self, PipelineOutcome};
+use crate::plans::PlanCache;
 use crate::session::{
     CloseSessionResult, GetSessionOptionsResult, RequestContext, SetSessionOptionsError, SetSessionOptionsRequest,
     SetSessionOptionsResult, option_to_string, string_to_option,
@@ -59,7 +61,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 /// Where a planned statement went.
 enum Routed {
-    Inline(SchemaRef, TicketBody, Option<SessionSettings>),
+    /// Runs here: the ticket's schema and body, the session's new settings (SET),
+    /// and a query's plan with the context it was made in, for its DoGet.
+    Inline(SchemaRef, TicketBody, Option<SessionSettings>, Option<(SessionContext, Planned)>),
     /// A write run as a workflow: its input and the table it commits to.
     Write(QueryInput, Sink),
     Workflow(QueryInput, SchemaRef),
@@ -85,6 +89,8 @@ pub struct SqlService {
     pub(crate) auth: Authenticator,
     /// Workflow execution; `None` with `--temporal off`.
     pub(crate) workflows: Option<Arc<Workflows>>,
+    /// Plans of inline queries, waiting for the DoGet of their ticket.
+    plans: PlanCache,
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
 }
@@ -103,6 +109,7 @@ impl SqlService {
             signer,
             auth,
             workflows,
+            plans: PlanCache::default(),
             sql_info: metadata::sql_info()?,
             xdbc: metadata::xdbc_type_info()?,
         })
@@ -126,7 +133,7 @@ impl SqlService {
                 let client = workflows.as_deref().map(|w| &w.client);
                 let sql = match pipelines::run_statement(&engine, client, &sql).await? {
                     Some(PipelineOutcome::Done) => {
-                        return Ok(Routed::Inline(count_schema(), TicketBody::Done { count: 0 }, None));
+                        return Ok(Routed::Inline(count_schema(), TicketBody::Done { count: 0 }, None, None));
                     }
                     Some(PipelineOutcome::Query(query)) => query,
                     None => sql,
@@ -135,7 +142,8 @@ impl SqlService {
                     Some(p) => param_rows(&decode_params(p)?)?,
                     None => vec![],
                 };
-                let planned = engine.plan(&settings, &sql).await?;
+                let ctx = engine.context(&settings)?;
+                let planned = engine.plan_with(&ctx, &sql).await?;
                 if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
                     // `auto` only prefers a workflow: what cannot run as one runs inline.
                     let auto = settings.execution_mode() == ExecutionMode::Auto;
@@ -166,7 +174,8 @@ impl SqlService {
                     }
                     let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
                     let schema = planned.schema(&settings);
-                    return Ok(Routed::Inline(schema, TicketBody::Query { sql, params }, None));
+                    let body = TicketBody::Query { sql, params };
+                    return Ok(Routed::Inline(schema, body, None, Some((ctx, planned))));
                 }
                 let mut settings = settings;
                 let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
@@ -174,10 +183,11 @@ impl SqlService {
                     count_schema(),
                     TicketBody::Done { count },
                     Some(settings),
+                    None,
                 ))
             })
             .await?;
-        let (schema, body, changed) = match routed {
+        let (schema, body, changed, plan) = match routed {
             Routed::Workflow(input, schema) => {
                 let workflows = self.workflow_runtime()?;
                 let query_id = workflows.start(input).await?;
@@ -189,9 +199,9 @@ impl SqlService {
             }
             Routed::Write(input, sink) => {
                 let count = self.write(rc, input, sink).await?;
-                (count_schema(), TicketBody::Done { count }, None)
+                (count_schema(), TicketBody::Done { count }, None, None)
             }
-            Routed::Inline(schema, body, changed) => (schema, body, changed),
+            Routed::Inline(schema, body, changed, plan) => (schema, body, changed, plan),
         };
         if let Some(settings) = changed {
             if settings != rc.session.settings() {
@@ -204,6 +214,9 @@ impl SqlService {
             settings: rc.session.settings(),
         };
         let handle = self.signer.encode_ticket(&ticket)?;
+        if let Some((ctx, planned)) = plan {
+            self.plans.insert(ticket.id, ctx, planned);
+        }
         flight_info(
             &schema,
             TicketStatementQuery {
@@ -351,9 +364,17 @@ impl SqlService {
                 let engine = self.engine.clone();
                 let mut settings = ticket.settings;
                 let timeout = settings.statement_timeout();
+                let planned_here = self.plans.take(&ticket.id);
                 let (schema, stream) = self
                     .executor
                     .stream(ticket.id, timeout, async move {
+                        if let Some((ctx, planned)) = planned_here {
+                            let schema = planned.schema(&settings);
+                            return match engine.execute_in(&ctx, &mut settings, planned).await? {
+                                Outcome::Rows(s) => Ok((schema, s)),
+                                Outcome::Count(_) => Err(Error::invalid("ticket does not hold a query")),
+                            };
+                        }
                         let rows = match &params {
                             Some(p) => param_rows(&decode_params(p)?)?,
                             None => vec![],
