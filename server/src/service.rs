@@ -37,8 +37,8 @@ use contrail_planner::{Engine, IngestTarget, Outcome, Planned, SessionSettings, 
 use contrail_workflows::QueryInput;
 use contrail_workflows::dataplane::SpoolTicket;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::SessionContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -63,7 +63,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 enum Routed {
     /// Runs here: the ticket's schema and body, the session's new settings (SET),
     /// and a query's plan with the context it was made in, for its DoGet.
-    Inline(SchemaRef, TicketBody, Option<SessionSettings>, Option<(SessionContext, Planned)>),
+    Inline(
+        SchemaRef,
+        TicketBody,
+        Option<SessionSettings>,
+        Option<(SessionContext, Planned)>,
+    ),
     /// A write run as a workflow: its input and the table it commits to.
     Write(QueryInput, Sink),
     Workflow(QueryInput, SchemaRef),
@@ -133,7 +138,12 @@ impl SqlService {
                 let client = workflows.as_deref().map(|w| &w.client);
                 let sql = match pipelines::run_statement(&engine, client, &sql).await? {
                     Some(PipelineOutcome::Done) => {
-                        return Ok(Routed::Inline(count_schema(), TicketBody::Done { count: 0 }, None, None));
+                        return Ok(Routed::Inline(
+                            count_schema(),
+                            TicketBody::Done { count: 0 },
+                            None,
+                            None,
+                        ));
                     }
                     Some(PipelineOutcome::Query(query)) => query,
                     None => sql,
@@ -368,24 +378,24 @@ impl SqlService {
                 let (schema, stream) = self
                     .executor
                     .stream(ticket.id, timeout, async move {
-                        if let Some((ctx, planned)) = planned_here {
-                            let schema = planned.schema(&settings);
-                            return match engine.execute_in(&ctx, &mut settings, planned).await? {
-                                Outcome::Rows(s) => Ok((schema, s)),
-                                Outcome::Count(_) => Err(Error::invalid("ticket does not hold a query")),
-                            };
-                        }
-                        let rows = match &params {
-                            Some(p) => param_rows(&decode_params(p)?)?,
-                            None => vec![],
+                        // Planned by this server's GetFlightInfo, or planned now from the ticket.
+                        let (ctx, planned) = match planned_here {
+                            Some(kept) => kept,
+                            None => {
+                                let rows = match &params {
+                                    Some(p) => param_rows(&decode_params(p)?)?,
+                                    None => vec![],
+                                };
+                                let ctx = engine.context(&settings)?;
+                                let planned = engine.plan_with(&ctx, &sql).await?;
+                                (ctx, planned.bind(rows.into_iter().next().unwrap_or_default())?)
+                            }
                         };
-                        let planned = engine.plan(&settings, &sql).await?;
-                        let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
                         if !planned.is_query() {
                             return Err(Error::invalid("ticket does not hold a query"));
                         }
                         let schema = planned.schema(&settings);
-                        match engine.execute(&mut settings, planned).await? {
+                        match engine.execute_in(&ctx, &mut settings, planned).await? {
                             Outcome::Rows(s) => Ok((schema, s)),
                             Outcome::Count(_) => Err(Error::invalid("ticket does not hold a query")),
                         }

@@ -38,6 +38,18 @@ def test_statement_query(raw):
     assert sum(table.column("v").to_pylist()) == 1000 * 1001 // 2
 
 
+def test_a_ticket_can_be_redeemed_again(raw):
+    # The first DoGet runs the plan GetFlightInfo made; a second one plans again
+    # from the ticket, with its parameters, and must return the same rows.
+    handle, _, _ = raw.prepare("SELECT value * ? AS v FROM generate_series(1, 100)")
+    handle = raw.bind(handle, pa.table({"p": pa.array([3], pa.int64())}))
+    info = raw.flight_info(s.cmd_prepared_query(handle))
+    first = raw.read_info(info)
+    again = raw.read_info(info)
+    assert first.column("v").to_pylist() == [3 * i for i in range(1, 101)]
+    assert again.equals(first)
+
+
 def test_get_schema_matches_stream(raw):
     cmd = s.cmd_statement_query("SELECT CAST(1 AS INT) AS i, 'a' AS s, make_array('b') AS l")
     declared = raw.schema(cmd)
