@@ -12,6 +12,7 @@ the drift of a shared 2-core machine cancels out. Writes
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import datetime as dt
 import multiprocessing as mp
@@ -140,9 +141,11 @@ def isolated(fn: Callable[..., pa.Table | int], *args) -> dict:
     Large results read back to back in one process fragment its heap until the
     harness outgrows the machine (SF 1's scan went past 20 GiB); a process per
     case starts clean and shows what the client needed."""
-    ctx = mp.get_context("forkserver")  # not fork: the harness has threads (pyarrow, servers)
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(_timed_child, (fn, args))
+    # forkserver, not fork: the harness has threads (pyarrow, servers). An executor,
+    # not a Pool: a case that dies (out of memory) fails the run instead of hanging it.
+    ctx = mp.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_timed_child, fn, args).result()
 
 
 def _timed_child(fn: Callable[..., pa.Table | int], args: tuple) -> dict:

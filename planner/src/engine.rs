@@ -598,17 +598,13 @@ impl Engine {
     /// Parse and plan one statement. No side effects.
     pub async fn plan(&self, settings: &SessionSettings, sql: &str) -> Result<Planned> {
         let ctx = self.context(settings)?;
-        self.plan_in(&ctx, sql).await
+        self.plan_with(&ctx, sql).await
     }
 
     /// [`Engine::plan`] in a context from [`Engine::context`], which
     /// [`Engine::execute_in`] can then reuse: building one costs about as much as
     /// planning a short query.
     pub async fn plan_with(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
-        self.plan_in(ctx, sql).await
-    }
-
-    async fn plan_in(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state.sql_to_statement(sql, &dialect).map_err(Error::plan)?;
@@ -686,7 +682,6 @@ impl Engine {
         settings: &mut SessionSettings,
         planned: Planned,
     ) -> Result<Outcome> {
-        let ctx = ctx.clone();
         match planned.kind {
             Kind::Query(plan) => {
                 let view_types = settings.view_types();
@@ -695,19 +690,19 @@ impl Engine {
                 Ok(Outcome::Rows(crate::types::map_output_stream(stream, view_types)))
             }
             Kind::Write { plan, target } => {
-                let count = run_count(&ctx, plan).await?;
+                let count = run_count(ctx, plan).await?;
                 if let Some(target) = target {
-                    if let Some(managed) = self.managed_for(&ctx, &target).await? {
+                    if let Some(managed) = self.managed_for(ctx, &target).await? {
                         managed.refresh().await?;
                     }
                 }
                 Ok(Outcome::Count(count))
             }
-            Kind::Delete { target, plan } => self.delete(&ctx, &target, plan).await,
-            Kind::Update { target, plan } => self.update(&ctx, &target, plan).await,
+            Kind::Delete { target, plan } => self.delete(ctx, &target, plan).await,
+            Kind::Update { target, plan } => self.update(ctx, &target, plan).await,
             Kind::Ddl { ddl, sql } => {
                 let _guard = self.ddl.lock().await;
-                self.ddl(&ctx, ddl, sql).await.map(Outcome::Count)
+                self.ddl(ctx, ddl, sql).await.map(Outcome::Count)
             }
             Kind::Set { key, value } => {
                 let mut next = settings.clone();
