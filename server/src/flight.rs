@@ -24,6 +24,7 @@ use contrail_workflows::dataplane::SpoolTicket;
 use crate::error::Error;
 use crate::service::SqlService;
 use crate::session::{RequestContext, SESSION_COOKIE, Sessions, cookie_session_id};
+use crate::wire::{Frames, batch_frames, flight_frames};
 
 type Inner = SqlService;
 
@@ -83,6 +84,25 @@ macro_rules! delegate {
         let response = <Inner as FlightService>::$method(&$self.inner, request).await?;
         Ok(announce(&rc, response))
     }};
+}
+
+impl ContrailFlight {
+    /// DoGet for [`crate::wire::FlightRouter`]: a statement's rows go out as
+    /// IPC frames straight from their columns; every other ticket (catalog
+    /// metadata, spooled workflow partitions) takes the generic path.
+    pub async fn do_get_frames(&self, request: Request<Ticket>) -> Result<Response<Frames>, Status> {
+        if SpoolTicket::is_spool_ticket(&request.get_ref().ticket) {
+            return Ok(self.do_get(request).await?.map(flight_frames));
+        }
+        let (request, rc) = self.admit(request)?;
+        let response = match self.inner.rows(request.get_ref()).await? {
+            Some((schema, rows)) => Response::new(batch_frames(schema, rows)?),
+            None => <Inner as FlightService>::do_get(&self.inner, request)
+                .await?
+                .map(flight_frames),
+        };
+        Ok(announce(&rc, response))
+    }
 }
 
 #[tonic::async_trait]

@@ -7,6 +7,9 @@
 //!   Flight SQL client (ADBC, JDBC, pyarrow)
 //!          │ gRPC (HTTP/2, optional TLS)
 //!          ▼
+//!   wire::FlightRouter       DoGet on Contrail's own codec (results framed
+//!          │                 from the columns), other methods on arrow-flight's
+//!          ▼
 //!   flight::ContrailFlight   authenticate, resolve session, Set-Cookie
 //!          ▼
 //!   service::SqlService      decode command -> planner -> encode FlightData
@@ -34,6 +37,7 @@ pub mod pipelines;
 mod plans;
 pub mod service;
 pub mod session;
+pub mod wire;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,6 +63,7 @@ use crate::flight::ContrailFlight;
 use crate::handle::Signer;
 use crate::service::SqlService;
 use crate::session::Sessions;
+use crate::wire::FlightRouter;
 
 /// Largest gRPC message accepted or sent (Flight batches are ~1-8 MB).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -111,9 +116,7 @@ pub async fn serve(
         auth.clone(),
         workflows,
     )?);
-    let flight = FlightServiceServer::new(ContrailFlight::new(service, sessions.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let flight = FlightRouter::new(ContrailFlight::new(service, sessions.clone()), MAX_MESSAGE);
 
     let mut builder = Server::builder();
     if let Some((cert, key)) = &config.tls {

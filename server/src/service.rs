@@ -59,6 +59,9 @@ use crate::session::{
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// A statement's result rows, as they are computed.
+pub type RowStream = futures::stream::BoxStream<'static, Result<RecordBatch>>;
+
 /// Where a planned statement went.
 enum Routed {
     /// Runs here: the ticket's schema and body, the session's new settings (SET),
@@ -363,12 +366,41 @@ impl SqlService {
         })
     }
 
+    /// The rows of a DoGet ticket, when it is a statement's (a query or a
+    /// prepared statement); `None` for every other Flight SQL ticket.
+    pub async fn rows(&self, ticket: &Ticket) -> Result<Option<(SchemaRef, RowStream)>> {
+        use arrow_flight::sql::Command;
+        // Anything else, undecodable tickets included, takes the generic path.
+        let Ok(any) = Any::decode(&*ticket.ticket) else {
+            return Ok(None);
+        };
+        let ticket = match Command::try_from(any) {
+            Ok(Command::TicketStatementQuery(t)) => self.signer.decode_ticket(&t.statement_handle)?,
+            Ok(Command::CommandPreparedStatementQuery(cmd)) => self.prepared_ticket(&cmd)?,
+            _ => return Ok(None),
+        };
+        self.redeem(ticket).await.map(Some)
+    }
+
+    /// A prepared statement's handle as a ticket to run it.
+    fn prepared_ticket(&self, cmd: &CommandPreparedStatementQuery) -> Result<StatementTicket> {
+        let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
+        Ok(StatementTicket {
+            id: uuid::Uuid::new_v4().to_string(),
+            body: TicketBody::Query {
+                sql: handle.sql,
+                params: handle.params,
+            },
+            settings: handle.settings,
+        })
+    }
+
     /// Stream a ticket's rows.
-    async fn redeem(&self, ticket: StatementTicket) -> Result<BoxStream<arrow_flight::FlightData>> {
+    async fn redeem(&self, ticket: StatementTicket) -> Result<(SchemaRef, RowStream)> {
         match ticket.body {
             TicketBody::Done { count } => {
                 let batch = RecordBatch::try_new(count_schema(), vec![Arc::new(Int64Array::from(vec![count]))])?;
-                Ok(encode_batches(count_schema(), futures::stream::iter([Ok(batch)])))
+                Ok((count_schema(), futures::stream::iter([Ok(batch)]).boxed()))
             }
             TicketBody::Query { sql, params } => {
                 let engine = self.engine.clone();
@@ -401,7 +433,7 @@ impl SqlService {
                         }
                     })
                     .await?;
-                Ok(encode_batches(schema, stream))
+                Ok((schema, stream.boxed()))
             }
         }
     }
@@ -719,7 +751,8 @@ impl FlightSqlService for SqlService {
         _request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let ticket = self.signer.decode_ticket(&ticket.statement_handle)?;
-        Ok(Response::new(self.redeem(ticket).await?))
+        let (schema, rows) = self.redeem(ticket).await?;
+        Ok(Response::new(encode_batches(schema, rows)))
     }
 
     async fn do_get_prepared_statement(
@@ -727,16 +760,8 @@ impl FlightSqlService for SqlService {
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
-        let ticket = StatementTicket {
-            id: uuid::Uuid::new_v4().to_string(),
-            body: TicketBody::Query {
-                sql: handle.sql,
-                params: handle.params,
-            },
-            settings: handle.settings,
-        };
-        Ok(Response::new(self.redeem(ticket).await?))
+        let (schema, rows) = self.redeem(self.prepared_ticket(&cmd)?).await?;
+        Ok(Response::new(encode_batches(schema, rows)))
     }
 
     async fn do_put_statement_update(
