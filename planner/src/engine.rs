@@ -13,6 +13,7 @@
 //! Every statement is planned against a [`SessionContext`] built from
 //! [`SessionSettings`], so the server can rebuild the exact context from a ticket.
 
+use dashmap::DashMap;
 use datafusion::physical_plan::ExecutionPlanProperties as _;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use std::ops::ControlFlow;
@@ -24,7 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement, WriteOp,
@@ -83,6 +84,24 @@ pub struct Engine {
     /// DDL statements run one at a time.
     ddl: Mutex<()>,
     pipelines: Arc<PipelineStore>,
+    /// A built session state per distinct session settings (see [`Engine::context`]).
+    states: DashMap<String, SessionState>,
+}
+
+/// At most this many distinct session settings keep a built state; others
+/// build theirs per statement.
+const MAX_KEPT_STATES: usize = 64;
+
+/// What of a session's settings goes into its DataFusion state.
+fn state_key(settings: &SessionSettings) -> String {
+    let mut key = format!("{:?}\0{:?}", settings.catalog, settings.schema);
+    for (k, v) in settings.options.iter().filter(|(k, _)| k.starts_with("datafusion.")) {
+        key.push('\0');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
 }
 
 /// A planned statement, ready to run. Planning has no side effects.
@@ -340,6 +359,7 @@ impl Engine {
             base,
             ddl: Mutex::new(()),
             pipelines,
+            states: DashMap::new(),
         });
         engine.replay().await?;
         Ok(engine)
@@ -365,20 +385,36 @@ impl Engine {
     }
 
     /// A DataFusion context for `settings` over the shared catalog and runtime.
+    ///
+    /// Each distinct set of settings builds its session state once (filling
+    /// DataFusion's function registries costs about as much as planning a short
+    /// query); later statements start from a copy of it. A copy, not the state
+    /// itself, so nothing one statement leaves in its state reaches another.
     pub fn context(&self, settings: &SessionSettings) -> Result<SessionContext> {
-        Ok(self.context_with(self.session_config(settings)?))
+        let key = state_key(settings);
+        if let Some(state) = self.states.get(&key) {
+            return Ok(SessionContext::new_with_state(state.clone()));
+        }
+        let state = self.state_with(self.session_config(settings)?);
+        if self.states.len() < MAX_KEPT_STATES {
+            self.states.insert(key, state.clone());
+        }
+        Ok(SessionContext::new_with_state(state))
     }
 
     fn context_with(&self, config: SessionConfig) -> SessionContext {
-        let state = SessionStateBuilder::new()
+        SessionContext::new_with_state(self.state_with(config))
+    }
+
+    fn state_with(&self, config: SessionConfig) -> SessionState {
+        SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_catalog_list(self.catalog.catalog_list())
             .with_default_features()
             // Plans deltalake's own nodes (write metrics, delete/update scans).
             .with_query_planner(DeltaPlanner::new())
-            .build();
-        SessionContext::new_with_state(state)
+            .build()
     }
 
     /// Cut a planned query into stages of fragments for a workflow (see [`distributed`]).
@@ -752,7 +788,8 @@ impl Engine {
                 "ingest into '{schema_name}.{table_name}': only managed tables accept bulk ingest"
             )));
         }
-        let input = one_shot_plan(schema.clone(), batches)?;
+        let partitions = ctx.copied_config().target_partitions();
+        let input = one_shot_plan(schema.clone(), batches, partitions)?;
         match existing {
             Some(managed) => {
                 if target.fail_if_exists {
@@ -1357,11 +1394,60 @@ async fn added_rows(table: &DeltaTable) -> i64 {
 }
 
 /// A logical plan reading a stream once (bulk ingest input).
-fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<LogicalPlan> {
+///
+/// The stream arrives as one partition; its batches are dealt round-robin to
+/// `partitions` writers, so a large ingest encodes Parquet on every core (one
+/// file per writer that received rows) instead of on one.
+fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream, partitions: usize) -> Result<LogicalPlan> {
     let table = crate::types::OneShotTable::new(schema, stream)
         .into_provider()
         .map_err(Error::plan)?;
-    LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
-        .and_then(|b| b.build())
-        .map_err(Error::plan)
+    let scan = LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
+        .map_err(Error::plan)?;
+    let scan = if partitions > 1 {
+        scan.repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(partitions))
+            .map_err(Error::plan)?
+    } else {
+        scan
+    };
+    scan.build().map_err(Error::plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EngineOptions;
+
+    #[tokio::test]
+    async fn contexts_start_from_a_kept_state_but_do_not_share_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = Engine::open(EngineOptions::new(dir.path())).await.expect("open");
+        let plain = SessionSettings::default();
+        let first = engine.context(&plain).expect("context");
+        // A statement changing its own state leaves the next statement's alone.
+        first.state_ref().write().config_mut().options_mut().execution.time_zone = Some("+01:00".into());
+        let second = engine.context(&plain).expect("context");
+        assert_eq!(second.copied_config().options().execution.time_zone, None);
+        assert_eq!(engine.states.len(), 1);
+
+        // Other DataFusion settings, or another schema: a state of their own.
+        let mut zoned = SessionSettings::default();
+        zoned
+            .options
+            .insert("datafusion.execution.time_zone".into(), "+05:00".into());
+        let ctx = engine.context(&zoned).expect("context");
+        let tz = ctx.copied_config().options().execution.time_zone.clone();
+        assert_eq!(tz.as_deref(), Some("+05:00"));
+        let mut elsewhere = SessionSettings::default();
+        elsewhere.schema = Some("other".into());
+        let ctx = engine.context(&elsewhere).expect("context");
+        assert_eq!(ctx.copied_config().options().catalog.default_schema, "other");
+        assert_eq!(engine.states.len(), 3);
+
+        // Contrail's own settings do not change DataFusion's state.
+        let mut mode = SessionSettings::default();
+        mode.options.insert("contrail.execution_mode".into(), "inline".into());
+        engine.context(&mode).expect("context");
+        assert_eq!(engine.states.len(), 3);
+    }
 }
