@@ -3,9 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::datasource::TableProvider;
 use datafusion::error::DataFusionError;
@@ -109,7 +111,8 @@ pub fn map_output_stream(stream: SendableRecordBatchStream, view_types: bool) ->
     Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
 }
 
-fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+/// `batch` with each column cast to `target`'s type (a no-op where they match).
+pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let options = CastOptions::default();
     let columns = batch
         .columns()
@@ -117,13 +120,72 @@ fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, ar
         .zip(target.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                cast_with_options(c, f.data_type(), &options)
+                return Ok(c.clone());
             }
+            if let Some(plain) = view_to_plain(c, f.data_type()) {
+                return plain;
+            }
+            cast_with_options(c, f.data_type(), &options)
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(target.clone(), columns)
+}
+
+/// A top-level `Utf8View` → `Utf8` or `BinaryView` → `Binary` column in one
+/// pass over its views (arrow's cast appends value by value through a
+/// builder); `None` for every other pair, and
+/// when the bytes outgrow `i32` offsets, so the generic cast reports it.
+fn view_to_plain(column: &ArrayRef, to: &DataType) -> Option<Result<ArrayRef, ArrowError>> {
+    match (column.data_type(), to) {
+        (DataType::Utf8View, DataType::Utf8) => {
+            let a = column.as_string_view();
+            let (offsets, values) = plain_parts(a.views(), a.data_buffers(), a.nulls())?;
+            Some(StringArray::try_new(offsets, values, a.nulls().cloned()).map(|a| Arc::new(a) as ArrayRef))
+        }
+        (DataType::BinaryView, DataType::Binary) => {
+            let a = column.as_binary_view();
+            let (offsets, values) = plain_parts(a.views(), a.data_buffers(), a.nulls())?;
+            Some(BinaryArray::try_new(offsets, values, a.nulls().cloned()).map(|a| Arc::new(a) as ArrayRef))
+        }
+        _ => None,
+    }
+}
+
+/// Offsets and bytes for views: a view's low 32 bits are its length; up to 12
+/// bytes sit inline after it, longer values are (buffer, offset) pairs.
+/// Null slots get no bytes, whatever their view says. Values of up to 32 bytes
+/// are copied as a fixed 32 (the output has that much slack and is cut back at
+/// the end): a fixed-size copy instead of a call to `memcpy` per value.
+fn plain_parts(views: &[u128], buffers: &[Buffer], nulls: Option<&NullBuffer>) -> Option<(OffsetBuffer<i32>, Buffer)> {
+    let total: usize = views.iter().map(|v| *v as u32 as usize).sum();
+    i32::try_from(total).ok()?;
+    let mut values = vec![0u8; total + 32];
+    let mut offsets = Vec::with_capacity(views.len() + 1);
+    offsets.push(0i32);
+    let mut at = 0usize;
+    for (i, view) in views.iter().enumerate() {
+        let len = if nulls.is_some_and(|n| n.is_null(i)) {
+            0
+        } else {
+            *view as u32 as usize
+        };
+        if len <= 12 {
+            values[at..at + 12].copy_from_slice(&view.to_le_bytes()[4..16]);
+        } else {
+            let buffer = buffers.get((*view >> 64) as u32 as usize)?;
+            let start = (*view >> 96) as u32 as usize;
+            if len <= 32 && start + 32 <= buffer.len() {
+                values[at..at + 32].copy_from_slice(&buffer[start..start + 32]);
+            } else {
+                values[at..at + len].copy_from_slice(buffer.get(start..start + len)?);
+            }
+        }
+        at += len;
+        // `at <= total`, checked to fit above.
+        offsets.push(at as i32);
+    }
+    values.truncate(at);
+    Some((OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(values)))
 }
 
 /// A table whose single partition is a stream that can be read once.
@@ -210,6 +272,57 @@ mod tests {
         assert_eq!(output_schema(&schema, true).field(0).data_type(), &DataType::Utf8View);
         let plain = Schema::new(vec![Field::new("s", DataType::Utf8, false)]);
         assert_eq!(output_schema(&plain, true).field(0).data_type(), &DataType::Utf8View);
+    }
+
+    fn one_column(array: ArrayRef, to: DataType) -> ArrayRef {
+        let target = Arc::new(Schema::new(vec![Field::new("c", to, true)]));
+        let batch = RecordBatch::try_from_iter([("c", array)]).expect("batch");
+        cast_batch(&batch, &target).expect("cast").column(0).clone()
+    }
+
+    #[test]
+    fn views_become_plain_arrays_equal_to_arrows_cast() {
+        let long = "a value longer than twelve bytes, stored out of line";
+        let values = [
+            Some("short"),
+            None,
+            Some(long),
+            Some(""),
+            Some("exactly12byt"),
+            Some("thirteen byte"),
+            None,
+        ];
+        let views: ArrayRef = Arc::new(arrow::array::StringViewArray::from(values.to_vec()));
+        let ours = one_column(views.clone(), DataType::Utf8);
+        let arrows = cast_with_options(&views, &DataType::Utf8, &CastOptions::default()).expect("cast");
+        assert_eq!(ours.as_ref(), arrows.as_ref());
+        assert_eq!(ours.as_string::<i32>().value(2), long);
+        assert_eq!(ours.null_count(), 2);
+
+        // A slice reads its own views and validity, not the parent's.
+        let sliced = one_column(views.slice(2, 4), DataType::Utf8);
+        let expected: StringArray = values[2..6].iter().copied().collect();
+        assert_eq!(sliced.as_string::<i32>(), &expected);
+
+        let bytes: Vec<Option<&[u8]>> = vec![Some(b"\x00\xff"), None, Some(long.as_bytes())];
+        let views: ArrayRef = Arc::new(arrow::array::BinaryViewArray::from(bytes.clone()));
+        let plain = one_column(views, DataType::Binary);
+        assert_eq!(plain.as_binary::<i32>(), &BinaryArray::from(bytes));
+    }
+
+    #[test]
+    fn null_slots_contribute_no_bytes_whatever_their_view_says() {
+        // A valid view over real bytes, then marked null (as a filter or a
+        // join can leave it): the plain array must not carry those bytes.
+        let full = arrow::array::StringViewArray::from(vec!["out of line value number one", "tiny"]);
+        let (views, buffers, _) = full.into_parts();
+        let nulls = NullBuffer::from(vec![false, true]);
+        let masked: ArrayRef = Arc::new(arrow::array::StringViewArray::new(views, buffers, Some(nulls)));
+        let plain = one_column(masked, DataType::Utf8);
+        let plain = plain.as_string::<i32>();
+        assert!(plain.is_null(0));
+        assert_eq!(plain.value(1), "tiny");
+        assert_eq!(plain.values().len(), 4);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the per-request fixed costs: signed tickets,
-//! SQL planning, and encoding record batches into Flight messages.
+//! SQL planning, and encoding record batches into Flight messages; and of
+//! turning `Utf8View` results into the `Utf8` clients get, against arrow's cast.
 //!
 //! `cargo bench -p contrail-server --bench micro`; the side-by-side system
 //! benchmarks are `make bench` (benches/run.py).
@@ -7,10 +8,11 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StringViewArray};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::encode::FlightDataEncoderBuilder;
-use contrail_planner::{Engine, EngineOptions, SessionSettings};
+use contrail_planner::{Engine, EngineOptions, SessionSettings, types};
 use contrail_server::handle::{Signer, StatementTicket, TicketBody};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::TryStreamExt;
@@ -100,5 +102,46 @@ fn flight_encoding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tickets, planning, flight_encoding);
+/// lineitem's string columns in a Parquet reader's batch: 1-byte flags,
+/// 3-7 byte modes (inline views) and 10-43 byte comments (mostly out of line).
+fn view_results(c: &mut Criterion) {
+    let rows = 8192;
+    let flags = StringViewArray::from_iter_values((0..rows).map(|i| ["A", "N", "R"][i % 3]));
+    let modes = StringViewArray::from_iter_values((0..rows).map(|i| ["AIR", "MAIL", "TRUCK", "REG AIR"][i % 4]));
+    // Lengths scattered as in lineitem (a multiplicative hash of the row).
+    let comments = StringViewArray::from_iter_values((0..rows).map(|i| {
+        &"furiously regular deposits haggle slyly across the"[..10 + (i.wrapping_mul(2_654_435_761) >> 7) % 34]
+    }));
+    let columns: Vec<ArrayRef> = vec![Arc::new(flags), Arc::new(modes), Arc::new(comments)];
+    let view_schema = Arc::new(Schema::new(
+        ["flag", "mode", "comment"]
+            .map(|n| Field::new(n, DataType::Utf8View, false))
+            .to_vec(),
+    ));
+    let plain = Arc::new(Schema::new(
+        ["flag", "mode", "comment"]
+            .map(|n| Field::new(n, DataType::Utf8, false))
+            .to_vec(),
+    ));
+    let batch = RecordBatch::try_new(view_schema, columns).expect("batch");
+    let mut g = c.benchmark_group("utf8view_to_utf8");
+    g.throughput(Throughput::Elements(rows as u64 * 3));
+    g.bench_function("contrail", |b| {
+        b.iter(|| types::cast_batch(black_box(&batch), &plain).expect("cast"))
+    });
+    g.bench_function("arrow cast", |b| {
+        b.iter(|| {
+            let columns = black_box(&batch)
+                .columns()
+                .iter()
+                .map(|c| cast(c, &DataType::Utf8))
+                .collect::<Result<Vec<_>, _>>()
+                .expect("cast");
+            RecordBatch::try_new(plain.clone(), columns).expect("batch")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tickets, planning, flight_encoding, view_results);
 criterion_main!(benches);

@@ -1,25 +1,29 @@
 //! DoGet's wire encoding: query results leave as Arrow IPC messages framed as
-//! `FlightData` without first being assembled into one body in memory.
+//! `FlightData`, their column buffers handed to HTTP/2 as they are.
 //!
 //! ```text
-//! stock:  columns ─copy─> IPC body Vec (grows as it fills) ─copy─> tonic send buffer
-//! here:   columns ─────── IPC buffer list (points at the columns) ─copy─> tonic send buffer
+//! stock:  columns ─copy─> IPC body Vec (grows as it fills) ─copy─> tonic send buffer ─> h2 ─copy─> socket
+//! here:   columns ─────── IPC buffer list (points at the columns) ────────────────────> h2 ─copy─> socket
 //! ```
 //!
 //! arrow-ipc's [`StreamEncoder`] lays a batch out as a list of buffers that point
-//! at the columns themselves; [`FrameEncoder`] writes the `FlightData` protobuf
-//! fields (`data_header`, `data_body`) around them straight into tonic's send
-//! buffer. One copy of the data instead of two (and no regrowth), which was the
-//! largest removable cost of a large `SELECT *` (FLIGHT_NOTES.md; `benches/results/changes.md`).
+//! at the columns themselves. [`FrameBody`] writes each message's gRPC prefix
+//! and `FlightData` protobuf fields (`data_header`, the `data_body` key) into a
+//! small head chunk and lends the large column buffers to h2 as [`Bytes`], which
+//! writes them to the socket with vectored writes. The only copy left is the
+//! kernel's (FLIGHT_NOTES.md; `benches/results/changes.md`).
 //!
-//! [`FlightRouter`] serves `DoGet` with this codec and hands every other method
-//! to arrow-flight's generated `FlightServiceServer`. Results that are already
+//! [`FlightRouter`] serves `DoGet` this way and hands every other method to
+//! arrow-flight's generated `FlightServiceServer`. Results that are already
 //! `FlightData` (metadata, spooled or relayed workflow partitions) pass through as
-//! [`Frame::Flight`], encoded exactly as the stock codec would.
+//! [`Frame::Flight`], encoded exactly as tonic's prost codec would, their bodies
+//! lent the same way.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
@@ -30,15 +34,17 @@ use arrow_flight::encode::{FlightDataEncoderBuilder, GRPC_TARGET_MAX_FLIGHT_SIZE
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightData, SchemaAsIpc, Ticket};
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use prost::encoding::{encode_varint, encoded_len_varint};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::body::Body;
+use tonic::codec::{DecodeBuf, Decoder, Streaming};
 use tonic::codegen::{BoxFuture, Service, http};
-use tonic::server::{Grpc, NamedService, ServerStreamingService};
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
+use tonic::{Request, Status};
 
 use crate::error::{Error, Result};
 use crate::flight::ContrailFlight;
@@ -229,36 +235,17 @@ impl Rope {
     }
 }
 
-/// DoGet's codec: tickets in, [`Frame`]s out.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DoGetCodec;
+/// `Frame::Ipc` body buffers smaller than this are copied into the message's
+/// head chunk (validity bitmaps, padding, short columns) instead of each
+/// becoming an HTTP/2 DATA frame of its own.
+const COPY_BELOW: usize = 4096;
 
-impl Codec for DoGetCodec {
-    type Encode = Frame;
-    type Decode = Ticket;
-    type Encoder = FrameEncoder;
-    type Decoder = TicketDecoder;
+/// An arrow [`Buffer`] lent to the HTTP/2 layer as [`Bytes`] (kept alive, not copied).
+struct Lent(Buffer);
 
-    fn encoder(&mut self) -> FrameEncoder {
-        FrameEncoder
-    }
-
-    fn decoder(&mut self) -> TicketDecoder {
-        TicketDecoder
-    }
-}
-
-/// Writes a [`Frame`] as a `FlightData` message.
-#[derive(Debug)]
-pub struct FrameEncoder;
-
-impl Encoder for FrameEncoder {
-    type Item = Frame;
-    type Error = Status;
-
-    fn encode(&mut self, item: Frame, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.reserve(item.encoded_len());
-        item.write(dst)
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
     }
 }
 
@@ -271,28 +258,83 @@ impl Frame {
         }
     }
 
-    /// Write it as a `FlightData` message: what prost would write for the same
-    /// message (fields in order, empty ones omitted).
-    fn write(self, dst: &mut impl BufMut) -> Result<(), Status> {
-        match self {
-            Frame::Flight(data) => data
-                .encode(dst)
-                .map_err(|e| Status::internal(format!("encoding FlightData: {e}"))),
-            Frame::Ipc { header, body, body_len } => {
-                if !header.is_empty() {
-                    dst.put_u8(DATA_HEADER_TAG);
-                    encode_varint(header.len() as u64, dst);
-                    dst.put_slice(&header);
-                }
-                if body_len > 0 {
-                    dst.put_slice(&DATA_BODY_TAG);
-                    encode_varint(body_len as u64, dst);
-                    for b in &body {
-                        dst.put_slice(b.as_slice());
-                    }
-                }
-                Ok(())
+    /// Append it to `out` as one length-prefixed gRPC message: what tonic's
+    /// prost codec would send for the same `FlightData` (fields in order,
+    /// empty ones omitted), with the body's large buffers as chunks of their
+    /// own rather than copies.
+    fn write_message(self, max: usize, out: &mut VecDeque<Bytes>) -> Result<(), Status> {
+        let len = self.encoded_len();
+        let prefix_len = u32::try_from(len).ok().filter(|_| len <= max).ok_or_else(|| {
+            Status::out_of_range(format!("a result message of {len} bytes is over the {max} byte limit"))
+        })?;
+        let (mut head, body_len, body) = match self {
+            Frame::Flight(mut data) => {
+                // prost writes `data_body` (field 1000) last: encode the rest,
+                // then lend the body.
+                let body = std::mem::take(&mut data.data_body);
+                let mut head = BytesMut::with_capacity(5 + data.encoded_len() + 8);
+                head.put_u8(0);
+                head.put_u32(prefix_len);
+                data.encode(&mut head)
+                    .map_err(|e| Status::internal(format!("encoding FlightData: {e}")))?;
+                let body_len = body.len();
+                (head, body_len, vec![Chunk::Bytes(body)])
             }
+            Frame::Ipc { header, body, body_len } => {
+                let mut head = BytesMut::with_capacity(5 + 16 + header.len() + COPY_BELOW);
+                head.put_u8(0);
+                head.put_u32(prefix_len);
+                if !header.is_empty() {
+                    head.put_u8(DATA_HEADER_TAG);
+                    encode_varint(header.len() as u64, &mut head);
+                    head.put_slice(&header);
+                }
+                (head, body_len, body.into_iter().map(Chunk::Arrow).collect())
+            }
+        };
+        if body_len > 0 {
+            head.put_slice(&DATA_BODY_TAG);
+            encode_varint(body_len as u64, &mut head);
+        }
+        for chunk in body {
+            if chunk.len() < COPY_BELOW {
+                head.put_slice(chunk.as_slice());
+                continue;
+            }
+            if !head.is_empty() {
+                out.push_back(head.split().freeze());
+            }
+            out.push_back(chunk.into_bytes());
+        }
+        if !head.is_empty() {
+            out.push_back(head.freeze());
+        }
+        Ok(())
+    }
+}
+
+/// A piece of a message body: arrow's or already [`Bytes`].
+enum Chunk {
+    Arrow(Buffer),
+    Bytes(Bytes),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Arrow(b) => b.as_slice(),
+            Chunk::Bytes(b) => b,
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Chunk::Arrow(b) => Bytes::from_owner(Lent(b)),
+            Chunk::Bytes(b) => b,
         }
     }
 }
@@ -324,8 +366,59 @@ impl Decoder for TicketDecoder {
     }
 }
 
-/// The Flight service with DoGet on [`DoGetCodec`]; everything else goes to
-/// arrow-flight's generated server.
+/// A DoGet response body: each frame's gRPC message as chunks, then the
+/// trailers with the stream's status (OK, or the error that ended it).
+struct FrameBody {
+    frames: Frames,
+    chunks: VecDeque<Bytes>,
+    max_message: usize,
+    finished: bool,
+}
+
+impl http_body::Body for FrameBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(chunk) = this.chunks.pop_front() {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            let status = match ready!(this.frames.poll_next_unpin(cx)) {
+                Some(Ok(frame)) => match frame.write_message(this.max_message, &mut this.chunks) {
+                    Ok(()) => continue,
+                    Err(status) => status,
+                },
+                Some(Err(status)) => status,
+                None => Status::ok(""),
+            };
+            this.finished = true;
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(status_headers(&status)))));
+        }
+    }
+}
+
+/// `grpc-status` and `grpc-message` for `status`.
+fn status_headers(status: &Status) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if status.add_header(&mut headers).is_err() {
+        // Metadata that cannot be a header: the code alone still tells the client.
+        headers.clear();
+        let code = http::HeaderValue::from(status.code() as i32);
+        headers.insert(Status::GRPC_STATUS, code);
+    }
+    headers
+}
+
+/// The Flight service with DoGet answered by [`FrameBody`]; everything else
+/// goes to arrow-flight's generated server.
 #[derive(Clone)]
 pub struct FlightRouter {
     flight: Arc<ContrailFlight>,
@@ -351,8 +444,8 @@ impl NamedService for FlightRouter {
     const NAME: &'static str = <FlightServiceServer<ContrailFlight> as NamedService>::NAME;
 }
 
-impl Service<http::Request<tonic::body::Body>> for FlightRouter {
-    type Response = http::Response<tonic::body::Body>;
+impl Service<http::Request<Body>> for FlightRouter {
+    type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
@@ -360,30 +453,56 @@ impl Service<http::Request<tonic::body::Body>> for FlightRouter {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if request.uri().path() != DO_GET {
             return self.others.call(request);
         }
-        let method = DoGet(Arc::clone(&self.flight));
-        let max = Some(self.max_message);
+        let flight = Arc::clone(&self.flight);
+        let max_message = self.max_message;
         Box::pin(async move {
-            let mut grpc = Grpc::new(DoGetCodec).apply_max_message_size_config(max, max);
-            Ok(grpc.server_streaming(method, request).await)
+            Ok(do_get(&flight, request, max_message)
+                .await
+                .unwrap_or_else(Status::into_http))
         })
     }
 }
 
-struct DoGet(Arc<ContrailFlight>);
-
-impl ServerStreamingService<Ticket> for DoGet {
-    type Response = Frame;
-    type ResponseStream = Frames;
-    type Future = BoxFuture<Response<Frames>, Status>;
-
-    fn call(&mut self, request: Request<Ticket>) -> Self::Future {
-        let flight = Arc::clone(&self.0);
-        Box::pin(async move { flight.do_get_frames(request).await })
+/// DoGet as tonic's server-streaming handler would run it (the ticket decoded
+/// from the request body, headers as metadata, an error before the first
+/// message as a trailers-only response), with the rows sent by [`FrameBody`].
+async fn do_get(
+    flight: &ContrailFlight,
+    request: http::Request<Body>,
+    max_message: usize,
+) -> Result<http::Response<Body>, Status> {
+    let (parts, body) = request.into_parts();
+    if let Some(encoding) = parts.headers.get("grpc-encoding")
+        && encoding.as_bytes() != b"identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "Content is compressed with `{}` which isn't supported",
+            String::from_utf8_lossy(encoding.as_bytes())
+        )));
     }
+    let mut messages = Streaming::new_request(TicketDecoder, body, None, Some(max_message));
+    let ticket = messages
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("DoGet without a Ticket"))?;
+    let request = Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, ticket);
+    let (metadata, frames, _) = flight.do_get_frames(request).await?.into_parts();
+    let mut response = http::Response::new(Body::new(FrameBody {
+        frames,
+        chunks: VecDeque::new(),
+        max_message,
+        finished: false,
+    }));
+    *response.headers_mut() = metadata.into_headers();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -393,16 +512,22 @@ mod tests {
     use arrow::datatypes::{Field, Int32Type, Schema};
     use arrow_flight::decode::FlightRecordBatchStream;
 
-    /// What FrameEncoder writes for a frame, decoded back as prost's FlightData.
+    /// The gRPC message written for a frame, decoded back as prost's FlightData.
     fn roundtrip(frame: Frame) -> FlightData {
         let len = frame.encoded_len();
         if let Frame::Ipc { body, body_len, .. } = &frame {
             assert_eq!(body.iter().map(|b| b.len()).sum::<usize>(), *body_len);
         }
-        let mut buf = bytes::BytesMut::with_capacity(len);
-        frame.write(&mut buf).expect("write");
-        assert_eq!(buf.len(), len);
-        FlightData::decode(buf.freeze()).expect("a FlightData message")
+        let mut chunks = VecDeque::new();
+        frame.write_message(usize::MAX, &mut chunks).expect("write");
+        let message: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        assert_eq!(message[0], 0, "not compressed");
+        assert_eq!(
+            u32::from_be_bytes(message[1..5].try_into().expect("prefix")) as usize,
+            len
+        );
+        assert_eq!(message.len(), 5 + len);
+        FlightData::decode(&message[5..]).expect("a FlightData message")
     }
 
     fn sample() -> RecordBatch {
@@ -529,6 +654,77 @@ mod tests {
             values.as_ref(),
             &StringArray::from(vec!["a", "b", "a"]) as &dyn arrow::array::Array
         );
+    }
+
+    /// Everything a response body yields: its messages' bytes and its trailers.
+    async fn drain(frames: Frames, max_message: usize) -> (Vec<FlightData>, http::HeaderMap) {
+        let mut body = FrameBody {
+            frames,
+            chunks: VecDeque::new(),
+            max_message,
+            finished: false,
+        };
+        let (mut bytes, mut trailers) = (Vec::new(), None);
+        use http_body::Body as _;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let frame = frame.expect("a body frame");
+            assert!(trailers.is_none(), "nothing follows the trailers");
+            match frame.into_data() {
+                Ok(data) => bytes.extend_from_slice(data.as_ref()),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let mut messages = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            assert_eq!(rest[0], 0, "not compressed");
+            let len = u32::from_be_bytes(rest[1..5].try_into().expect("prefix")) as usize;
+            messages.push(FlightData::decode(&rest[5..5 + len]).expect("a FlightData message"));
+            rest = &rest[5 + len..];
+        }
+        (messages, trailers.expect("trailers"))
+    }
+
+    #[tokio::test]
+    async fn a_response_body_is_grpc_messages_then_an_ok_status() {
+        let batch = sample();
+        let input = vec![batch.clone(), batch.slice(100, 900)];
+        let frames = batch_frames(batch.schema(), stream::iter(input.clone().into_iter().map(Ok))).expect("frames");
+        let (messages, trailers) = drain(frames, usize::MAX).await;
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        let decoded: Vec<RecordBatch> =
+            FlightRecordBatchStream::new_from_flight_data(stream::iter(messages.into_iter().map(Ok)))
+                .try_collect()
+                .await
+                .expect("a readable Flight stream");
+        assert_eq!(decoded, input);
+    }
+
+    #[tokio::test]
+    async fn errors_and_oversized_messages_end_the_body_with_their_status() {
+        let batch = sample();
+        let failing = batch_frames(
+            batch.schema(),
+            stream::iter([Ok(batch.clone()), Err(Error::invalid("boom"))]),
+        );
+        let (messages, trailers) = drain(failing.expect("frames"), usize::MAX).await;
+        assert_eq!(messages.len(), 2, "the schema and the batch before the error");
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"3"[..]));
+        let message = trailers
+            .get("grpc-message")
+            .expect("a message")
+            .to_str()
+            .expect("ascii");
+        assert!(message.contains("boom"), "{message}");
+
+        let frames = batch_frames(batch.schema(), stream::iter([Ok(batch)])).expect("frames");
+        let (messages, trailers) = drain(frames, 64 * 1024).await;
+        assert_eq!(
+            messages.len(),
+            1,
+            "the schema only: the batch's message is over the limit"
+        );
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"11"[..]));
     }
 
     #[tokio::test]
