@@ -110,7 +110,7 @@ class StreamingTest {
                 try {
                     c.close();
                 } catch (SQLException | RuntimeException e) {
-                    if (!isCancelRaceOfDriver17(driverMajor, e)) {
+                    if (!isCancelRaceOfDriver17(driverMajor, e) && !(c == st && isLeakReportAfterCancel(e))) {
                         throw e;
                     }
                 }
@@ -124,8 +124,18 @@ class StreamingTest {
      * or closing the statement, which then also reports the buffers it lost as "Memory was leaked"); or the reading
      * thread sees the call's CANCELLED status as a bare {@code FlightRuntimeException} instead of an SQLException.
      * The call is cancelled all the same (the test checks that the stream stops and the connection still works);
-     * 18.x does none of this.
+     * 18.x only shows the leak report at close ({@link #isLeakReportAfterCancel}).
      */
+    /**
+     * Both drivers (18.3.0 too, seen once in about ten runs): when cancel() lands while the reading thread is loading
+     * a batch, that batch's buffers (1 KiB) are never released, and closing the statement afterwards reports them
+     * from the driver's own allocator as "Memory was leaked by query". The call was cancelled and the connection
+     * works (checked above); only the statement's close reports it.
+     */
+    private static boolean isLeakReportAfterCancel(Throwable t) {
+        return everything(t).contains("Memory was leaked");
+    }
+
     private static boolean isCancelRaceOfDriver17(int driverMajor, Throwable t) {
         String all = everything(t);
         boolean bareCancel = t.getClass().getSimpleName().equals("FlightRuntimeException") && all.contains("Cancel");
