@@ -349,6 +349,12 @@ impl Engine {
             // output mapping in `types` covers what planning still produces.
             o.sql_parser.map_string_types_to_utf8view = false;
             o.execution.parquet.schema_force_view_types = false;
+            // Snappy, as Delta Lake and Spark write by default, and cheaper to
+            // decode on every scan. DataFusion's own default, zstd(3), made SF 1
+            // lineitem's files 26% smaller (154 vs 209 MB) for 15% more server CPU
+            // per bulk ingest (measured); a session can still
+            // `SET datafusion.execution.parquet.compression = 'zstd(3)'`.
+            o.execution.parquet.compression = Some("snappy".into());
         }
 
         let pipelines = Arc::new(PipelineStore::open(catalog.data_dir())?);
@@ -462,19 +468,7 @@ impl Engine {
                 let Some(managed) = self.managed_for(&ctx, target).await? else {
                     return Ok(None); // views, external tables: inline
                 };
-                let table = managed.delta();
-                let snapshot = table.snapshot().map_err(|e| Error::storage(target.to_string(), e))?;
-                let metadata = snapshot.metadata();
-                let delta_schema = metadata
-                    .parse_schema()
-                    .map_err(|e| Error::storage(target.to_string(), e.into()))?;
-                let schema: Schema = (&delta_schema)
-                    .try_into_arrow()
-                    .map_err(|e| Error::storage(target.to_string(), e.into()))?;
-                let partition_by = metadata.partition_columns().to_vec();
-                let name = self.resolve(&ctx, target)?;
-                let mut sink = DeltaSink::new(name, managed.url().clone(), &schema, partition_by, false)?;
-                sink.read_version = Some(snapshot.version());
+                let sink = append_sink(self.resolve(&ctx, target)?, &managed)?;
                 (dml.input.as_ref().clone(), Sink::Delta(sink), false)
             }
             Kind::Ddl {
@@ -788,8 +782,7 @@ impl Engine {
                 "ingest into '{schema_name}.{table_name}': only managed tables accept bulk ingest"
             )));
         }
-        let partitions = ctx.copied_config().target_partitions();
-        let input = one_shot_plan(schema.clone(), batches, partitions)?;
+        let input = one_shot_plan(schema.clone(), batches)?;
         match existing {
             Some(managed) => {
                 if target.fail_if_exists {
@@ -798,28 +791,23 @@ impl Engine {
                         name: format!("{schema_name}.{table_name}"),
                     });
                 }
-                let (mode, schema_mode) = if target.replace {
-                    // Replace means new contents *and* the new data's schema.
-                    (
-                        SaveMode::Overwrite,
-                        Some(deltalake::operations::write::SchemaMode::Overwrite),
-                    )
-                } else {
-                    (SaveMode::Append, None)
-                };
-                let mut write = managed
-                    .delta()
-                    .write(Vec::<RecordBatch>::new())
-                    .with_input_plan(strip_view_types(input)?)
-                    .with_session_state(Arc::new(ctx.state()))
-                    .with_save_mode(mode);
-                if let Some(m) = schema_mode {
-                    write = write.with_schema_mode(m);
+                if target.replace {
+                    // New contents *and* the new data's schema, in one commit.
+                    let table = managed
+                        .delta()
+                        .write(Vec::<RecordBatch>::new())
+                        .with_input_plan(strip_view_types(input)?)
+                        .with_session_state(Arc::new(ctx.state()))
+                        .with_save_mode(SaveMode::Overwrite)
+                        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+                        .await
+                        .map_err(|e| Error::storage(&table_name, e))?;
+                    let rows = added_rows(&table).await;
+                    managed.install(table).await?;
+                    return Ok(rows);
                 }
-                let table = write.await.map_err(|e| Error::storage(&table_name, e))?;
-                let rows = added_rows(&table).await;
-                managed.install(table).await?;
-                Ok(rows)
+                let sink = append_sink((schema_name, table_name), &managed)?;
+                self.write_ingest(&ctx, input, sink).await
             }
             None => {
                 if !target.create {
@@ -829,9 +817,49 @@ impl Engine {
                     });
                 }
                 let _guard = self.ddl.lock().await;
-                self.create_managed(&ctx, &schema_name, &table_name, input, false).await
+                if self.catalog.schema_provider(&schema_name)?.table_exist(&table_name) {
+                    // Created by another statement since we looked.
+                    return Err(Error::AlreadyExists {
+                        kind: "table",
+                        name: format!("{schema_name}.{table_name}"),
+                    });
+                }
+                let name = format!("{schema_name}.{table_name}");
+                let table_schema = crate::ingest::table_schema_for(input.schema().as_arrow(), &name)?;
+                let url = dir_url(&self.catalog.table_dir(&schema_name, &table_name))?;
+                let sink = DeltaSink::new((schema_name, table_name), url, &table_schema, vec![], true)?;
+                self.write_ingest(&ctx, input, sink).await
             }
         }
+    }
+
+    /// Ingested rows into `sink`: conformed to the table's columns, written by
+    /// every partition at once, made visible by one commit (which creates the
+    /// table when `sink.create`). Nothing is visible if any of it fails.
+    async fn write_ingest(&self, ctx: &SessionContext, input: LogicalPlan, sink: DeltaSink) -> Result<i64> {
+        let plan = crate::ingest::conform_to_table(input, sink.arrow_schema()?.as_ref(), &sink.name())?;
+        let mut physical = ctx.state().create_physical_plan(&plan).await.map_err(Error::plan)?;
+        // The input is one stream; deal its batches round-robin to one writer per
+        // target partition. (A repartition in the logical plan is dropped by the
+        // physical optimizer when nothing above it computes anything.)
+        let partitions = ctx.copied_config().target_partitions();
+        if physical.output_partitioning().partition_count() < partitions {
+            physical = Arc::new(
+                datafusion::physical_plan::repartition::RepartitionExec::try_new(
+                    physical,
+                    datafusion::physical_plan::Partitioning::RoundRobinBatch(partitions),
+                )
+                .map_err(Error::plan)?,
+            );
+        }
+        let written = crate::sink::write_partitions(&sink, physical, ctx.task_ctx()).await?;
+        let statement = uuid::Uuid::new_v4().simple().to_string();
+        // A failed commit leaves the files unreferenced; they are not deleted here,
+        // as a commit error can come after the log entry was written.
+        crate::sink::commit(&sink, &statement, written.adds).await?;
+        info!(table = %sink.name(), rows = written.rows, "ingested");
+        self.written(&Sink::Delta(sink)).await?;
+        Ok(i64::try_from(written.rows).unwrap_or(i64::MAX))
     }
 
     // ---- DDL ----
@@ -1393,24 +1421,33 @@ async fn added_rows(table: &DeltaTable) -> i64 {
     -1
 }
 
-/// A logical plan reading a stream once (bulk ingest input).
-///
-/// The stream arrives as one partition; its batches are dealt round-robin to
-/// `partitions` writers, so a large ingest encodes Parquet on every core (one
-/// file per writer that received rows) instead of on one.
-fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream, partitions: usize) -> Result<LogicalPlan> {
+/// Where an append to a managed table writes: its current schema and partition
+/// columns, and the version read, which the commit is built on.
+fn append_sink(name: (String, String), managed: &ManagedTable) -> Result<DeltaSink> {
+    let display = format!("{}.{}", name.0, name.1);
+    let table = managed.delta();
+    let snapshot = table.snapshot().map_err(|e| Error::storage(&display, e))?;
+    let metadata = snapshot.metadata();
+    let delta_schema = metadata
+        .parse_schema()
+        .map_err(|e| Error::storage(&display, e.into()))?;
+    let schema: Schema = (&delta_schema)
+        .try_into_arrow()
+        .map_err(|e| Error::storage(&display, e.into()))?;
+    let partition_by = metadata.partition_columns().to_vec();
+    let mut sink = DeltaSink::new(name, managed.url().clone(), &schema, partition_by, false)?;
+    sink.read_version = Some(snapshot.version());
+    Ok(sink)
+}
+
+/// A logical plan reading a stream once (bulk ingest input), as one partition.
+fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<LogicalPlan> {
     let table = crate::types::OneShotTable::new(schema, stream)
         .into_provider()
         .map_err(Error::plan)?;
-    let scan = LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
-        .map_err(Error::plan)?;
-    let scan = if partitions > 1 {
-        scan.repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(partitions))
-            .map_err(Error::plan)?
-    } else {
-        scan
-    };
-    scan.build().map_err(Error::plan)
+    LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(Error::plan)
 }
 
 #[cfg(test)]

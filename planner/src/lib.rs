@@ -16,6 +16,7 @@
 //! * [`catalog`]: the persistent catalog under the data directory.
 //! * [`distributed`]: physical plans cut into stages and fragments for workflows.
 //! * [`managed`]: the table provider for managed (Delta Lake) tables.
+//! * `ingest`: bulk ingest, written by every core and committed once.
 //! * [`settings`]: per-session settings, carried inside tickets and handles.
 //! * [`types`]: result type mapping (`Utf8View` -> `Utf8` unless asked).
 //! * [`sample`]: TPC-H sample data generated locally.
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod distributed;
 pub mod engine;
 pub mod error;
+mod ingest;
 pub mod managed;
 pub mod pipeline;
 pub mod pipeline_run;

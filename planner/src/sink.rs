@@ -325,17 +325,20 @@ pub struct WrittenFiles {
     pub adds: Vec<Add>,
 }
 
-/// Write a fragment's rows as data files of `sink`'s table, uncommitted.
+/// Write a fragment's rows as data files of `sink`'s table, uncommitted, with the
+/// session's Parquet writer settings (`datafusion.execution.parquet.*`).
 pub async fn write_files(
     sink: &DeltaSink,
+    config: &datafusion::config::ConfigOptions,
     mut stream: SendableRecordBatchStream,
     mut progress: impl FnMut(u64),
 ) -> Result<WrittenFiles> {
     let schema = sink.arrow_schema()?;
     let partition_by = (!sink.partition_by.is_empty()).then(|| sink.partition_by.clone());
     let storage = |e| Error::storage(sink.name(), e);
-    let mut writer =
-        RecordBatchWriter::try_new(sink.url.as_str(), Arc::clone(&schema), partition_by, None).map_err(storage)?;
+    let mut writer = RecordBatchWriter::try_new(sink.url.as_str(), Arc::clone(&schema), partition_by, None)
+        .map_err(storage)?
+        .with_writer_properties(parquet_properties(config)?);
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(Error::execution)?;
@@ -345,6 +348,87 @@ pub async fn write_files(
     }
     let adds = writer.flush().await.map_err(storage)?;
     Ok(WrittenFiles { rows, adds })
+}
+
+/// Write every partition of `plan` as data files of `sink`'s table, uncommitted,
+/// each partition with its own writer and all at once: a large write encodes
+/// Parquet on every core. (deltalake's own unpartitioned write drains every
+/// partition into one writer, which encodes on one core.)
+///
+/// If a partition fails, the others stop taking batches and close their files,
+/// every file written is deleted (none was committed, so nothing refers to
+/// them) and the first error is returned. (Writers are stopped rather than
+/// aborted: an aborted writer could leave a finished file nobody knows of.)
+pub async fn write_partitions(
+    sink: &DeltaSink,
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    task_ctx: Arc<datafusion::execution::TaskContext>,
+) -> Result<WrittenFiles> {
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    let config = Arc::clone(task_ctx.session_config().options());
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, task_ctx).map_err(Error::execution)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut writers = tokio::task::JoinSet::new();
+    for stream in streams {
+        let (sink, config, mut stopped) = (sink.clone(), Arc::clone(&config), stopped.clone());
+        let until = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let stream = Box::pin(RecordBatchStreamAdapter::new(stream.schema(), stream.take_until(until)));
+        writers.spawn(async move { write_files(&sink, &config, stream, |_| {}).await });
+    }
+    let mut written = WrittenFiles {
+        rows: 0,
+        adds: Vec::new(),
+    };
+    let mut failure = None;
+    while let Some(joined) = writers.join_next().await {
+        let result =
+            joined.map_err(|e| Error::execution(datafusion::error::DataFusionError::ExecutionJoin(Box::new(e))));
+        match result.and_then(|r| r) {
+            Ok(part) => {
+                written.rows += part.rows;
+                written.adds.extend(part.adds);
+            }
+            Err(e) if failure.is_none() => {
+                failure = Some(e);
+                let _ = stop.send(true);
+            }
+            Err(_) => {}
+        }
+    }
+    match failure {
+        None => Ok(written),
+        Some(e) => {
+            discard_adds(sink, &written.adds);
+            Err(e)
+        }
+    }
+}
+
+/// Parquet writer settings from a session's `datafusion.execution.parquet.*`.
+fn parquet_properties(
+    config: &datafusion::config::ConfigOptions,
+) -> Result<datafusion::parquet::file::properties::WriterProperties> {
+    use datafusion::config::{ConfigFileType, TableOptions};
+    use datafusion::parquet::file::properties::WriterPropertiesBuilder;
+    let mut options = TableOptions::default_from_session_config(config);
+    options.set_config_format(ConfigFileType::PARQUET);
+    // deltalake's writer puts the Arrow schema in the footer itself.
+    options.parquet.global.skip_arrow_metadata = true;
+    Ok(WriterPropertiesBuilder::try_from(&options.parquet)
+        .map_err(Error::plan)?
+        .build())
+}
+
+/// Delete data files that were written but will never be committed.
+fn discard_adds(sink: &DeltaSink, adds: &[Add]) {
+    for add in adds {
+        // `Add::path` is relative to the table and URL-encoded.
+        if let Some(path) = sink.url.join(&add.path).ok().and_then(|u| u.to_file_path().ok()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Cast a batch to the sink's schema, column by column (the planner already

@@ -241,3 +241,96 @@ def test_ingest_is_atomic_when_client_dies_mid_stream(conn, server, name):
     with conn.cursor() as cur:
         assert cur.adbc_ingest(name, base, mode="append") == base.num_rows
     assert scalar(conn, f"SELECT count(*) FROM {name}") == 2 * base.num_rows
+
+
+def data_files(server, table: str) -> set[str]:
+    return {p.name for p in (server.data_dir / "tables" / "public" / table).glob("*.parquet")}
+
+
+def commits(server, table: str) -> list[str]:
+    return sorted(p.name for p in (server.data_dir / "tables" / "public" / table / "_delta_log").glob("*.json"))
+
+
+def test_append_takes_columns_by_name_and_converts_types(conn, name):
+    first = sample_table(0, 4)
+    # Other column order, narrower integer and float types, large strings.
+    second = sample_table(4, 3).select(list(reversed(first.schema.names)))
+    second = second.set_column(second.schema.get_field_index("id"), "id", second.column("id").cast(pa.int32()))
+    second = second.set_column(second.schema.get_field_index("f64"), "f64", second.column("f64").cast(pa.float32()))
+    second = second.set_column(second.schema.get_field_index("s"), "s", second.column("s").cast(pa.large_string()))
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, first, mode="create")
+        assert cur.adbc_ingest(name, second, mode="append") == second.num_rows
+    assert_same(read_back(conn, name), pa.concat_tables([first, sample_table(4, 3)]))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (pa.table({"id": pa.array([1], pa.int64())}), "has column 's', which the data does not"),
+        (
+            pa.table({"id": pa.array([1], pa.int64()), "s": ["a"], "extra": [1]}),
+            "the data has column 'extra'",
+        ),
+        (
+            pa.table({"id": pa.array([[1]], pa.list_(pa.int64())), "s": ["a"]}),
+            "column 'id'",
+        ),
+    ],
+    ids=["missing", "extra", "unconvertible"],
+)
+def test_append_of_other_columns_is_invalid_argument(conn, server, name, data, message):
+    base = pa.table({"id": pa.array([1, 2], pa.int64()), "s": ["a", "b"]})
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, base, mode="create")
+        with pytest.raises(dbapi.ProgrammingError) as exc:
+            cur.adbc_ingest(name, data, mode="append")
+    assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
+    assert message in str(exc.value)
+    assert commits(server, name) == ["00000000000000000000.json"]
+    assert query(conn, f"SELECT * FROM {name} ORDER BY id").to_pylist() == base.to_pylist()
+
+
+def test_failed_append_commits_nothing_and_leaves_no_files(conn, server, name):
+    """Nulls into a NOT NULL column, in the last of many batches: the batches before
+    it were written (by every writer) but must not stay behind."""
+    execute_update(conn, f"CREATE TABLE {name} (id BIGINT NOT NULL, s VARCHAR)")
+    good = [pa.record_batch({"id": pa.array(range(i * 1000, (i + 1) * 1000), pa.int64()),
+                             "s": pa.array([str(i)] * 1000)}) for i in range(9)]
+    bad = pa.record_batch({"id": pa.array([1, None], pa.int64()), "s": pa.array(["x", "y"])})
+    data = pa.Table.from_batches([*good, bad])
+    before = data_files(server, name)
+    with conn.cursor() as cur:
+        with pytest.raises(dbapi.Error) as exc:
+            cur.adbc_ingest(name, data, mode="append")
+    assert adbc_status(exc.value) == Status.INVALID_ARGUMENT, exc.value
+    assert scalar(conn, f"SELECT count(*) FROM {name}") == 0
+    assert len(commits(server, name)) == 1
+    wait_idle(server.pid)
+    assert data_files(server, name) == before
+
+
+def test_large_ingest_is_one_commit(conn, server, name):
+    batches = [pa.record_batch({"id": pa.array(range(i * 50_000, (i + 1) * 50_000), pa.int64())}) for i in range(12)]
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest(name, pa.Table.from_batches(batches), mode="create") == 600_000
+        assert cur.adbc_ingest(name, pa.Table.from_batches(batches[:3]), mode="append") == 150_000
+    assert commits(server, name) == ["00000000000000000000.json", "00000000000000000001.json"]
+    row = query(conn, f"SELECT count(*) AS c, count(DISTINCT id) AS d, sum(id) AS s FROM {name}").to_pylist()[0]
+    assert row == {"c": 750_000, "d": 600_000, "s": 599_999 * 600_000 // 2 + 149_999 * 150_000 // 2}
+
+
+def test_compression_follows_the_session_setting(conn, server, name):
+    import pyarrow.parquet as pq
+
+    data = sample_table(0, 20)
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, data, mode="create")
+        cur.execute("SET datafusion.execution.parquet.compression = 'zstd(3)'")
+        cur.adbc_ingest(name, data, mode="append")
+    codecs = sorted(
+        pq.ParquetFile(server.data_dir / "tables" / "public" / name / f).metadata.row_group(0).column(0).compression
+        for f in data_files(server, name)
+    )
+    assert set(codecs) == {"SNAPPY", "ZSTD"}, codecs
+    assert scalar(conn, f"SELECT count(*) FROM {name}") == 40

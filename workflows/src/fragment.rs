@@ -161,15 +161,17 @@ impl FragmentRunner {
             });
             let stream = Box::pin(RecordBatchStreamAdapter::new(schema, watched));
             let written = match sink {
-                Sink::Delta(sink) => contrail_planner::sink::write_files(sink, stream, progress)
-                    .await
-                    .map(|w| FragmentTicket {
-                        fragment,
-                        rows: w.rows,
-                        bytes: w.adds.iter().map(|a| a.size.max(0) as u64).sum(),
-                        adds: w.adds,
-                        files: Vec::new(),
-                    }),
+                Sink::Delta(sink) => {
+                    contrail_planner::sink::write_files(sink, ctx.session_config().options(), stream, progress)
+                        .await
+                        .map(|w| FragmentTicket {
+                            fragment,
+                            rows: w.rows,
+                            bytes: w.adds.iter().map(|a| a.size.max(0) as u64).sum(),
+                            adds: w.adds,
+                            files: Vec::new(),
+                        })
+                }
                 Sink::Files(sink) => {
                     let config = ctx.session_config().options();
                     contrail_planner::sink::write_parquet(sink, config, &task.query_id, task.fragment, stream, progress)
