@@ -3,7 +3,8 @@
 //! On disk, under the data directory:
 //!
 //! ```text
-//! <data>/catalog.json                  schemas, views and external tables (SQL text)
+//! <data>/catalog.json                  schemas, views and external tables (SQL text),
+//!                                      which tables are cached (`CACHE TABLE`)
 //! <data>/tables/<schema>/<table>/      one Delta Lake table per managed table
 //! <data>/trash/                        dropped tables on their way out
 //! ```
@@ -28,6 +29,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 use url::Url;
 
+use crate::cache::{CachingSchema, TableCache};
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 
@@ -61,6 +63,9 @@ struct CatalogFile {
     version: u32,
     schemas: BTreeSet<String>,
     objects: Vec<StoredObject>,
+    /// `schema.table` of every cached table.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    cached: BTreeSet<String>,
 }
 
 /// Catalog state shared by every session.
@@ -73,13 +78,16 @@ pub struct Catalog {
     managed: DashMap<String, Arc<ManagedTable>>,
     /// Serializes DDL and owns the persisted definitions.
     file: Mutex<CatalogFile>,
+    /// Rows of cached tables; every schema answers those from it.
+    cache: Arc<TableCache>,
 }
 
 impl Catalog {
     /// Open (or create) the catalog in `data_dir` and register every managed
     /// table. Views and external tables are replayed by the engine afterwards,
-    /// see [`Catalog::stored_objects`].
-    pub async fn open(data_dir: &Path) -> Result<Self> {
+    /// see [`Catalog::stored_objects`]. Cached tables are marked in `cache`; their
+    /// rows are loaded by the engine.
+    pub async fn open(data_dir: &Path, cache: Arc<TableCache>) -> Result<Self> {
         let data_dir = std::path::absolute(data_dir).map_err(|e| io_err(data_dir, e))?;
         for dir in [data_dir.join("tables"), data_dir.join("trash")] {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
@@ -100,7 +108,11 @@ impl Catalog {
             root,
             managed: DashMap::new(),
             file: Mutex::new(CatalogFile::default()),
+            cache,
         };
+        for key in &file.cached {
+            catalog.cache.mark(key);
+        }
 
         // Schemas: the persisted list plus every directory under tables/.
         let mut schemas = file.schemas.clone();
@@ -149,6 +161,47 @@ impl Catalog {
         let mut names = self.root.schema_names();
         names.sort();
         names
+    }
+
+    /// The table cache.
+    pub fn cache(&self) -> &Arc<TableCache> {
+        &self.cache
+    }
+
+    /// `schema.table` of every cached table.
+    pub async fn cached_tables(&self) -> Vec<String> {
+        self.file.lock().await.cached.iter().cloned().collect()
+    }
+
+    /// The table `schema.table` itself (never its cached rows), if there is one.
+    pub async fn table_itself(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        let provider = self.schema_provider(schema)?;
+        let found = match provider.downcast_ref::<CachingSchema>() {
+            Some(caching) => caching.table_itself(table).await,
+            None => provider.table(table).await,
+        };
+        found.map_err(Error::plan)
+    }
+
+    /// Record whether `schema.table` is cached (the rows are the engine's to load).
+    pub(crate) async fn set_cached(&self, schema: &str, table: &str, cached: bool) -> Result<()> {
+        let key = key(schema, table);
+        let mut file = self.file.lock().await;
+        let changed = if cached {
+            self.cache.mark(&key);
+            file.cached.insert(key)
+        } else {
+            self.cache.remove(&key);
+            file.cached.remove(&key)
+        };
+        if changed {
+            persist(&self.data_dir, &file).await?;
+        }
+        Ok(())
     }
 
     /// The DataFusion schema provider for `schema`.
@@ -266,10 +319,12 @@ impl Catalog {
             let mut file = self.file.lock().await;
             let before = file.objects.len();
             file.objects.retain(|o| !(o.schema == schema && o.name == table));
-            if file.objects.len() != before {
+            let uncached = file.cached.remove(&key(schema, table));
+            if file.objects.len() != before || uncached {
                 persist(&self.data_dir, &file).await?;
             }
         }
+        self.cache.remove(&key(schema, table));
         provider.deregister_table(table).map_err(Error::plan)?;
         self.managed.remove(&key(schema, table));
         if managed.is_some() {
@@ -335,14 +390,17 @@ impl Catalog {
             .cloned()
             .collect();
         file.objects = on_disk.objects;
+        file.cached = on_disk.cached;
         file.schemas.extend(schemas);
         Ok(new)
     }
 
     fn register_schema(&self, schema: &str) -> Result<()> {
         if self.root.schema(schema).is_none() {
+            let tables = Arc::new(MemorySchemaProvider::new());
+            let caching = CachingSchema::new(schema, tables, Arc::clone(&self.cache));
             self.root
-                .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
+                .register_schema(schema, Arc::new(caching))
                 .map_err(Error::plan)?;
         }
         Ok(())

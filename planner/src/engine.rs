@@ -7,6 +7,7 @@
 //!        ├─ INSERT / COPY                                 -> DataFusion, then refresh the table
 //!        ├─ DELETE / UPDATE on a managed table            -> deltalake delete / update
 //!        ├─ DDL (CREATE/DROP TABLE|VIEW|SCHEMA, CTAS...)  -> catalog + Delta, persisted
+//!        ├─ CACHE TABLE / UNCACHE TABLE                   -> the table cache (see `cache`)
 //!        └─ SET / RESET                                   -> the session's settings
 //! ```
 //!
@@ -41,6 +42,7 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
+use crate::cache::{TableCache, is_cacheable};
 use crate::catalog::{CATALOG, Catalog, DEFAULT_SCHEMA, ObjectKind, StoredObject, dir_url};
 use crate::distributed::{self, FragmentInputs, ScansByReference, Stage};
 use crate::error::{Error, Result};
@@ -61,6 +63,8 @@ pub struct EngineOptions {
     pub batch_size: usize,
     /// Memory pool limit in bytes for query execution (`None`: unbounded).
     pub memory_limit: Option<usize>,
+    /// Bytes `CACHE TABLE` may hold in memory; 0 (the default) turns it off.
+    pub cache_limit: u64,
 }
 
 impl EngineOptions {
@@ -71,6 +75,7 @@ impl EngineOptions {
             target_partitions: None,
             batch_size: 8192,
             memory_limit: None,
+            cache_limit: 0,
         }
     }
 }
@@ -135,6 +140,12 @@ pub(crate) enum Kind {
     },
     Reset {
         key: String,
+    },
+    /// `CACHE TABLE t` / `UNCACHE TABLE [IF EXISTS] t`.
+    Cache {
+        table: TableReference,
+        cache: bool,
+        if_exists: bool,
     },
 }
 
@@ -324,7 +335,8 @@ pub fn count_schema() -> SchemaRef {
 impl Engine {
     /// Open the data directory, load the catalog and replay views and external tables.
     pub async fn open(options: EngineOptions) -> Result<Arc<Self>> {
-        let catalog = Arc::new(Catalog::open(&options.data_dir).await?);
+        let cache = Arc::new(TableCache::new(options.cache_limit));
+        let catalog = Arc::new(Catalog::open(&options.data_dir, Arc::clone(&cache)).await?);
         // No list-files cache: an external table over a folder must see files
         // added after its first scan.
         let mut rt = RuntimeEnvBuilder::new().with_cache_manager(
@@ -358,7 +370,11 @@ impl Engine {
         }
 
         let pipelines = Arc::new(PipelineStore::open(catalog.data_dir())?);
-        catalog.register_builtin(SYSTEM_SCHEMA, pipelines.tables())?;
+        let system = pipelines
+            .tables()
+            .into_iter()
+            .chain([("cached_tables", cache.system_table())]);
+        catalog.register_builtin(SYSTEM_SCHEMA, system)?;
         let engine = Arc::new(Self {
             catalog,
             runtime,
@@ -367,8 +383,37 @@ impl Engine {
             pipelines,
             states: DashMap::new(),
         });
+        cache.set_engine(Arc::downgrade(&engine));
         engine.replay().await?;
         Ok(engine)
+    }
+
+    /// Load the rows of every table marked cached (at start-up: `CACHE TABLE`s of
+    /// an earlier run). Scans read the tables themselves until their rows are in.
+    pub async fn load_cached_tables(&self) {
+        for key in self.catalog.cached_tables().await {
+            if let Err(e) = self.load_cached(&key).await {
+                tracing::warn!(table = %key, error = %e, "could not cache the table; its scans read the table");
+            }
+        }
+    }
+
+    /// Load (or reload, if it changed) the cached rows of `schema.table`.
+    pub(crate) async fn load_cached(&self, key: &str) -> Result<u64> {
+        let (schema, table) = key.split_once('.').ok_or_else(|| Error::NotFound {
+            kind: "table",
+            name: key.to_string(),
+        })?;
+        let provider = self
+            .catalog
+            .table_itself(schema, table)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                kind: "table",
+                name: key.to_string(),
+            })?;
+        let ctx = self.context(&SessionSettings::default())?;
+        self.catalog.cache().load(key, provider, &ctx).await
     }
 
     /// The catalog.
@@ -594,7 +639,9 @@ impl Engine {
         let _ = plan.apply(|node| {
             if let LogicalPlan::TableScan(scan) = node {
                 let name = scan.table_name.clone().resolve(catalog, schema);
-                if let Some(table) = self.catalog.managed(&name.schema, &name.table) {
+                // A cached table is read from memory, inline: its files do not count.
+                let cached = self.catalog.cache().holds(&format!("{}.{}", name.schema, name.table));
+                if let Some(table) = self.catalog.managed(&name.schema, &name.table).filter(|_| !cached) {
                     total = total.saturating_add(table.total_bytes());
                 }
             }
@@ -637,9 +684,14 @@ impl Engine {
     pub async fn plan_with(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
+        // sqlparser's CACHE TABLE takes anything after the name for a query, `;` too.
+        let sql = sql.trim_end().trim_end_matches(';');
         let mut statement = state.sql_to_statement(sql, &dialect).map_err(Error::plan)?;
         number_question_marks(&mut statement);
         check_supported(&statement)?;
+        if let Some(kind) = cache_statement(&statement)? {
+            return Ok(Planned { kind });
+        }
         let plan = state.statement_to_plan(statement).await.map_err(not_found_or_plan)?;
         let kind = match plan {
             LogicalPlan::Ddl(ddl) => Kind::Ddl {
@@ -744,6 +796,62 @@ impl Engine {
             Kind::Reset { key } => {
                 settings.reset(&key);
                 Ok(Outcome::Count(0))
+            }
+            Kind::Cache {
+                table,
+                cache,
+                if_exists,
+            } => self
+                .cache_table(ctx, &table, cache, if_exists)
+                .await
+                .map(Outcome::Count),
+        }
+    }
+
+    /// `CACHE TABLE`: load the table's rows, and keep them loaded across
+    /// restarts; returns the rows cached. `UNCACHE TABLE`: let them go.
+    async fn cache_table(
+        &self,
+        ctx: &SessionContext,
+        name: &TableReference,
+        cache: bool,
+        if_exists: bool,
+    ) -> Result<i64> {
+        let not_found = || Error::NotFound {
+            kind: "table",
+            name: name.to_string(),
+        };
+        let (schema, table) = match self.resolve(ctx, name) {
+            Ok(found) => found,
+            Err(Error::NotFound { .. }) if if_exists => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let Some(provider) = self.catalog.table_itself(&schema, &table).await? else {
+            return if if_exists { Ok(0) } else { Err(not_found()) };
+        };
+        if !cache {
+            self.catalog.set_cached(&schema, &table, false).await?;
+            return Ok(0);
+        }
+        if !self.catalog.cache().is_on() {
+            return Err(Error::unsupported(
+                "CACHE TABLE with the table cache off (--cache-max-bytes 0)",
+            ));
+        }
+        let key = format!("{schema}.{table}");
+        if !is_cacheable(provider.as_ref()) {
+            return Err(Error::invalid(
+                "CACHE TABLE",
+                format!("'{key}' is a view or a system table: cache the tables it reads"),
+            ));
+        }
+        self.catalog.set_cached(&schema, &table, true).await?;
+        match self.catalog.cache().load(&key, provider, ctx).await {
+            Ok(rows) => Ok(i64::try_from(rows).unwrap_or(i64::MAX)),
+            Err(e) => {
+                // Nothing half-cached stays behind.
+                self.catalog.set_cached(&schema, &table, false).await?;
+                Err(e)
             }
         }
     }
@@ -1225,6 +1333,57 @@ pub struct IngestTarget {
     pub fail_if_exists: bool,
     /// Replace the table's contents (one commit).
     pub replace: bool,
+}
+
+/// `CACHE TABLE t` and `UNCACHE TABLE [IF EXISTS] t`, which DataFusion does not plan.
+fn cache_statement(statement: &DfStatement) -> Result<Option<Kind>> {
+    let DfStatement::Statement(s) = statement else {
+        return Ok(None);
+    };
+    let reference = |name: &ast::ObjectName| -> TableReference {
+        // Unquoted names fold to lower case, as DataFusion folds them.
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(|i| match i.quote_style {
+                Some(_) => i.value.clone(),
+                None => i.value.to_lowercase(),
+            })
+            .collect();
+        match parts.as_slice() {
+            [table] => TableReference::bare(table.as_str()),
+            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+            [catalog, schema, table] => TableReference::full(catalog.as_str(), schema.as_str(), table.as_str()),
+            _ => TableReference::bare(name.to_string()),
+        }
+    };
+    match s.as_ref() {
+        ast::Statement::Cache {
+            table_flag,
+            table_name,
+            options,
+            query,
+            ..
+        } => {
+            if table_flag.is_some() || !options.is_empty() || query.is_some() {
+                return Err(Error::unsupported(
+                    "CACHE TABLE with LAZY, OPTIONS or AS <query>: use CACHE TABLE <table>",
+                ));
+            }
+            Ok(Some(Kind::Cache {
+                table: reference(table_name),
+                cache: true,
+                if_exists: false,
+            }))
+        }
+        ast::Statement::UNCache { table_name, if_exists } => Ok(Some(Kind::Cache {
+            table: reference(table_name),
+            cache: false,
+            if_exists: *if_exists,
+        })),
+        _ => Ok(None),
+    }
 }
 
 fn check_supported(statement: &DfStatement) -> Result<()> {

@@ -70,6 +70,13 @@ pub enum Error {
     /// The persisted catalog is corrupt.
     #[error("catalog file {path} is corrupt: {message}")]
     CatalogCorrupt { path: String, message: String },
+
+    /// `CACHE TABLE` would take the table cache past its limit.
+    #[error(
+        "CACHE TABLE {table}: the table cache is full ({used} of {limit} bytes in use; \
+         UNCACHE TABLE another table or raise --cache-max-bytes)"
+    )]
+    CacheFull { table: String, limit: u64, used: u64 },
 }
 
 /// What kind of failure an error is, wherever it happened (inline, or in a
@@ -163,6 +170,7 @@ impl Error {
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Unsupported { .. } => ErrorKind::Unimplemented,
             Self::Cancelled => ErrorKind::Cancelled,
+            Self::CacheFull { .. } => ErrorKind::ResourceExhausted,
             Self::Execution { source } => match source.find_root() {
                 DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourceExhausted,
                 // Bad values at run time (division by zero, casts, overflow).

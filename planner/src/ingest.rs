@@ -39,28 +39,24 @@ pub(crate) fn table_schema_for(schema: &Schema, table: &str) -> Result<Schema> {
 /// convert fails the ingest when it is reached).
 pub(crate) fn conform_to_table(input: LogicalPlan, table: &Schema, name: &str) -> Result<LogicalPlan> {
     let given = input.schema().clone();
-    let listed = |names: &mut dyn Iterator<Item = &String>| names.map(String::as_str).collect::<Vec<_>>().join(", ");
+    let columns =
+        |fields: &arrow::datatypes::Fields| fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
+    let refuse = |message: String| Err(Error::invalid("ingest", message));
     let mut exprs = Vec::with_capacity(table.fields().len());
     for field in table.fields() {
         let Ok((qualifier, found)) = given.qualified_field_with_unqualified_name(field.name()) else {
-            return Err(Error::invalid(
-                "ingest",
-                format!(
-                    "'{name}' has column '{}', which the data does not (the data has: {})",
-                    field.name(),
-                    listed(&mut given.fields().iter().map(|f| f.name()))
-                ),
+            return refuse(format!(
+                "'{name}' has column '{}', which the data does not (the data has: {})",
+                field.name(),
+                columns(given.fields())
             ));
         };
         if !can_cast_types(found.data_type(), field.data_type()) {
-            return Err(Error::invalid(
-                "ingest",
-                format!(
-                    "column '{}' of '{name}' is {}; the data's {} does not convert to it",
-                    field.name(),
-                    field.data_type(),
-                    found.data_type()
-                ),
+            return refuse(format!(
+                "column '{}' of '{name}' is {}; the data's {} does not convert to it",
+                field.name(),
+                field.data_type(),
+                found.data_type()
             ));
         }
         let column = Expr::Column(Column::from((qualifier, found)));
@@ -71,13 +67,10 @@ pub(crate) fn conform_to_table(input: LogicalPlan, table: &Schema, name: &str) -
         });
     }
     if let Some(extra) = given.fields().iter().find(|f| table.field_with_name(f.name()).is_err()) {
-        return Err(Error::invalid(
-            "ingest",
-            format!(
-                "the data has column '{}', which '{name}' does not (its columns: {})",
-                extra.name(),
-                listed(&mut table.fields().iter().map(|f| f.name()))
-            ),
+        return refuse(format!(
+            "the data has column '{}', which '{name}' does not (its columns: {})",
+            extra.name(),
+            columns(table.fields())
         ));
     }
     LogicalPlanBuilder::from(input)

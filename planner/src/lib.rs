@@ -14,7 +14,9 @@
 //!
 //! * [`engine`]: parse, plan, execute; DDL and DML on managed Delta tables.
 //! * [`catalog`]: the persistent catalog under the data directory.
+//! * [`cache`]: `CACHE TABLE`: tables' rows held in memory, never older than the table.
 //! * [`distributed`]: physical plans cut into stages and fragments for workflows.
+//! * [`light`]: queries that read no table, run where they arrive.
 //! * [`managed`]: the table provider for managed (Delta Lake) tables.
 //! * `ingest`: bulk ingest, written by every core and committed once.
 //! * [`settings`]: per-session settings, carried inside tickets and handles.
@@ -24,11 +26,13 @@
 //! * [`pipeline_store`]: pipeline definitions and run records on disk; `system.pipelines`.
 //! * [`pipeline_run`]: checking a pipeline at `CREATE`, and planning each run.
 
+pub mod cache;
 pub mod catalog;
 pub mod distributed;
 pub mod engine;
 pub mod error;
 mod ingest;
+pub mod light;
 pub mod managed;
 pub mod pipeline;
 pub mod pipeline_run;

@@ -91,6 +91,19 @@ impl ManagedTable {
         Ok(())
     }
 
+    /// The table's Delta id and latest committed version (loading it first if
+    /// another process committed since), or `None` before its first commit.
+    pub(crate) async fn identity(&self) -> Result<Option<(String, u64)>> {
+        if self.behind() {
+            self.refresh().await?;
+        }
+        let table = self.read().table;
+        let (Some(version), Ok(snapshot)) = (table.version(), table.snapshot()) else {
+            return Ok(None);
+        };
+        Ok(Some((snapshot.metadata().id().to_string(), version)))
+    }
+
     /// Whether a newer version than the loaded one is committed (one `stat`).
     fn behind(&self) -> bool {
         let Some(version) = self.read().table.version() else {

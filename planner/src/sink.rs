@@ -201,10 +201,8 @@ impl FileSink {
         config: &datafusion::config::ConfigOptions,
         schema: &SchemaRef,
     ) -> Result<datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions> {
-        use datafusion::config::{ConfigFileType, TableOptions};
         use datafusion::parquet::file::properties::WriterPropertiesBuilder;
-        let mut options = TableOptions::default_from_session_config(config);
-        options.set_config_format(ConfigFileType::PARQUET);
+        let mut options = session_parquet_options(config);
         let altered: HashMap<String, String> = self.options.clone().into_iter().collect();
         options.alter_with_string_hash_map(&altered).map_err(Error::plan)?;
         let mut parquet = options.parquet;
@@ -383,8 +381,8 @@ pub async fn write_partitions(
     };
     let mut failure = None;
     while let Some(joined) = writers.join_next().await {
-        let result =
-            joined.map_err(|e| Error::execution(datafusion::error::DataFusionError::ExecutionJoin(Box::new(e))));
+        // Writers are never aborted: a join error is a writer that panicked, our bug.
+        let result = joined.map_err(|e| Error::execution(datafusion::error::DataFusionError::External(Box::new(e))));
         match result.and_then(|r| r) {
             Ok(part) => {
                 written.rows += part.rows;
@@ -406,14 +404,19 @@ pub async fn write_partitions(
     }
 }
 
+/// A session's Parquet format options (`datafusion.execution.parquet.*`).
+fn session_parquet_options(config: &datafusion::config::ConfigOptions) -> datafusion::config::TableOptions {
+    let mut options = datafusion::config::TableOptions::default_from_session_config(config);
+    options.set_config_format(datafusion::config::ConfigFileType::PARQUET);
+    options
+}
+
 /// Parquet writer settings from a session's `datafusion.execution.parquet.*`.
 fn parquet_properties(
     config: &datafusion::config::ConfigOptions,
 ) -> Result<datafusion::parquet::file::properties::WriterProperties> {
-    use datafusion::config::{ConfigFileType, TableOptions};
     use datafusion::parquet::file::properties::WriterPropertiesBuilder;
-    let mut options = TableOptions::default_from_session_config(config);
-    options.set_config_format(ConfigFileType::PARQUET);
+    let mut options = session_parquet_options(config);
     // deltalake's writer puts the Arrow schema in the footer itself.
     options.parquet.global.skip_arrow_metadata = true;
     Ok(WriterPropertiesBuilder::try_from(&options.parquet)

@@ -228,6 +228,10 @@ pub struct EngineArgs {
     /// Memory limit for query execution in bytes; default: unbounded.
     #[arg(long, env = "CONTRAIL_MEMORY_LIMIT")]
     pub memory_limit: Option<usize>,
+    /// Bytes of table rows `CACHE TABLE` may hold in memory; 0 turns it off.
+    /// Default: a quarter of the machine's memory.
+    #[arg(long, env = "CONTRAIL_CACHE_MAX_BYTES")]
+    pub cache_max_bytes: Option<u64>,
     /// Lifetime of bearer tokens in seconds (default 86400).
     #[arg(long, env = "CONTRAIL_TOKEN_TTL_SECS")]
     pub token_ttl_secs: Option<u64>,
@@ -260,6 +264,7 @@ pub struct FileConfig {
     pub cpu_threads: Option<usize>,
     pub target_partitions: Option<usize>,
     pub memory_limit: Option<usize>,
+    pub cache_max_bytes: Option<u64>,
     pub token_ttl_secs: Option<u64>,
     pub log: Option<String>,
     #[serde(default)]
@@ -285,6 +290,7 @@ pub struct ServeConfig {
     pub cpu_threads: Option<usize>,
     pub target_partitions: Option<usize>,
     pub memory_limit: Option<usize>,
+    pub cache_max_bytes: u64,
     pub token_ttl: Duration,
     pub users: Vec<User>,
     pub log: String,
@@ -342,10 +348,23 @@ impl TryFrom<ServeArgs> for ServeConfig {
             cpu_threads: a.engine.cpu_threads.or(file.cpu_threads),
             target_partitions: a.engine.target_partitions.or(file.target_partitions),
             memory_limit: a.engine.memory_limit.or(file.memory_limit),
+            cache_max_bytes: a
+                .engine
+                .cache_max_bytes
+                .or(file.cache_max_bytes)
+                .unwrap_or_else(|| physical_memory().map_or(1 << 30, |total| total / 4)),
             token_ttl: Duration::from_secs(a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400)),
             users: file.auth.users,
             log: a.log.or(file.log).unwrap_or_else(|| DEFAULT_LOG.into()),
             workflows,
         })
     }
+}
+
+/// Bytes of physical memory (Linux: `MemTotal` of /proc/meminfo).
+fn physical_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

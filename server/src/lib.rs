@@ -82,7 +82,14 @@ pub async fn serve(
     let mut options = EngineOptions::new(&config.data_dir);
     options.target_partitions = config.target_partitions;
     options.memory_limit = config.memory_limit;
+    options.cache_limit = config.cache_max_bytes;
     let engine = executor.run(async move { Ok(Engine::open(options).await?) }).await?;
+    // Tables cached before a restart load in the background; until they are in,
+    // their scans read the tables.
+    executor.handle().spawn({
+        let engine = Arc::clone(&engine);
+        async move { engine.load_cached_tables().await }
+    });
 
     if let Some((Sample::Tpch, sf)) = config.sample {
         let e = engine.clone();

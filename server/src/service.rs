@@ -135,71 +135,76 @@ impl SqlService {
         let engine = self.engine.clone();
         let workflows = self.workflows.clone();
         let settings = rc.session.settings();
-        let routed = self
-            .executor
-            .run_with_timeout(settings.statement_timeout(), async move {
-                let client = workflows.as_deref().map(|w| &w.client);
-                let sql = match pipelines::run_statement(&engine, client, &sql).await? {
-                    Some(PipelineOutcome::Done) => {
-                        return Ok(Routed::Inline(
-                            count_schema(),
-                            TicketBody::Done { count: 0 },
-                            None,
-                            None,
-                        ));
-                    }
-                    Some(PipelineOutcome::Query(query)) => query,
-                    None => sql,
-                };
-                let rows = match &params {
-                    Some(p) => param_rows(&decode_params(p)?)?,
-                    None => vec![],
-                };
-                let ctx = engine.context(&settings)?;
-                let planned = engine.plan_with(&ctx, &sql).await?;
-                if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
-                    // `auto` only prefers a workflow: what cannot run as one runs inline.
-                    let auto = settings.execution_mode() == ExecutionMode::Auto;
-                    let routed = if !rows.is_empty() {
-                        Err(Error::unimplemented("parameters in statements run as workflows"))
-                    } else if planned.is_query() {
-                        distributed::prepare(&engine, &w.spool, &settings, &planned)
-                            .await
-                            .map(|(input, schema)| Some(Routed::Workflow(input, schema)))
-                    } else {
-                        distributed::prepare_write(&engine, &w.spool, &settings, &planned)
-                            .await
-                            .map(|w| w.map(|(input, sink)| Routed::Write(input, sink)))
-                    };
-                    match routed {
-                        Ok(Some(routed)) => return Ok(routed),
-                        Ok(None) => {}
-                        Err(e) if auto => debug!(error = %e, "runs inline: not as a workflow"),
-                        Err(e) => return Err(e),
-                    }
+        let timeout = settings.statement_timeout();
+        // A query that reads no table is planned here: cheaper than two thread hops.
+        let light = contrail_planner::light::is_light_sql(&sql);
+        let route = async move {
+            let client = workflows.as_deref().map(|w| &w.client);
+            let sql = match pipelines::run_statement(&engine, client, &sql).await? {
+                Some(PipelineOutcome::Done) => {
+                    return Ok(Routed::Inline(
+                        count_schema(),
+                        TicketBody::Done { count: 0 },
+                        None,
+                        None,
+                    ));
                 }
-                if planned.is_query() {
-                    if rows.len() > 1 {
-                        return Err(Error::invalid(format!(
-                            "a query takes one row of parameters, {} were bound",
-                            rows.len()
-                        )));
-                    }
-                    let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
-                    let schema = planned.schema(&settings);
-                    let body = TicketBody::Query { sql, params };
-                    return Ok(Routed::Inline(schema, body, None, Some((ctx, planned))));
+                Some(PipelineOutcome::Query(query)) => query,
+                None => sql,
+            };
+            let rows = match &params {
+                Some(p) => param_rows(&decode_params(p)?)?,
+                None => vec![],
+            };
+            let ctx = engine.context(&settings)?;
+            let planned = engine.plan_with(&ctx, &sql).await?;
+            if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
+                // `auto` only prefers a workflow: what cannot run as one runs inline.
+                let auto = settings.execution_mode() == ExecutionMode::Auto;
+                let routed = if !rows.is_empty() {
+                    Err(Error::unimplemented("parameters in statements run as workflows"))
+                } else if planned.is_query() {
+                    distributed::prepare(&engine, &w.spool, &settings, &planned)
+                        .await
+                        .map(|(input, schema)| Some(Routed::Workflow(input, schema)))
+                } else {
+                    distributed::prepare_write(&engine, &w.spool, &settings, &planned)
+                        .await
+                        .map(|w| w.map(|(input, sink)| Routed::Write(input, sink)))
+                };
+                match routed {
+                    Ok(Some(routed)) => return Ok(routed),
+                    Ok(None) => {}
+                    Err(e) if auto => debug!(error = %e, "runs inline: not as a workflow"),
+                    Err(e) => return Err(e),
                 }
-                let mut settings = settings;
-                let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
-                Ok(Routed::Inline(
-                    count_schema(),
-                    TicketBody::Done { count },
-                    Some(settings),
-                    None,
-                ))
-            })
-            .await?;
+            }
+            if planned.is_query() {
+                if rows.len() > 1 {
+                    return Err(Error::invalid(format!(
+                        "a query takes one row of parameters, {} were bound",
+                        rows.len()
+                    )));
+                }
+                let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
+                let schema = planned.schema(&settings);
+                let body = TicketBody::Query { sql, params };
+                return Ok(Routed::Inline(schema, body, None, Some((ctx, planned))));
+            }
+            let mut settings = settings;
+            let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
+            Ok(Routed::Inline(
+                count_schema(),
+                TicketBody::Done { count },
+                Some(settings),
+                None,
+            ))
+        };
+        let routed = if light {
+            route.await?
+        } else {
+            self.executor.run_with_timeout(timeout, route).await?
+        };
         let (schema, body, changed, plan) = match routed {
             Routed::Workflow(input, schema) => {
                 let workflows = self.workflow_runtime()?;
@@ -406,7 +411,18 @@ impl SqlService {
                 let engine = self.engine.clone();
                 let mut settings = ticket.settings;
                 let timeout = settings.statement_timeout();
-                let planned_here = self.plans.take(&ticket.id);
+                let mut planned_here = self.plans.take(&ticket.id);
+                if let Some((ctx, planned)) = planned_here.take_if(|(_, planned)| planned.is_light()) {
+                    // Reads no table: run here, as it was planned (see contrail_planner::light).
+                    let schema = planned.schema(&settings);
+                    return match engine.execute_in(&ctx, &mut settings, planned).await? {
+                        Outcome::Rows(rows) => {
+                            let rows = rows.map_err(|e| Error::from(contrail_planner::Error::execution(e)));
+                            Ok((schema, rows.boxed()))
+                        }
+                        Outcome::Count(_) => Err(Error::invalid("ticket does not hold a query")),
+                    };
+                }
                 let (schema, stream) = self
                     .executor
                     .stream(ticket.id, timeout, async move {

@@ -50,6 +50,22 @@ def test_a_ticket_can_be_redeemed_again(raw):
     assert again.equals(first)
 
 
+def test_queries_without_tables_answer_where_they_arrive(raw):
+    # SELECT 1 and its kind are planned and run on the gRPC runtime (no FROM):
+    # same answers, types, errors and tickets as every other query.
+    info = raw.flight_info(s.cmd_statement_query("SELECT 1 AS one, 'a' || 'b' AS ab, 2.5 * 2 AS d"))
+    first = raw.read_info(info)
+    assert first.to_pylist() == [{"one": 1, "ab": "ab", "d": 5.0}]
+    assert first.schema.equals(info.schema, check_metadata=False)
+    assert raw.read_info(info).equals(first)  # a second DoGet plans again from the ticket
+    assert "DataFusion" in raw.execute("SELECT version() AS v").column("v")[0].as_py()
+    with pytest.raises(pa.ArrowInvalid, match="(?i)divide by zero"):
+        raw.execute("SELECT 1 / 0")
+    with pytest.raises(pa.ArrowInvalid):
+        raw.execute("SELECT no_such_function(1)")
+    assert raw.execute("SELECT 1 AS one").column("one").to_pylist() == [1]
+
+
 def test_get_schema_matches_stream(raw):
     cmd = s.cmd_statement_query("SELECT CAST(1 AS INT) AS i, 'a' AS s, make_array('b') AS l")
     declared = raw.schema(cmd)

@@ -1,0 +1,778 @@
+//! `CACHE TABLE`: a table's rows kept in memory, so its scans skip Parquet.
+//!
+//! ```text
+//! CACHE TABLE t ──> scan t, every partition on its own task ──> plain types, ~1.5 MiB batches
+//!                   ──> TableCache["s.t"] = Cached { partitions, fingerprint }
+//!                   (bytes counted against --cache-max-bytes: over it, RESOURCE_EXHAUSTED)
+//! SELECT .. FROM t ──> CachingSchema::table(t) = CachedTable { t's own provider, its slot }
+//!     scan: t's fingerprint now == the cached one ? memory : t itself, and reload behind it
+//! UNCACHE TABLE t | DROP TABLE t ──> the rows are gone
+//! ```
+//!
+//! A cached table never answers with rows older than the table's: every scan
+//! takes the table's fingerprint again (a Delta table's id and version, one
+//! `stat`; an external table's files with their sizes and modification times,
+//! one listing). A write makes the cached rows stale: the statements that see it
+//! read the files, while the cache reloads in the background. Which tables are
+//! cached is kept in `catalog.json`, and `contrail serve` loads them again when it
+//! starts. The cache belongs to one process: workflow fragments read the table.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::time::Instant;
+
+use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::compute::BatchCoalescer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use dashmap::DashMap;
+use datafusion::catalog::{SchemaProvider, Session};
+use datafusion::common::Constraints;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties as _};
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use tracing::{info, warn};
+
+use crate::distributed::ScansByReference;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::managed::ManagedTable;
+use crate::pipeline_store::now_ms;
+use crate::types::{cast_batch, has_view_type, output_schema, without_view_types};
+
+/// Cached batches are cut to about this size: one Flight message each (gRPC
+/// clients take 4 MiB by default; arrow-flight cuts at 2 MiB).
+const TARGET_BATCH_BYTES: usize = 3 << 19;
+const MIN_BATCH_ROWS: usize = 1024;
+const MAX_BATCH_ROWS: usize = 1 << 16;
+
+/// What a table's rows are, as far as the cache can tell: equal fingerprints,
+/// equal rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fingerprint {
+    /// A managed table: its Delta table id and version.
+    Delta { id: String, version: u64 },
+    /// An external table: each file's path, size and modification time (ns).
+    Files(Vec<(String, u64, i64)>),
+}
+
+/// The fingerprint of `table` now, or `None` for what cannot be cached (views,
+/// system tables).
+async fn fingerprint(table: &dyn TableProvider, session: &dyn Session) -> DfResult<Option<Fingerprint>> {
+    if let Some(managed) = table.downcast_ref::<ManagedTable>() {
+        let identity = managed
+            .identity()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        return Ok(identity.map(|(id, version)| Fingerprint::Delta { id, version }));
+    }
+    if let Some(listing) = table.downcast_ref::<ListingTable>() {
+        let extension = &listing.options().file_extension;
+        let mut files = Vec::new();
+        for url in listing.table_paths() {
+            let store = session.runtime_env().object_store(url)?;
+            let mut listed = url.list_all_files(session, store.as_ref(), extension).await?;
+            while let Some(meta) = listed.try_next().await? {
+                let modified = meta.last_modified.timestamp_nanos_opt().unwrap_or_default();
+                files.push((meta.location.to_string(), meta.size, modified));
+            }
+        }
+        files.sort();
+        return Ok(Some(Fingerprint::Files(files)));
+    }
+    Ok(None)
+}
+
+/// Bytes of the cache in use, held by one table's rows; given back on drop.
+#[derive(Debug)]
+struct Reservation {
+    used: Arc<AtomicU64>,
+    limit: u64,
+    bytes: AtomicU64,
+}
+
+impl Reservation {
+    fn try_grow(&self, n: u64) -> bool {
+        let grown = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok();
+        if grown {
+            self.bytes.fetch_add(n, Ordering::AcqRel);
+        }
+        grown
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes(), Ordering::AcqRel);
+    }
+}
+
+/// One table's rows in memory.
+#[derive(Debug)]
+struct Cached {
+    partitions: Vec<Vec<RecordBatch>>,
+    schema: SchemaRef,
+    fingerprint: Fingerprint,
+    rows: u64,
+    loaded_at_ms: i64,
+    load_ms: u64,
+    memory: Reservation,
+}
+
+#[derive(Debug, Clone, Default)]
+enum State {
+    #[default]
+    Loading,
+    Ready(Arc<Cached>),
+    Failed(String),
+}
+
+/// A cached table's place in the cache.
+#[derive(Debug, Default)]
+struct Slot {
+    state: RwLock<State>,
+    /// One load at a time.
+    loading: tokio::sync::Mutex<()>,
+    /// A background reload is queued or running.
+    reloading: AtomicBool,
+}
+
+impl Slot {
+    fn state(&self) -> State {
+        match self.state.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, state: State) {
+        match self.state.write() {
+            Ok(mut g) => *g = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+}
+
+/// Every cached table of one process, within one memory limit.
+#[derive(Debug)]
+pub struct TableCache {
+    limit: u64,
+    used: Arc<AtomicU64>,
+    /// By `schema.table`.
+    slots: DashMap<String, Arc<Slot>>,
+    /// Background reloads plan in a context of the engine's.
+    engine: OnceLock<Weak<Engine>>,
+}
+
+impl TableCache {
+    /// A cache of at most `limit` bytes; 0 turns `CACHE TABLE` off.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: Arc::new(AtomicU64::new(0)),
+            slots: DashMap::new(),
+            engine: OnceLock::new(),
+        }
+    }
+
+    /// Bytes of cached rows held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_engine(&self, engine: Weak<Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    pub(crate) fn is_on(&self) -> bool {
+        self.limit > 0
+    }
+
+    /// Mark `key` as cached (its rows not loaded yet).
+    pub(crate) fn mark(&self, key: &str) {
+        if self.is_on() {
+            self.slots.entry(key.to_string()).or_default();
+        }
+    }
+
+    /// Forget `key` and its rows. Returns whether it was cached.
+    pub(crate) fn remove(&self, key: &str) -> bool {
+        self.slots.remove(key).is_some()
+    }
+
+    /// Whether `key`'s rows are in memory (as last loaded; a scan checks they are current).
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        self.slot(key).is_some_and(|s| matches!(s.state(), State::Ready(_)))
+    }
+
+    fn slot(&self, key: &str) -> Option<Arc<Slot>> {
+        self.slots.get(key).map(|s| Arc::clone(s.value()))
+    }
+
+    /// Read every row of `table` into the cache under `key` (marked before),
+    /// unless what is cached is still current. Returns the rows cached.
+    pub(crate) async fn load(&self, key: &str, table: Arc<dyn TableProvider>, ctx: &SessionContext) -> Result<u64> {
+        let slot = self.slot(key).ok_or_else(|| Error::NotFound {
+            kind: "cached table",
+            name: key.to_string(),
+        })?;
+        let _one = slot.loading.lock().await;
+        let state = ctx.state();
+        let fingerprint = fingerprint(table.as_ref(), &state)
+            .await
+            .map_err(Error::execution)?
+            .ok_or_else(|| not_cacheable(key))?;
+        let schema = output_schema(&table.schema(), false);
+        if let State::Ready(cached) = slot.state() {
+            if cached.fingerprint == fingerprint && cached.schema == schema {
+                return Ok(cached.rows);
+            }
+        }
+        // The stale rows go first: a reload never needs room for two copies.
+        slot.set(State::Loading);
+        let started = Instant::now();
+        match self.read_all(key, table, ctx, Arc::clone(&schema)).await {
+            Ok((partitions, memory)) => {
+                let rows = partitions.iter().flatten().map(|b| b.num_rows() as u64).sum();
+                let load_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                info!(table = key, rows, bytes = memory.bytes(), load_ms, "table cached");
+                slot.set(State::Ready(Arc::new(Cached {
+                    schema,
+                    partitions,
+                    fingerprint,
+                    rows,
+                    loaded_at_ms: now_ms(),
+                    load_ms,
+                    memory,
+                })));
+                Ok(rows)
+            }
+            Err(e) => {
+                slot.set(State::Failed(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_all(
+        &self,
+        key: &str,
+        table: Arc<dyn TableProvider>,
+        ctx: &SessionContext,
+        schema: SchemaRef,
+    ) -> Result<(Vec<Vec<RecordBatch>>, Reservation)> {
+        let memory = Arc::new(Reservation {
+            used: Arc::clone(&self.used),
+            limit: self.limit,
+            bytes: AtomicU64::new(0),
+        });
+        let state = ctx.state();
+        let plan = table.scan(&state, None, &[], None).await.map_err(Error::plan)?;
+        let partitions = plan.output_partitioning().partition_count();
+        let mut readers = tokio::task::JoinSet::new();
+        for partition in 0..partitions {
+            let stream = plan.execute(partition, ctx.task_ctx()).map_err(Error::execution)?;
+            let (schema, memory, key) = (Arc::clone(&schema), Arc::clone(&memory), key.to_string());
+            readers.spawn(async move {
+                let batches = read_partition(stream, schema, &memory, &key).await;
+                (partition, batches)
+            });
+        }
+        let mut out = vec![Vec::new(); partitions];
+        while let Some(joined) = readers.join_next().await {
+            // Readers are never aborted while joined: an error is a reader that panicked.
+            let (partition, batches) = joined.map_err(|e| Error::execution(DataFusionError::External(Box::new(e))))?;
+            out[partition] = batches?;
+        }
+        // Every reader is done: the reservation has one owner again.
+        let memory = Arc::into_inner(memory).ok_or_else(|| {
+            Error::execution(DataFusionError::Internal(
+                "cache reservation still shared after its readers ended".into(),
+            ))
+        })?;
+        Ok((out, memory))
+    }
+
+    /// Reload `key` on the current runtime unless a reload is already on its way.
+    fn reload_in_background(self: &Arc<Self>, key: &str, slot: &Arc<Slot>) {
+        if slot.reloading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(engine) = self.engine.get().and_then(Weak::upgrade) else {
+            slot.reloading.store(false, Ordering::Release);
+            return;
+        };
+        let (key, slot) = (key.to_string(), Arc::clone(slot));
+        tokio::spawn(async move {
+            if let Err(e) = engine.load_cached(&key).await {
+                warn!(table = %key, error = %e, "could not reload the cached table; its scans read the table");
+            }
+            slot.reloading.store(false, Ordering::Release);
+        });
+    }
+
+    /// `system.cached_tables`.
+    pub(crate) fn system_table(self: &Arc<Self>) -> Arc<dyn TableProvider> {
+        Arc::new(CacheSystemTable {
+            cache: Arc::clone(self),
+        })
+    }
+}
+
+async fn read_partition(
+    mut stream: SendableRecordBatchStream,
+    schema: SchemaRef,
+    memory: &Reservation,
+    key: &str,
+) -> Result<Vec<RecordBatch>> {
+    let arrow_err = |e| Error::execution(DataFusionError::ArrowError(Box::new(e), None));
+    let mut coalescer: Option<BatchCoalescer> = None;
+    let mut out = Vec::new();
+    let keep = |batch: RecordBatch, out: &mut Vec<RecordBatch>| -> Result<()> {
+        let bytes = batch.get_array_memory_size() as u64;
+        if !memory.try_grow(bytes) {
+            return Err(Error::CacheFull {
+                table: key.to_string(),
+                limit: memory.limit,
+                used: memory.used.load(Ordering::Acquire),
+            });
+        }
+        out.push(batch);
+        Ok(())
+    };
+    while let Some(batch) = stream.next().await {
+        let batch = cast_batch(&batch.map_err(Error::execution)?, &schema).map_err(arrow_err)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let coalescer = coalescer.get_or_insert_with(|| {
+            let per_row = batch.get_array_memory_size() / batch.num_rows();
+            let rows = (TARGET_BATCH_BYTES / per_row.max(1)).clamp(MIN_BATCH_ROWS, MAX_BATCH_ROWS);
+            BatchCoalescer::new(Arc::clone(&schema), rows)
+        });
+        coalescer.push_batch(batch).map_err(arrow_err)?;
+        while let Some(done) = coalescer.next_completed_batch() {
+            keep(done, &mut out)?;
+        }
+    }
+    if let Some(mut coalescer) = coalescer {
+        coalescer.finish_buffered_batch().map_err(arrow_err)?;
+        while let Some(done) = coalescer.next_completed_batch() {
+            // The last batch sits in buffers sized for a full one: copy it to its size.
+            keep(compact(&done).map_err(arrow_err)?, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `batch` in buffers of its own size.
+fn compact(batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let rows = u32::try_from(batch.num_rows()).unwrap_or(u32::MAX);
+    arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from_iter_values(0..rows))
+}
+
+fn not_cacheable(key: &str) -> Error {
+    Error::invalid(
+        "CACHE TABLE",
+        format!("'{key}' is not a table (views and system tables are not cached; cache the tables a view reads)"),
+    )
+}
+
+/// Whether `table` can be cached: a managed or an external table.
+pub(crate) fn is_cacheable(table: &dyn TableProvider) -> bool {
+    table.is::<ManagedTable>() || table.is::<ListingTable>()
+}
+
+/// A schema of the catalog: its tables, the cached ones answered from memory.
+#[derive(Debug)]
+pub(crate) struct CachingSchema {
+    name: String,
+    tables: Arc<dyn SchemaProvider>,
+    cache: Arc<TableCache>,
+}
+
+impl CachingSchema {
+    pub(crate) fn new(name: &str, tables: Arc<dyn SchemaProvider>, cache: Arc<TableCache>) -> Self {
+        Self {
+            name: name.to_string(),
+            tables,
+            cache,
+        }
+    }
+
+    /// The table itself, never its cached rows.
+    pub(crate) async fn table_itself(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        self.tables.table(name).await
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for CachingSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = self.tables.table(name).await? else {
+            return Ok(None);
+        };
+        let key = format!("{}.{name}", self.name);
+        match self.cache.slot(&key) {
+            Some(slot) if is_cacheable(table.as_ref()) => Ok(Some(Arc::new(CachedTable {
+                schema: output_schema(&table.schema(), false),
+                key,
+                table,
+                slot,
+                cache: Arc::clone(&self.cache),
+            }))),
+            _ => Ok(Some(table)),
+        }
+    }
+
+    async fn table_type(&self, name: &str) -> DfResult<Option<TableType>> {
+        self.tables.table_type(name).await
+    }
+
+    fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        self.tables.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        self.tables.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.table_exist(name)
+    }
+}
+
+/// A cached table as DataFusion sees it: its rows from memory while they are
+/// current, from the table itself otherwise. Its string columns are plain
+/// `Utf8`/`Binary` either way.
+#[derive(Debug)]
+struct CachedTable {
+    key: String,
+    table: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+    slot: Arc<Slot>,
+    cache: Arc<TableCache>,
+}
+
+impl CachedTable {
+    async fn scan_table(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let plan = self.table.scan(state, projection, filters, limit).await?;
+        without_views(plan)
+    }
+}
+
+/// `plan` with its view-typed columns cast to plain ones.
+fn without_views(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = plan.schema();
+    if !schema.fields().iter().any(|f| has_view_type(f.data_type())) {
+        return Ok(plan);
+    }
+    let exprs = schema.fields().iter().enumerate().map(|(i, field)| {
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), i));
+        let expr: Arc<dyn PhysicalExpr> = if has_view_type(field.data_type()) {
+            Arc::new(CastExpr::new(column, without_view_types(field.data_type()), None))
+        } else {
+            column
+        };
+        (expr, field.name().clone())
+    });
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+#[async_trait]
+impl TableProvider for CachedTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        self.table.constraints()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table.table_type()
+    }
+
+    fn get_logical_plan(&self) -> Option<std::borrow::Cow<'_, LogicalPlan>> {
+        self.table.get_logical_plan()
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.table.get_column_default(column)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Workflow fragments run elsewhere: they read the table itself.
+        if state.config().get_extension::<ScansByReference>().is_some() {
+            return self.scan_table(state, projection, filters, limit).await;
+        }
+        let now = fingerprint(self.table.as_ref(), state).await?;
+        let current = match self.slot.state() {
+            State::Ready(cached) if now.as_ref() == Some(&cached.fingerprint) && cached.schema == self.schema => {
+                Some(cached)
+            }
+            State::Loading => None,
+            _ => {
+                self.cache.reload_in_background(&self.key, &self.slot);
+                None
+            }
+        };
+        let Some(cached) = current else {
+            return self.scan_table(state, projection, filters, limit).await;
+        };
+        let source = MemorySourceConfig::try_new(&cached.partitions, Arc::clone(&cached.schema), projection.cloned())?
+            .with_limit(limit);
+        Ok(DataSourceExec::from_data_source(source))
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Inexact: DataFusion filters the rows either way; the table's own scan
+        // may still use them to skip files and row groups.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: datafusion::logical_expr::dml::InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.table.insert_into(state, input, insert_op).await
+    }
+}
+
+/// `system.cached_tables`: what is cached, and how much of the limit it takes.
+#[derive(Debug)]
+struct CacheSystemTable {
+    cache: Arc<TableCache>,
+}
+
+impl CacheSystemTable {
+    fn batch(&self) -> Result<RecordBatch> {
+        let mut slots: Vec<(String, State)> = self
+            .cache
+            .slots
+            .iter()
+            .map(|s| (s.key().clone(), s.value().state()))
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        let ready = |s: &State| match s {
+            State::Ready(c) => Some(Arc::clone(c)),
+            _ => None,
+        };
+        let (schemas, tables): (Vec<&str>, Vec<&str>) =
+            slots.iter().map(|(k, _)| k.split_once('.').unwrap_or(("", k))).unzip();
+        let states: Vec<&str> = slots
+            .iter()
+            .map(|(_, s)| match s {
+                State::Loading => "loading",
+                State::Ready(_) => "ready",
+                State::Failed(_) => "failed",
+            })
+            .collect();
+        let rows: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.rows)).collect();
+        let bytes: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.memory.bytes())).collect();
+        let loaded: arrow::array::TimestampMillisecondArray = slots
+            .iter()
+            .map(|(_, s)| ready(s).map(|c| c.loaded_at_ms))
+            .collect::<arrow::array::TimestampMillisecondArray>()
+            .with_timezone("UTC");
+        let load_ms: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.load_ms)).collect();
+        let errors: StringArray = slots
+            .iter()
+            .map(|(_, s)| match s {
+                State::Failed(e) => Some(e.as_str()),
+                _ => None,
+            })
+            .collect();
+        let limit: UInt64Array = slots.iter().map(|_| Some(self.cache.limit)).collect();
+        RecordBatch::try_new(
+            cache_schema(),
+            vec![
+                Arc::new(StringArray::from(schemas)),
+                Arc::new(StringArray::from(tables)),
+                Arc::new(StringArray::from(states)),
+                Arc::new(rows),
+                Arc::new(bytes),
+                Arc::new(limit),
+                Arc::new(loaded),
+                Arc::new(load_ms),
+                Arc::new(errors),
+            ],
+        )
+        .map_err(|e| Error::execution(DataFusionError::ArrowError(Box::new(e), None)))
+    }
+}
+
+fn cache_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table_schema", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, true),
+        Field::new("cache_limit_bytes", DataType::UInt64, false),
+        Field::new(
+            "loaded_at",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("load_ms", DataType::UInt64, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+#[async_trait]
+impl TableProvider for CacheSystemTable {
+    fn schema(&self) -> SchemaRef {
+        cache_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        MemTable::try_new(cache_schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use arrow::array::{Array, Int64Array};
+    use futures::TryStreamExt;
+
+    use super::*;
+    use crate::{EngineOptions, Outcome, SessionSettings};
+
+    async fn open(limit: u64) -> (tempfile::TempDir, Arc<Engine>) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut options = EngineOptions::new(dir.path());
+        options.cache_limit = limit;
+        options.target_partitions = Some(2);
+        let engine = Engine::open(options).await.expect("open");
+        (dir, engine)
+    }
+
+    async fn run(engine: &Engine, sql: &str) -> crate::Result<Vec<RecordBatch>> {
+        match engine.sql(&mut SessionSettings::default(), sql).await? {
+            Outcome::Rows(stream) => Ok(stream.try_collect().await.expect("rows")),
+            Outcome::Count(n) => Ok(vec![
+                RecordBatch::try_from_iter([("count", Arc::new(Int64Array::from(vec![n])) as _)]).expect("batch"),
+            ]),
+        }
+    }
+
+    async fn one(engine: &Engine, sql: &str) -> i64 {
+        let batches = run(engine, sql).await.expect(sql);
+        let column = batches[0].column(0);
+        let column = arrow::compute::cast(column, &DataType::Int64).expect("cast");
+        column.as_any().downcast_ref::<Int64Array>().expect("int64").value(0)
+    }
+
+    async fn from_memory(engine: &Engine, table: &str) -> bool {
+        let plan = arrow::util::pretty::pretty_format_batches(
+            &run(engine, &format!("EXPLAIN SELECT * FROM {table}"))
+                .await
+                .expect("explain"),
+        )
+        .expect("format")
+        .to_string();
+        plan.contains("partition_sizes=") && !plan.contains("file_groups")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_rows_are_never_older_than_the_table() {
+        let (_dir, engine) = open(1 << 30).await;
+        run(&engine, "CREATE TABLE t AS SELECT value AS id, concat('v', CAST(value % 7 AS VARCHAR)) AS s FROM generate_series(1, 10000)")
+            .await
+            .expect("ctas");
+        let sum = "SELECT sum(id) + count(s) FROM t";
+        let before = one(&engine, sum).await;
+        assert_eq!(one(&engine, "CACHE TABLE t").await, 10000);
+        assert!(engine.catalog().cache().holds("public.t"));
+        assert!(engine.catalog().cache().used() > 0);
+        assert!(from_memory(&engine, "t").await);
+        assert_eq!(one(&engine, sum).await, before);
+
+        // A write is seen by the very next statement, from the table itself...
+        run(&engine, "INSERT INTO t VALUES (20000, 'new')")
+            .await
+            .expect("insert");
+        assert_eq!(one(&engine, sum).await, before + 20001);
+        // ...and the cache catches up in the background.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !from_memory(&engine, "t").await {
+            assert!(Instant::now() < deadline, "the cache did not reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(one(&engine, sum).await, before + 20001);
+
+        assert_eq!(one(&engine, "UNCACHE TABLE t").await, 0);
+        assert!(!engine.catalog().cache().holds("public.t"));
+        assert!(!from_memory(&engine, "t").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_over_the_limit_is_refused_and_nothing_stays_cached() {
+        let (_dir, engine) = open(64 * 1024).await;
+        run(
+            &engine,
+            "CREATE TABLE big AS SELECT value AS id, repeat('x', 100) AS pad FROM generate_series(1, 10000)",
+        )
+        .await
+        .expect("ctas");
+        let err = run(&engine, "CACHE TABLE big").await.expect_err("over the limit");
+        assert!(matches!(err, Error::CacheFull { .. }), "{err}");
+        assert_eq!(err.kind(), crate::error::ErrorKind::ResourceExhausted);
+        assert!(!engine.catalog().cache().holds("public.big"));
+        assert_eq!(engine.catalog().cache().used(), 0);
+        assert!(engine.catalog().cached_tables().await.is_empty());
+        assert_eq!(one(&engine, "SELECT count(*) FROM big").await, 10000);
+    }
+}
