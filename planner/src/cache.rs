@@ -47,7 +47,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
-use crate::types::{cast_batch, has_view_type, output_schema, without_view_types};
+use crate::types::{cast_batch, has_view_type, without_view_types};
 
 /// Cached batches are cut to about this size: one Flight message each (gRPC
 /// clients take 4 MiB by default; arrow-flight cuts at 2 MiB).
@@ -240,7 +240,7 @@ impl TableCache {
             .await
             .map_err(Error::execution)?
             .ok_or_else(|| not_cacheable(key))?;
-        let schema = output_schema(&table.schema(), false);
+        let schema = plain_schema(&table.schema());
         if let State::Ready(cached) = slot.state() {
             if cached.fingerprint == fingerprint && cached.schema == schema {
                 return Ok(cached.rows);
@@ -437,7 +437,7 @@ impl SchemaProvider for CachingSchema {
         let key = format!("{}.{name}", self.name);
         match self.cache.slot(&key) {
             Some(slot) if is_cacheable(table.as_ref()) => Ok(Some(Arc::new(CachedTable {
-                schema: output_schema(&table.schema(), false),
+                schema: plain_schema(&table.schema()),
                 key,
                 table,
                 slot,
@@ -487,6 +487,19 @@ impl CachedTable {
         let plan = self.table.scan(state, projection, filters, limit).await?;
         without_views(plan)
     }
+}
+
+/// `schema` with plain types for view types; everything else as it is.
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema.fields().iter().any(|f| has_view_type(f.data_type())) {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_data_type(without_view_types(f.data_type())))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// `plan` with its view-typed columns cast to plain ones.

@@ -3,6 +3,8 @@ than the table, kept cached across restarts, within --cache-max-bytes."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import adbc_driver_flightsql.dbapi as dbapi
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,14 +43,15 @@ def fill(conn, table: str, first: int = 1, last: int = ROWS) -> None:
     execute_update(
         conn,
         f"INSERT INTO {table} SELECT value, concat('name-', CAST(value % 97 AS VARCHAR)), value / 8.0, "
-        f"CASE WHEN value % 5 = 0 THEN NULL ELSE arrow_cast(value % 3, 'Int32') END "
+        f"CASE WHEN value % 5 = 0 THEN NULL ELSE arrow_cast(value % 3, 'Int32') END, "
+        f"CAST(value AS DECIMAL(10, 2)) / 4 "
         f"FROM generate_series({first}, {last})",
     )
 
 
 CHECKS = [
     "SELECT * FROM {t} ORDER BY id",
-    "SELECT name, count(*) AS n, sum(x) AS sx, count(flag) AS f FROM {t} GROUP BY name ORDER BY name",
+    "SELECT name, count(*) AS n, sum(x) AS sx, count(flag) AS f, sum(price) AS p FROM {t} GROUP BY name ORDER BY name",
     "SELECT id, name FROM {t} WHERE id % 1000 = 7 AND name LIKE 'name-1%' ORDER BY id",
     "SELECT count(*) AS n FROM (SELECT * FROM {t} LIMIT 123)",
 ]
@@ -59,7 +62,7 @@ def answers(conn, table: str) -> list[pa.Table]:
 
 
 def test_cached_table_answers_from_memory_with_the_same_rows(conn, name):
-    execute_update(conn, f"CREATE TABLE {name} (id BIGINT NOT NULL, name VARCHAR, x DOUBLE, flag INT)")
+    execute_update(conn, f"CREATE TABLE {name} (id BIGINT NOT NULL, name VARCHAR, x DOUBLE, flag INT, price DECIMAL(10, 2))")
     fill(conn, name)
     before = answers(conn, name)
     assert not from_memory(conn, name)
@@ -84,12 +87,13 @@ def test_cached_table_answers_from_memory_with_the_same_rows(conn, name):
 
 
 def test_writes_are_seen_at_once_and_the_cache_catches_up(conn, name):
-    execute_update(conn, f"CREATE TABLE {name} (id BIGINT NOT NULL, name VARCHAR, x DOUBLE, flag INT)")
+    execute_update(conn, f"CREATE TABLE {name} (id BIGINT NOT NULL, name VARCHAR, x DOUBLE, flag INT, price DECIMAL(10, 2))")
     fill(conn, name)
     execute_update(conn, f"CACHE TABLE {name}")
 
     fill(conn, name, ROWS + 1, ROWS + 500)
     assert scalar(conn, f"SELECT count(*) FROM {name}") == ROWS + 500
+    assert scalar(conn, f"SELECT sum(price) FROM {name}") == Decimal(sum(range(1, ROWS + 501))) / 4
     execute_update(conn, f"UPDATE {name} SET name = 'renamed' WHERE id <= 10")
     assert scalar(conn, f"SELECT count(*) FROM {name} WHERE name = 'renamed'") == 10
     execute_update(conn, f"DELETE FROM {name} WHERE id > {ROWS}")
@@ -168,7 +172,7 @@ def test_cached_tables_stay_cached_across_restarts_until_dropped(make_server):
     srv = make_server()
     with srv.connect() as c:
         execute_update(c, "CREATE SCHEMA s")
-        execute_update(c, "CREATE TABLE s.kept (id BIGINT NOT NULL, name VARCHAR, x DOUBLE, flag INT)")
+        execute_update(c, "CREATE TABLE s.kept (id BIGINT NOT NULL, name VARCHAR, x DOUBLE, flag INT, price DECIMAL(10, 2))")
         fill(c, "s.kept")
         execute_update(c, "CREATE TABLE s.dropped AS SELECT 1 AS id")
         execute_update(c, "CACHE TABLE s.kept")

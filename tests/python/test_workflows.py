@@ -399,6 +399,29 @@ def test_scans_of_many_file_tables_as_workflows(wf_server, tmp_path):
         conn.close()
 
 
+def test_cached_tables_as_workflows_read_the_table_itself(wf_server):
+    """CACHE TABLE holds rows in serve's memory; fragments, which run on any
+    worker, read the table itself, and so see every write made since."""
+    conn = wf_server.connect()
+    try:
+        set_mode(conn, "inline")
+        run_sql(conn, "CREATE TABLE cached_orders AS SELECT * FROM tpch.orders")
+        assert run_sql(conn, "CACHE TABLE cached_orders").column(0)[0].as_py() > 0
+        sql = "SELECT o_orderstatus, count(*) AS n, sum(o_totalprice) AS p FROM cached_orders GROUP BY 1"
+        inline = run_sql(conn, sql)
+        set_mode(conn, "workflow")
+        assert canonical(run_sql(conn, sql), False).equals(canonical(inline, False))
+        set_mode(conn, "inline")
+        run_sql(conn, "DELETE FROM cached_orders WHERE o_orderstatus = 'F'")
+        set_mode(conn, "workflow")
+        after = run_sql(conn, sql)
+        statuses = inline.column("o_orderstatus").to_pylist()
+        assert "F" in statuses
+        assert sorted(after.column("o_orderstatus").to_pylist()) == sorted(s for s in statuses if s != "F")
+    finally:
+        conn.close()
+
+
 def poll_to_end(raw: FlightGrpc, sql: str, timeout: float = 300) -> dict:
     poll = raw.poll_sql(sql)
     deadline = time.monotonic() + timeout
