@@ -5,7 +5,8 @@
 //!                   ──> TableCache["s.t"] = Cached { partitions, fingerprint }
 //!                   (bytes counted against --cache-max-bytes: over it, RESOURCE_EXHAUSTED)
 //! SELECT .. FROM t ──> CachingSchema::table(t) = CachedTable { t's own provider, its slot }
-//!     scan: t's fingerprint now == the cached one ? memory : t itself, and reload behind it
+//!     scan: t's fingerprint now == the cached one ? CachedScanExec over the rows
+//!                                                 : t itself, and reload behind it
 //! UNCACHE TABLE t | DROP TABLE t ──> the rows are gone
 //! ```
 //!
@@ -21,16 +22,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
-use arrow::array::{RecordBatch, StringArray, UInt64Array};
+use arrow::array::RecordBatch;
 use arrow::compute::BatchCoalescer;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use datafusion::catalog::{SchemaProvider, Session};
 use datafusion::common::Constraints;
 use datafusion::datasource::listing::ListingTable;
-use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
-use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
@@ -42,6 +42,8 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
+use self::scan::CachedScanExec;
+use self::system::CacheSystemTable;
 use crate::distributed::ScansByReference;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -49,9 +51,12 @@ use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
 use crate::types::{cast_batch, has_view_type, without_view_types};
 
-/// Cached batches are cut to about this size: one Flight message each (gRPC
-/// clients take 4 MiB by default; arrow-flight cuts at 2 MiB).
-const TARGET_BATCH_BYTES: usize = 3 << 19;
+mod scan;
+mod system;
+
+/// Cached batches hold about this much data: one Flight message each, just
+/// under the 2 MiB at which DoGet cuts messages (gRPC clients take 4 MiB by default).
+const TARGET_BATCH_BYTES: usize = 7 << 18;
 const MIN_BATCH_ROWS: usize = 1024;
 const MAX_BATCH_ROWS: usize = 1 << 16;
 
@@ -364,7 +369,7 @@ async fn read_partition(
             continue;
         }
         let coalescer = coalescer.get_or_insert_with(|| {
-            let per_row = batch.get_array_memory_size() / batch.num_rows();
+            let per_row = data_bytes(&batch) / batch.num_rows();
             let rows = (TARGET_BATCH_BYTES / per_row.max(1)).clamp(MIN_BATCH_ROWS, MAX_BATCH_ROWS);
             BatchCoalescer::new(Arc::clone(&schema), rows)
         });
@@ -381,6 +386,19 @@ async fn read_partition(
         }
     }
     Ok(out)
+}
+
+/// Bytes of `batch`'s data (what goes on the wire), not of the buffers holding it.
+fn data_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// `batch` in buffers of its own size.
@@ -567,9 +585,7 @@ impl TableProvider for CachedTable {
         let Some(cached) = current else {
             return self.scan_table(state, projection, filters, limit).await;
         };
-        let source = MemorySourceConfig::try_new(&cached.partitions, Arc::clone(&cached.schema), projection.cloned())?
-            .with_limit(limit);
-        Ok(DataSourceExec::from_data_source(source))
+        Ok(Arc::new(CachedScanExec::try_new(&self.key, cached, projection, limit)?))
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
@@ -585,111 +601,6 @@ impl TableProvider for CachedTable {
         insert_op: datafusion::logical_expr::dml::InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.table.insert_into(state, input, insert_op).await
-    }
-}
-
-/// `system.cached_tables`: what is cached, and how much of the limit it takes.
-#[derive(Debug)]
-struct CacheSystemTable {
-    cache: Arc<TableCache>,
-}
-
-impl CacheSystemTable {
-    fn batch(&self) -> Result<RecordBatch> {
-        let mut slots: Vec<(String, State)> = self
-            .cache
-            .slots
-            .iter()
-            .map(|s| (s.key().clone(), s.value().state()))
-            .collect();
-        slots.sort_by(|a, b| a.0.cmp(&b.0));
-        let ready = |s: &State| match s {
-            State::Ready(c) => Some(Arc::clone(c)),
-            _ => None,
-        };
-        let (schemas, tables): (Vec<&str>, Vec<&str>) =
-            slots.iter().map(|(k, _)| k.split_once('.').unwrap_or(("", k))).unzip();
-        let states: Vec<&str> = slots
-            .iter()
-            .map(|(_, s)| match s {
-                State::Loading => "loading",
-                State::Ready(_) => "ready",
-                State::Failed(_) => "failed",
-            })
-            .collect();
-        let rows: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.rows)).collect();
-        let bytes: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.memory.bytes())).collect();
-        let loaded: arrow::array::TimestampMillisecondArray = slots
-            .iter()
-            .map(|(_, s)| ready(s).map(|c| c.loaded_at_ms))
-            .collect::<arrow::array::TimestampMillisecondArray>()
-            .with_timezone("UTC");
-        let load_ms: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.load_ms)).collect();
-        let errors: StringArray = slots
-            .iter()
-            .map(|(_, s)| match s {
-                State::Failed(e) => Some(e.as_str()),
-                _ => None,
-            })
-            .collect();
-        let limit: UInt64Array = slots.iter().map(|_| Some(self.cache.limit)).collect();
-        RecordBatch::try_new(
-            cache_schema(),
-            vec![
-                Arc::new(StringArray::from(schemas)),
-                Arc::new(StringArray::from(tables)),
-                Arc::new(StringArray::from(states)),
-                Arc::new(rows),
-                Arc::new(bytes),
-                Arc::new(limit),
-                Arc::new(loaded),
-                Arc::new(load_ms),
-                Arc::new(errors),
-            ],
-        )
-        .map_err(|e| Error::execution(DataFusionError::ArrowError(Box::new(e), None)))
-    }
-}
-
-fn cache_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("table_schema", DataType::Utf8, false),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("state", DataType::Utf8, false),
-        Field::new("rows", DataType::UInt64, true),
-        Field::new("bytes", DataType::UInt64, true),
-        Field::new("cache_limit_bytes", DataType::UInt64, false),
-        Field::new(
-            "loaded_at",
-            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("load_ms", DataType::UInt64, true),
-        Field::new("error", DataType::Utf8, true),
-    ]))
-}
-
-#[async_trait]
-impl TableProvider for CacheSystemTable {
-    fn schema(&self) -> SchemaRef {
-        cache_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
-        MemTable::try_new(cache_schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
     }
 }
 
@@ -724,7 +635,7 @@ mod tests {
     async fn one(engine: &Engine, sql: &str) -> i64 {
         let batches = run(engine, sql).await.expect(sql);
         let column = batches[0].column(0);
-        let column = arrow::compute::cast(column, &DataType::Int64).expect("cast");
+        let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64).expect("cast");
         column.as_any().downcast_ref::<Int64Array>().expect("int64").value(0)
     }
 
@@ -736,7 +647,7 @@ mod tests {
         )
         .expect("format")
         .to_string();
-        plan.contains("partition_sizes=") && !plan.contains("file_groups")
+        plan.contains("CachedScanExec")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

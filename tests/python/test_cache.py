@@ -21,9 +21,9 @@ def plan_text(conn, sql: str) -> str:
 
 
 def from_memory(conn, table: str) -> bool:
-    """Whether a scan of `table` reads the cached rows (DataFusion's memory source)."""
+    """Whether a scan of `table` reads the cached rows."""
     plan = plan_text(conn, f"SELECT * FROM {table}")
-    return "partition_sizes=" in plan and "file_groups" not in plan
+    return "CachedScanExec" in plan
 
 
 def cached(conn) -> dict[str, dict]:

@@ -1,0 +1,120 @@
+//! `system.cached_tables`: what is cached, and how much of the limit it takes.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::{State, TableCache};
+use crate::error::{Error, Result};
+
+/// `system.cached_tables`: what is cached, and how much of the limit it takes.
+#[derive(Debug)]
+pub(super) struct CacheSystemTable {
+    pub(super) cache: Arc<TableCache>,
+}
+
+impl CacheSystemTable {
+    fn batch(&self) -> Result<RecordBatch> {
+        let mut slots: Vec<(String, State)> = self
+            .cache
+            .slots
+            .iter()
+            .map(|s| (s.key().clone(), s.value().state()))
+            .collect();
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        let ready = |s: &State| match s {
+            State::Ready(c) => Some(Arc::clone(c)),
+            _ => None,
+        };
+        let (schemas, tables): (Vec<&str>, Vec<&str>) =
+            slots.iter().map(|(k, _)| k.split_once('.').unwrap_or(("", k))).unzip();
+        let states: Vec<&str> = slots
+            .iter()
+            .map(|(_, s)| match s {
+                State::Loading => "loading",
+                State::Ready(_) => "ready",
+                State::Failed(_) => "failed",
+            })
+            .collect();
+        let rows: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.rows)).collect();
+        let bytes: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.memory.bytes())).collect();
+        let loaded: TimestampMillisecondArray = slots
+            .iter()
+            .map(|(_, s)| ready(s).map(|c| c.loaded_at_ms))
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone("UTC");
+        let load_ms: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.load_ms)).collect();
+        let errors: StringArray = slots
+            .iter()
+            .map(|(_, s)| match s {
+                State::Failed(e) => Some(e.as_str()),
+                _ => None,
+            })
+            .collect();
+        let limit: UInt64Array = slots.iter().map(|_| Some(self.cache.limit)).collect();
+        RecordBatch::try_new(
+            cache_schema(),
+            vec![
+                Arc::new(StringArray::from(schemas)),
+                Arc::new(StringArray::from(tables)),
+                Arc::new(StringArray::from(states)),
+                Arc::new(rows),
+                Arc::new(bytes),
+                Arc::new(limit),
+                Arc::new(loaded),
+                Arc::new(load_ms),
+                Arc::new(errors),
+            ],
+        )
+        .map_err(|e| Error::execution(DataFusionError::ArrowError(Box::new(e), None)))
+    }
+}
+
+fn cache_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table_schema", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, true),
+        Field::new("cache_limit_bytes", DataType::UInt64, false),
+        Field::new(
+            "loaded_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("load_ms", DataType::UInt64, true),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+#[async_trait]
+impl TableProvider for CacheSystemTable {
+    fn schema(&self) -> SchemaRef {
+        cache_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
+        MemTable::try_new(cache_schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
