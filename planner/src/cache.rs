@@ -49,7 +49,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
-use crate::types::{cast_batch, has_view_type, without_view_types};
+use crate::types::{cast_batch, data_bytes, has_view_type, without_view_types};
 
 mod scan;
 mod system;
@@ -147,7 +147,9 @@ enum State {
     #[default]
     Loading,
     Ready(Arc<Cached>),
-    Failed(String),
+    /// The last load failed, at this fingerprint of the table: it is tried
+    /// again when the table changes, not on every scan.
+    Failed(String, Fingerprint),
 }
 
 /// A cached table's place in the cache.
@@ -158,6 +160,8 @@ struct Slot {
     loading: tokio::sync::Mutex<()>,
     /// A background reload is queued or running.
     reloading: AtomicBool,
+    /// Loads started, the first included.
+    loads: AtomicU64,
 }
 
 impl Slot {
@@ -253,6 +257,7 @@ impl TableCache {
         }
         // The stale rows go first: a reload never needs room for two copies.
         slot.set(State::Loading);
+        slot.loads.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         match self.read_all(key, table, ctx, Arc::clone(&schema)).await {
             Ok((partitions, memory)) => {
@@ -271,7 +276,7 @@ impl TableCache {
                 Ok(rows)
             }
             Err(e) => {
-                slot.set(State::Failed(e.to_string()));
+                slot.set(State::Failed(e.to_string(), fingerprint));
                 Err(e)
             }
         }
@@ -386,19 +391,6 @@ async fn read_partition(
         }
     }
     Ok(out)
-}
-
-/// Bytes of `batch`'s data (what goes on the wire), not of the buffers holding it.
-fn data_bytes(batch: &RecordBatch) -> usize {
-    batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum()
 }
 
 /// `batch` in buffers of its own size.
@@ -577,7 +569,8 @@ impl TableProvider for CachedTable {
                 Some(cached)
             }
             State::Loading => None,
-            _ => {
+            State::Failed(_, failed_at) if now.as_ref() == Some(&failed_at) => None,
+            State::Ready(_) | State::Failed(..) => {
                 self.cache.reload_in_background(&self.key, &self.slot);
                 None
             }
@@ -680,6 +673,48 @@ mod tests {
         assert_eq!(one(&engine, "UNCACHE TABLE t").await, 0);
         assert!(!engine.catalog().cache().holds("public.t"));
         assert!(!from_memory(&engine, "t").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_that_outgrows_the_cache_is_read_from_the_table_and_not_reloaded_per_scan() {
+        let (_dir, engine) = open(256 * 1024).await;
+        run(
+            &engine,
+            "CREATE TABLE g AS SELECT value AS id FROM generate_series(1, 1000)",
+        )
+        .await
+        .expect("ctas");
+        assert_eq!(one(&engine, "CACHE TABLE g").await, 1000);
+        run(&engine, "INSERT INTO g SELECT value FROM generate_series(1001, 100000)")
+            .await
+            .expect("insert");
+        assert_eq!(one(&engine, "SELECT count(*) FROM g").await, 100000);
+        let cache = engine.catalog().cache();
+        let slot = cache.slot("public.g").expect("slot");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(slot.state(), State::Failed(..)) {
+            assert!(Instant::now() < deadline, "the reload did not fail");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let State::Failed(error, _) = slot.state() else {
+            unreachable!()
+        };
+        assert!(error.contains("the table cache is full"), "{error}");
+        while slot.reloading.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the reload did not end");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let loads = slot.loads.load(Ordering::Acquire);
+        for _ in 0..3 {
+            assert_eq!(one(&engine, "SELECT sum(id) FROM g").await, 100000 * 100001 / 2);
+        }
+        assert!(!from_memory(&engine, "g").await);
+        assert_eq!(
+            slot.loads.load(Ordering::Acquire),
+            loads,
+            "scans of an unchanged table retried the load"
+        );
+        assert_eq!(cache.used(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

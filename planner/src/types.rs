@@ -96,6 +96,19 @@ pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// Bytes of `batch`'s data (what goes on the wire), not of the buffers holding it.
+pub fn data_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// Cast a stream's batches to [`output_schema`].
 pub fn map_output_stream(stream: SendableRecordBatchStream, view_types: bool) -> SendableRecordBatchStream {
     let input_schema = stream.schema();

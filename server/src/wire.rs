@@ -131,15 +131,7 @@ fn has_dictionary(dt: &DataType) -> bool {
 /// `batch` cut into row ranges of about `max_bytes` each (zero-copy slices).
 fn split(batch: &RecordBatch, max_bytes: usize) -> Vec<RecordBatch> {
     let rows = batch.num_rows();
-    let size: usize = batch
-        .columns()
-        .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or_else(|_| c.get_array_memory_size())
-        })
-        .sum();
+    let size = contrail_planner::types::data_bytes(batch);
     let pieces = size.div_ceil(max_bytes.max(1)).max(1);
     if pieces == 1 || rows <= 1 {
         return vec![batch.clone()];

@@ -1,6 +1,7 @@
 //! `system.cached_tables`: what is cached, and how much of the limit it takes.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow::array::{RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -22,11 +23,17 @@ pub(super) struct CacheSystemTable {
 
 impl CacheSystemTable {
     fn batch(&self) -> Result<RecordBatch> {
-        let mut slots: Vec<(String, State)> = self
+        let mut slots: Vec<(String, State, u64)> = self
             .cache
             .slots
             .iter()
-            .map(|s| (s.key().clone(), s.value().state()))
+            .map(|s| {
+                (
+                    s.key().clone(),
+                    s.value().state(),
+                    s.value().loads.load(Ordering::Acquire),
+                )
+            })
             .collect();
         slots.sort_by(|a, b| a.0.cmp(&b.0));
         let ready = |s: &State| match s {
@@ -34,30 +41,34 @@ impl CacheSystemTable {
             _ => None,
         };
         let (schemas, tables): (Vec<&str>, Vec<&str>) =
-            slots.iter().map(|(k, _)| k.split_once('.').unwrap_or(("", k))).unzip();
+            slots.iter().map(|(k, ..)| k.split_once('.').unwrap_or(("", k))).unzip();
         let states: Vec<&str> = slots
             .iter()
-            .map(|(_, s)| match s {
+            .map(|(_, s, _)| match s {
                 State::Loading => "loading",
                 State::Ready(_) => "ready",
-                State::Failed(_) => "failed",
+                State::Failed(..) => "failed",
             })
             .collect();
-        let rows: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.rows)).collect();
-        let bytes: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.memory.bytes())).collect();
+        let rows: UInt64Array = slots.iter().map(|(_, s, _)| ready(s).map(|c| c.rows)).collect();
+        let bytes: UInt64Array = slots
+            .iter()
+            .map(|(_, s, _)| ready(s).map(|c| c.memory.bytes()))
+            .collect();
         let loaded: TimestampMillisecondArray = slots
             .iter()
-            .map(|(_, s)| ready(s).map(|c| c.loaded_at_ms))
+            .map(|(_, s, _)| ready(s).map(|c| c.loaded_at_ms))
             .collect::<TimestampMillisecondArray>()
             .with_timezone("UTC");
-        let load_ms: UInt64Array = slots.iter().map(|(_, s)| ready(s).map(|c| c.load_ms)).collect();
+        let load_ms: UInt64Array = slots.iter().map(|(_, s, _)| ready(s).map(|c| c.load_ms)).collect();
         let errors: StringArray = slots
             .iter()
-            .map(|(_, s)| match s {
-                State::Failed(e) => Some(e.as_str()),
+            .map(|(_, s, _)| match s {
+                State::Failed(e, _) => Some(e.as_str()),
                 _ => None,
             })
             .collect();
+        let loads: UInt64Array = slots.iter().map(|(.., n)| Some(*n)).collect();
         let limit: UInt64Array = slots.iter().map(|_| Some(self.cache.limit)).collect();
         RecordBatch::try_new(
             cache_schema(),
@@ -70,6 +81,7 @@ impl CacheSystemTable {
                 Arc::new(limit),
                 Arc::new(loaded),
                 Arc::new(load_ms),
+                Arc::new(loads),
                 Arc::new(errors),
             ],
         )
@@ -91,6 +103,7 @@ fn cache_schema() -> SchemaRef {
             true,
         ),
         Field::new("load_ms", DataType::UInt64, true),
+        Field::new("loads", DataType::UInt64, false),
         Field::new("error", DataType::Utf8, true),
     ]))
 }
