@@ -67,6 +67,8 @@ use crate::wire::FlightRouter;
 
 /// Largest gRPC message accepted or sent (Flight batches are ~1-8 MB).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// HTTP/2 receive window per stream (the connection's is twice it).
+const STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 /// How long in-flight streams may run after a shutdown signal before they are cancelled.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -125,7 +127,13 @@ pub async fn serve(
     )?);
     let flight = FlightRouter::new(ContrailFlight::new(service, sessions.clone()), MAX_MESSAGE);
 
-    let mut builder = Server::builder();
+    // Receive windows large enough for a whole ingest batch in flight: with
+    // hyper's 1 MiB default a client's DoPut waits for our WINDOW_UPDATEs
+    // every megabyte. SF 1 lineitem over ADBC: 3.35-3.43 s -> 2.80-3.02 s.
+    // (A larger max frame size changes nothing: the Go client sends 16 KiB frames.)
+    let mut builder = Server::builder()
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(2 * STREAM_WINDOW));
     if let Some((cert, key)) = &config.tls {
         let read = |p: &Path| std::fs::read(p).map_err(|e| Error::invalid(format!("cannot read {}: {e}", p.display())));
         let identity = Identity::from_pem(read(cert)?, read(key)?);
