@@ -19,7 +19,7 @@
 //! starts. The cache belongs to one process: workflow fragments read the table.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -47,6 +47,7 @@ use self::system::CacheSystemTable;
 use crate::distributed::ScansByReference;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::latest::Latest;
 use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
 use crate::types::{cast_batch, data_bytes, has_view_type, without_view_types};
@@ -155,29 +156,13 @@ enum State {
 /// A cached table's place in the cache.
 #[derive(Debug, Default)]
 struct Slot {
-    state: RwLock<State>,
+    state: Latest<State>,
     /// One load at a time.
     loading: tokio::sync::Mutex<()>,
     /// A background reload is queued or running.
     reloading: AtomicBool,
     /// Loads started, the first included.
     loads: AtomicU64,
-}
-
-impl Slot {
-    fn state(&self) -> State {
-        match self.state.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn set(&self, state: State) {
-        match self.state.write() {
-            Ok(mut g) => *g = state,
-            Err(poisoned) => *poisoned.into_inner() = state,
-        }
-    }
 }
 
 /// Every cached table of one process, within one memory limit.
@@ -229,7 +214,7 @@ impl TableCache {
 
     /// Whether `key`'s rows are in memory (as last loaded; a scan checks they are current).
     pub(crate) fn holds(&self, key: &str) -> bool {
-        self.slot(key).is_some_and(|s| matches!(s.state(), State::Ready(_)))
+        self.slot(key).is_some_and(|s| matches!(s.state.get(), State::Ready(_)))
     }
 
     fn slot(&self, key: &str) -> Option<Arc<Slot>> {
@@ -250,13 +235,13 @@ impl TableCache {
             .map_err(Error::execution)?
             .ok_or_else(|| not_cacheable(key))?;
         let schema = plain_schema(&table.schema());
-        if let State::Ready(cached) = slot.state() {
+        if let State::Ready(cached) = slot.state.get() {
             if cached.fingerprint == fingerprint && cached.schema == schema {
                 return Ok(cached.rows);
             }
         }
         // The stale rows go first: a reload never needs room for two copies.
-        slot.set(State::Loading);
+        slot.state.set(State::Loading);
         slot.loads.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         match self.read_all(key, table, ctx, Arc::clone(&schema)).await {
@@ -264,7 +249,7 @@ impl TableCache {
                 let rows = partitions.iter().flatten().map(|b| b.num_rows() as u64).sum();
                 let load_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 info!(table = key, rows, bytes = memory.bytes(), load_ms, "table cached");
-                slot.set(State::Ready(Arc::new(Cached {
+                slot.state.set(State::Ready(Arc::new(Cached {
                     schema,
                     partitions,
                     fingerprint,
@@ -276,7 +261,7 @@ impl TableCache {
                 Ok(rows)
             }
             Err(e) => {
-                slot.set(State::Failed(e.to_string(), fingerprint));
+                slot.state.set(State::Failed(e.to_string(), fingerprint));
                 Err(e)
             }
         }
@@ -564,7 +549,7 @@ impl TableProvider for CachedTable {
             return self.scan_table(state, projection, filters, limit).await;
         }
         let now = fingerprint(self.table.as_ref(), state).await?;
-        let current = match self.slot.state() {
+        let current = match self.slot.state.get() {
             State::Ready(cached) if now.as_ref() == Some(&cached.fingerprint) && cached.schema == self.schema => {
                 Some(cached)
             }
@@ -692,11 +677,11 @@ mod tests {
         let cache = engine.catalog().cache();
         let slot = cache.slot("public.g").expect("slot");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(slot.state(), State::Failed(..)) {
+        while !matches!(slot.state.get(), State::Failed(..)) {
             assert!(Instant::now() < deadline, "the reload did not fail");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let State::Failed(error, _) = slot.state() else {
+        let State::Failed(error, _) = slot.state.get() else {
             unreachable!()
         };
         assert!(error.contains("the table cache is full"), "{error}");

@@ -1166,7 +1166,7 @@ impl Engine {
             source: e,
         })?;
         let url = dir_url(&dir)?;
-        let delta = crate::sink::open_or_new(&url)
+        let delta = DeltaTable::try_from_url(url.clone())
             .await
             .map_err(|e| Error::storage(table, e))?;
         let input = strip_view_types(input)?;

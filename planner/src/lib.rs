@@ -32,6 +32,7 @@ pub mod distributed;
 pub mod engine;
 pub mod error;
 mod ingest;
+mod latest;
 pub mod light;
 pub mod managed;
 pub mod pipeline;

@@ -5,7 +5,7 @@
 //! and swaps in a fresh snapshot after each write made through Contrail, so a
 //! statement always sees every write acknowledged before it started.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -20,13 +20,14 @@ use url::Url;
 
 use crate::distributed::{ManagedScanExec, ScansByReference};
 use crate::error::{Error, Result};
+use crate::latest::Latest;
 
 /// A Delta table registered in the catalog.
 #[derive(Debug)]
 pub struct ManagedTable {
     name: String,
     url: Url,
-    current: RwLock<Current>,
+    current: Latest<Current>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +44,7 @@ impl ManagedTable {
         Ok(Self {
             name,
             url,
-            current: RwLock::new(current),
+            current: Latest::new(current),
         })
     }
 
@@ -54,7 +55,7 @@ impl ManagedTable {
         Ok(Self {
             name,
             url,
-            current: RwLock::new(Current { table, provider }),
+            current: Latest::new(Current { table, provider }),
         })
     }
 
@@ -65,12 +66,13 @@ impl ManagedTable {
 
     /// The current [`DeltaTable`] handle, for deltalake operations.
     pub fn delta(&self) -> DeltaTable {
-        self.read().table
+        self.current.get().table
     }
 
     /// Bytes of data files in the current version.
     pub fn total_bytes(&self) -> u64 {
-        self.read()
+        self.current
+            .get()
             .table
             .snapshot()
             .map(|s| s.log_data().iter().map(|f| f.size().max(0) as u64).sum())
@@ -80,14 +82,14 @@ impl ManagedTable {
     /// Reload the latest committed version (after a write through DataFusion).
     pub async fn refresh(&self) -> Result<()> {
         let current = load(&self.name, &self.url).await?;
-        self.set(current);
+        self.current.set(current);
         Ok(())
     }
 
     /// Install the table a deltalake operation returned.
     pub async fn install(&self, table: DeltaTable) -> Result<()> {
         let provider = provider_of(&self.name, &table).await?;
-        self.set(Current { table, provider });
+        self.current.set(Current { table, provider });
         Ok(())
     }
 
@@ -97,7 +99,7 @@ impl ManagedTable {
         if self.behind() {
             self.refresh().await?;
         }
-        let table = self.read().table;
+        let table = self.current.get().table;
         let (Some(version), Ok(snapshot)) = (table.version(), table.snapshot()) else {
             return Ok(None);
         };
@@ -106,7 +108,7 @@ impl ManagedTable {
 
     /// Whether a newer version than the loaded one is committed (one `stat`).
     fn behind(&self) -> bool {
-        let Some(version) = self.read().table.version() else {
+        let Some(version) = self.current.get().table.version() else {
             return false;
         };
         let Ok(dir) = self.url.to_file_path() else {
@@ -115,20 +117,6 @@ impl ManagedTable {
         dir.join("_delta_log")
             .join(format!("{:020}.json", version + 1))
             .exists()
-    }
-
-    fn read(&self) -> Current {
-        match self.current.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn set(&self, current: Current) {
-        match self.current.write() {
-            Ok(mut g) => *g = current,
-            Err(poisoned) => *poisoned.into_inner() = current,
-        }
     }
 }
 
@@ -160,7 +148,7 @@ pub(crate) async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dy
 #[async_trait]
 impl TableProvider for ManagedTable {
     fn schema(&self) -> SchemaRef {
-        self.read().provider.schema()
+        self.current.get().provider.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -180,7 +168,7 @@ impl TableProvider for ManagedTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
         }
-        let current = self.read();
+        let current = self.current.get();
         current
             .table
             .update_datafusion_session(state)
@@ -199,7 +187,7 @@ impl TableProvider for ManagedTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        self.read().provider.supports_filters_pushdown(filters)
+        self.current.get().provider.supports_filters_pushdown(filters)
     }
 
     async fn insert_into(
@@ -208,6 +196,6 @@ impl TableProvider for ManagedTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.read().provider.insert_into(state, input, insert_op).await
+        self.current.get().provider.insert_into(state, input, insert_op).await
     }
 }

@@ -454,22 +454,6 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::execution(e.into()))
 }
 
-/// The Delta table at `url`, loaded; not loaded (no version) if there is none
-/// yet. Like `DeltaTable::try_from_url`, but a directory without a log is not
-/// handed to deltalake to load: its kernel logs that at ERROR level, once for
-/// every table created.
-pub(crate) async fn open_or_new(url: &Url) -> deltalake::DeltaResult<DeltaTable> {
-    let has_log = match url.to_file_path() {
-        Ok(dir) => std::fs::read_dir(dir.join("_delta_log")).is_ok_and(|mut entries| entries.next().is_some()),
-        Err(()) => true, // not a local path: ask the store
-    };
-    if has_log {
-        DeltaTable::try_from_url(url.clone()).await
-    } else {
-        deltalake::DeltaTableBuilder::from_url(url.clone())?.build()
-    }
-}
-
 /// Commit every fragment's files in one Delta transaction, once: a second call for
 /// the same statement finds its transaction and returns the version it made.
 pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Result<u64> {
@@ -498,7 +482,7 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
             })?;
         }
     }
-    let existing = match open_or_new(&sink.url).await {
+    let existing = match DeltaTable::try_from_url(sink.url.clone()).await {
         Ok(table) if table.version().is_some() => Some(table),
         Ok(_) | Err(deltalake::DeltaTableError::NotATable(_) | deltalake::DeltaTableError::NotInitialized)
             if sink.create =>

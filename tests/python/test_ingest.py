@@ -71,24 +71,6 @@ def test_create_round_trips_types(conn, server, name):
     assert (server.data_dir / "tables" / "public" / name / "_delta_log").is_dir()
 
 
-def test_creating_tables_logs_no_errors(conn, server, name):
-    """Every way of creating a table is routine: nothing at ERROR level in the log
-    (deltalake's kernel logged one per table, asked to load a table not yet there)."""
-    log = server.log_path
-    start = log.stat().st_size
-    with conn.cursor() as cur:
-        cur.adbc_ingest(f"{name}_i", sample_table(0, 3), mode="create")
-    execute_update(conn, f"CREATE TABLE {name}_c AS SELECT 1 AS x")
-    execute_update(conn, f"CREATE TABLE {name}_e (x INT)")
-    execute_update(conn, f"CREATE OR REPLACE TABLE {name}_c AS SELECT 2 AS x")
-    assert scalar(conn, f"SELECT count(*) FROM {name}_i") == 3
-    assert scalar(conn, f"SELECT x FROM {name}_c") == 2
-    with open(log, "rb") as f:
-        f.seek(start)
-        errors = [line for line in f.read().decode(errors="replace").splitlines() if " ERROR " in line]
-    assert errors == []
-
-
 def test_create_fails_if_table_exists(conn, name):
     data = sample_table(0, 3)
     with conn.cursor() as cur:

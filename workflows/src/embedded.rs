@@ -37,6 +37,9 @@ const LOW_LATENCY: &[&str] = &[
 /// commits of workflow history. A production cluster brings its own persistence.
 const SQLITE_PRAGMAS: &[&str] = &["journal_mode=wal", "synchronous=normal"];
 
+/// How many times the dev server is started before its start-up failure is ours.
+const START_ATTEMPTS: u32 = 3;
+
 /// How to start the dev server.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -97,64 +100,77 @@ fn free_port() -> Result<u16> {
 impl EmbeddedTemporal {
     /// Start the dev server and wait until its front end answers.
     pub async fn start(options: EmbeddedOptions) -> Result<Self> {
-        let port = if options.port == 0 { free_port()? } else { options.port };
-        let ui_port = match options.ui_port {
-            Some(0) => Some(free_port()?),
-            other => other,
-        };
-        let address = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = vec![
-            "server".into(),
-            "start-dev".into(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--db-filename".into(),
-            options.data_dir.join("temporal.db").display().to_string(),
-            "--namespace".into(),
-            options.namespace.clone(),
-            "--log-level".into(),
-            "error".into(),
-        ];
-        match ui_port {
-            Some(p) => args.extend(["--ui-port".into(), p.to_string()]),
-            None => args.push("--headless".into()),
-        }
-        for kv in LOW_LATENCY {
-            args.extend(["--dynamic-config-value".into(), (*kv).to_string()]);
-        }
-        for pragma in SQLITE_PRAGMAS {
-            args.extend(["--sqlite-pragma".into(), (*pragma).to_string()]);
-        }
         std::fs::create_dir_all(&options.data_dir).map_err(|e| Error::Embedded {
             message: format!("data dir {}: {e}", options.data_dir.display()),
         })?;
-        let spawn = {
-            let bin = options.bin.clone();
-            let args = args.clone();
-            move || -> Result<Child> {
-                // The dev server runs under a small shell that holds a pipe from this
-                // process: when this process exits, however it exits (SIGKILL too),
-                // the pipe closes and the shell stops the dev server, so no orphan
-                // keeps the SQLite file and the ports. The shell exits with the server.
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(r#"exec 3<&0; "$0" "$@" & pid=$!; (read _ <&3; kill -TERM $pid 2>/dev/null) & wait $pid"#)
-                    .arg(&bin)
-                    .args(&args)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .map_err(|e| Error::Embedded {
-                        message: format!("cannot run {}: {e}", bin.display()),
-                    })
+        let mut attempt = 1;
+        let (address, ui_port, spawn, child) = loop {
+            let port = if options.port == 0 { free_port()? } else { options.port };
+            let ui_port = match options.ui_port {
+                Some(0) => Some(free_port()?),
+                other => other,
+            };
+            let address = format!("127.0.0.1:{port}");
+            let mut args: Vec<String> = vec![
+                "server".into(),
+                "start-dev".into(),
+                "--ip".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string(),
+                "--db-filename".into(),
+                options.data_dir.join("temporal.db").display().to_string(),
+                "--namespace".into(),
+                options.namespace.clone(),
+                "--log-level".into(),
+                "error".into(),
+            ];
+            match ui_port {
+                Some(p) => args.extend(["--ui-port".into(), p.to_string()]),
+                None => args.push("--headless".into()),
+            }
+            for kv in LOW_LATENCY {
+                args.extend(["--dynamic-config-value".into(), (*kv).to_string()]);
+            }
+            for pragma in SQLITE_PRAGMAS {
+                args.extend(["--sqlite-pragma".into(), (*pragma).to_string()]);
+            }
+            let spawn = {
+                let bin = options.bin.clone();
+                let args = args.clone();
+                move || -> Result<Child> {
+                    // The dev server runs under a small shell that holds a pipe from this
+                    // process: when this process exits, however it exits (SIGKILL too),
+                    // the pipe closes and the shell stops the dev server, so no orphan
+                    // keeps the SQLite file and the ports. The shell exits with the server.
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(r#"exec 3<&0; "$0" "$@" & pid=$!; (read _ <&3; kill -TERM $pid 2>/dev/null) & wait $pid"#)
+                        .arg(&bin)
+                        .args(&args)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::inherit())
+                        .kill_on_drop(true)
+                        .spawn()
+                        .map_err(|e| Error::Embedded {
+                            message: format!("cannot run {}: {e}", bin.display()),
+                        })
+                }
+            };
+            let child = Arc::new(Mutex::new(Some(spawn()?)));
+            match wait_ready(&address, &child).await {
+                Ok(()) => break (address, ui_port, spawn, child),
+                // It exited: a failure of the moment (one of the ports it binds for its
+                // own services was taken meanwhile) is worth another try, on new ports
+                // where they are ours to pick. A server that hangs is not.
+                Err(e) if attempt < START_ATTEMPTS && exited(&child).await => {
+                    warn!(error = %e, attempt, "embedded Temporal failed to start; trying again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
             }
         };
-        let child = Arc::new(Mutex::new(Some(spawn()?)));
-        wait_ready(&address, &child).await?;
         let ui = ui_port.map(|p| format!("http://127.0.0.1:{p}"));
         info!(%address, ui = ui.as_deref().unwrap_or("off"), "embedded Temporal dev server ready");
 
@@ -240,6 +256,11 @@ impl Drop for EmbeddedTemporal {
 }
 
 /// Wait until the front end accepts a client (up to 60 s; a cold start takes a few seconds).
+/// Whether the dev server process has exited.
+async fn exited(child: &Mutex<Option<Child>>) -> bool {
+    matches!(child.lock().await.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))))
+}
+
 async fn wait_ready(address: &str, child: &Arc<Mutex<Option<Child>>>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -257,5 +278,40 @@ async fn wait_ready(address: &str, child: &Arc<Mutex<Option<Child>>>) -> Result<
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dev_server_that_exits_at_start_up_is_tried_again_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in for the CLI that notes each start and exits at once.
+        let bin = dir.path().join("temporal");
+        let starts = dir.path().join("starts");
+        std::fs::write(
+            &bin,
+            format!("#!/bin/sh\necho \"$6\" >> {}\nexit 2\n", starts.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let options = EmbeddedOptions {
+            bin,
+            data_dir: dir.path().join("data"),
+            namespace: "default".into(),
+            port: 0,
+            ui_port: None,
+        };
+        let err = EmbeddedTemporal::start(options).await.unwrap_err();
+        assert!(err.to_string().contains("exited during start-up"), "{err}");
+        let ports: Vec<String> = std::fs::read_to_string(&starts)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ports.len(), START_ATTEMPTS as usize, "{ports:?}");
+        assert!(ports.iter().all(|p| p.parse::<u16>().is_ok_and(|p| p > 0)), "{ports:?}");
     }
 }

@@ -30,7 +30,7 @@ impl CacheSystemTable {
             .map(|s| {
                 (
                     s.key().clone(),
-                    s.value().state(),
+                    s.value().state.get(),
                     s.value().loads.load(Ordering::Acquire),
                 )
             })

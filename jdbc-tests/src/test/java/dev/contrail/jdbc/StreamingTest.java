@@ -110,7 +110,7 @@ class StreamingTest {
                 try {
                     c.close();
                 } catch (SQLException | RuntimeException e) {
-                    if (!isCancelRaceOfDriver17(driverMajor, e) && !(c == st && isLeakReportAfterCancel(e))) {
+                    if (!isCancelRaceOfDriver17(driverMajor, e) && !isLeakReportAfterCancel(e)) {
                         throw e;
                     }
                 }
@@ -129,8 +129,9 @@ class StreamingTest {
     /**
      * Both drivers (18.3.0 too, seen once in about ten runs): when cancel() lands while the reading thread is loading
      * a batch, that batch's buffers (1 KiB) are never released, and closing the statement afterwards reports them
-     * from the driver's own allocator as "Memory was leaked by query". The call was cancelled and the connection
-     * works (checked above); only the statement's close reports it.
+     * from the driver's own allocator as "Memory was leaked by query" (or, seen once with 18.3.0, closing the
+     * connection does, from the Flight client's allocator). The call was cancelled and the connection works
+     * (checked above); only a close reports it.
      */
     private static boolean isLeakReportAfterCancel(Throwable t) {
         return everything(t).contains("Memory was leaked");
