@@ -43,11 +43,12 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
 use self::scan::CachedScanExec;
-use self::system::CacheSystemTable;
+use self::system::CachedTablesRows;
 use crate::distributed::ScansByReference;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::latest::Latest;
+use crate::system_table::SystemTable;
 use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
 use crate::types::{cast_batch, data_bytes, has_view_type, without_view_types};
@@ -326,7 +327,7 @@ impl TableCache {
 
     /// `system.cached_tables`.
     pub(crate) fn system_table(self: &Arc<Self>) -> Arc<dyn TableProvider> {
-        Arc::new(CacheSystemTable {
+        SystemTable::provider(CachedTablesRows {
             cache: Arc::clone(self),
         })
     }

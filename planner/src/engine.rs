@@ -35,6 +35,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions_mut};
 use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
 use deltalake::protocol::SaveMode;
@@ -1166,12 +1167,20 @@ impl Engine {
             source: e,
         })?;
         let url = dir_url(&dir)?;
-        let delta = DeltaTable::try_from_url(url.clone())
+        let delta = crate::sink::open_or_new(&url)
             .await
             .map_err(|e| Error::storage(table, e))?;
+        // A table created here lands as the log's version 0 or not at all: the
+        // loser of two concurrent creates gets ALREADY_EXISTS.
+        let creating = delta.version().is_none();
+        let properties = match creating {
+            true => crate::sink::creating(CommitProperties::default()),
+            false => CommitProperties::default(),
+        };
         let input = strip_view_types(input)?;
         let written = delta
             .write(Vec::<RecordBatch>::new())
+            .with_commit_properties(properties)
             .with_input_plan(input)
             .with_session_state(Arc::new(ctx.state()))
             .with_table_name(table)
@@ -1185,8 +1194,17 @@ impl Engine {
             } else {
                 deltalake::operations::write::SchemaMode::Merge
             })
-            .await
-            .map_err(|e| Error::storage(table, e))?;
+            .await;
+        let written = match written {
+            Ok(written) => written,
+            Err(_) if creating && !replace && crate::sink::has_log(&url) => {
+                return Err(Error::AlreadyExists {
+                    kind: "table",
+                    name: format!("{schema}.{table}"),
+                });
+            }
+            Err(e) => return Err(Error::storage(table, e)),
+        };
         let rows = added_rows(&written).await;
         match exists {
             Some(managed) => managed.install(written).await?,

@@ -25,6 +25,8 @@
 //! * [`pipeline`]: the `CREATE PIPELINE` family of statements, parsed.
 //! * [`pipeline_store`]: pipeline definitions and run records on disk; `system.pipelines`.
 //! * [`pipeline_run`]: checking a pipeline at `CREATE`, and planning each run.
+//! * [`sink`]: workflow and ingest writes: data files first, one commit at the end.
+//! * [`system_table`]: the `system.*` tables, computed afresh on every scan.
 
 pub mod cache;
 pub mod catalog;
@@ -41,6 +43,7 @@ pub mod pipeline_store;
 pub mod sample;
 pub mod settings;
 pub mod sink;
+pub mod system_table;
 pub mod types;
 
 pub use catalog::{CATALOG, Catalog, DEFAULT_SCHEMA};

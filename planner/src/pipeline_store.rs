@@ -22,15 +22,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
-use datafusion::error::DataFusionError;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::catalog::TableProvider;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::pipeline::PipelineDefinition;
+use crate::system_table::{SystemRows, SystemTable};
 
 /// The schema the pipeline tables are in.
 pub const SYSTEM_SCHEMA: &str = "system";
@@ -284,26 +281,12 @@ impl PipelineStore {
     /// `system.pipelines` and `system.pipeline_runs`.
     pub fn tables(self: &Arc<Self>) -> [(&'static str, Arc<dyn TableProvider>); 2] {
         [
-            (
-                "pipelines",
-                Arc::new(SystemTable {
-                    store: Arc::clone(self),
-                    kind: SystemKind::Pipelines,
-                    schema: pipelines_schema(),
-                }),
-            ),
-            (
-                "pipeline_runs",
-                Arc::new(SystemTable {
-                    store: Arc::clone(self),
-                    kind: SystemKind::Runs,
-                    schema: runs_schema(),
-                }),
-            ),
+            ("pipelines", SystemTable::provider(PipelinesRows(Arc::clone(self)))),
+            ("pipeline_runs", SystemTable::provider(RunsRows(Arc::clone(self)))),
         ]
     }
 
-    async fn pipelines_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
+    async fn pipelines_batch(&self) -> Result<RecordBatch> {
         let pipelines = self.list()?;
         let runs = self.runs(None)?;
         let next = match self.next_runs.get() {
@@ -349,10 +332,10 @@ impl PipelineStore {
             }),
             col(&|p| p.error.clone()),
         ];
-        RecordBatch::try_new(schema, columns).map_err(|e| Error::execution(e.into()))
+        RecordBatch::try_new(pipelines_schema(), columns).map_err(|e| Error::execution(e.into()))
     }
 
-    fn runs_batch(&self, schema: SchemaRef) -> Result<RecordBatch> {
+    fn runs_batch(&self) -> Result<RecordBatch> {
         let runs = self.runs(None)?;
         let text = |f: &dyn Fn(&RunRecord) -> Option<String>| -> ArrayRef {
             Arc::new(runs.iter().map(f).collect::<StringArray>())
@@ -382,7 +365,7 @@ impl PipelineStore {
             Arc::new(runs.iter().map(|r| Some(r.attempts)).collect::<UInt32Array>()),
             text(&|r| r.error.clone()),
         ];
-        RecordBatch::try_new(schema, columns).map_err(|e| Error::execution(e.into()))
+        RecordBatch::try_new(runs_schema(), columns).map_err(|e| Error::execution(e.into()))
     }
 }
 
@@ -422,45 +405,33 @@ fn runs_schema() -> SchemaRef {
     ]))
 }
 
-#[derive(Debug, Clone, Copy)]
-enum SystemKind {
-    Pipelines,
-    Runs,
-}
-
-/// `system.pipelines` / `system.pipeline_runs`: the store, read at scan time.
+/// `system.pipelines`: every pipeline, its state, last and next run.
 #[derive(Debug)]
-struct SystemTable {
-    store: Arc<PipelineStore>,
-    kind: SystemKind,
-    schema: SchemaRef,
-}
+struct PipelinesRows(Arc<PipelineStore>);
 
 #[async_trait]
-impl TableProvider for SystemTable {
+impl SystemRows for PipelinesRows {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        pipelines_schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
+    async fn rows(&self) -> Result<RecordBatch> {
+        self.0.pipelines_batch().await
+    }
+}
+
+/// `system.pipeline_runs`: every run's record.
+#[derive(Debug)]
+struct RunsRows(Arc<PipelineStore>);
+
+#[async_trait]
+impl SystemRows for RunsRows {
+    fn schema(&self) -> SchemaRef {
+        runs_schema()
     }
 
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let schema = Arc::clone(&self.schema);
-        let batch = match self.kind {
-            SystemKind::Pipelines => self.store.pipelines_batch(Arc::clone(&schema)).await,
-            SystemKind::Runs => self.store.runs_batch(Arc::clone(&schema)),
-        }
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let table = MemTable::try_new(schema, vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
+    async fn rows(&self) -> Result<RecordBatch> {
+        self.0.runs_batch()
     }
 }
 

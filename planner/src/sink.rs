@@ -35,6 +35,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tracing::debug;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -454,6 +455,40 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::execution(e.into()))
 }
 
+/// The Delta table at `url`: loaded when its log has a commit, not loaded (no
+/// version: the next commit creates it) when it has none. Like
+/// `DeltaTable::try_from_url`, but a local directory without a log is not handed
+/// to deltalake to load, whose kernel logs that at ERROR level.
+pub(crate) async fn open_or_new(url: &Url) -> deltalake::DeltaResult<DeltaTable> {
+    if has_log(url) {
+        DeltaTable::try_from_url(url.clone()).await
+    } else {
+        deltalake::DeltaTableBuilder::from_url(url.clone())?.build()
+    }
+}
+
+/// Whether the Delta log at `url` has a commit or checkpoint (a local directory
+/// is looked at; any other URL is assumed to, and left to deltalake to load).
+pub(crate) fn has_log(url: &Url) -> bool {
+    let Ok(dir) = url.to_file_path() else {
+        return true;
+    };
+    std::fs::read_dir(dir.join("_delta_log")).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(|c: char| c.is_ascii_digit()) || name == "_last_checkpoint"
+        })
+    })
+}
+
+/// Commit properties for a commit that creates a table: it lands as version 0 or
+/// fails. deltalake would otherwise take a lost race for version 0 as a conflict to
+/// retry, and commit a second table's metadata and rows on top of the winner's.
+pub(crate) fn creating(properties: CommitProperties) -> CommitProperties {
+    properties.with_max_retries(0)
+}
+
 /// Commit every fragment's files in one Delta transaction, once: a second call for
 /// the same statement finds its transaction and returns the version it made.
 pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Result<u64> {
@@ -472,7 +507,6 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
             .with_application_transaction(Transaction::new(&app_id, version))
             .with_metadata(run_metadata.clone())
     };
-    let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
     if sink.create {
         // No fragment wrote a file (no rows): the directory may not exist yet.
         if let Ok(dir) = sink.url.to_file_path() {
@@ -482,7 +516,7 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
             })?;
         }
     }
-    let existing = match DeltaTable::try_from_url(sink.url.clone()).await {
+    let existing = match open_or_new(&sink.url).await {
         Ok(table) if table.version().is_some() => Some(table),
         Ok(_) | Err(deltalake::DeltaTableError::NotATable(_) | deltalake::DeltaTableError::NotInitialized)
             if sink.create =>
@@ -493,37 +527,32 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
         Err(e) => return Err(storage(e)),
     };
     if let Some(table) = &existing {
-        let snapshot = table.snapshot().map_err(storage)?;
-        if snapshot
-            .transaction_version(table.log_store().as_ref(), &app_id)
-            .await
-            .map_err(storage)?
-            .is_some_and(|committed| committed >= version)
-        {
-            return Ok(snapshot.version()); // committed by an earlier attempt
+        if let Some(done) = committed(table, &app_id, version).await.map_err(storage)? {
+            return Ok(done); // committed by an earlier attempt
         }
         if sink.create {
-            return Err(Error::AlreadyExists {
-                kind: "table",
-                name: sink.name(),
-            });
+            return Err(created_by_another(sink, &adds));
         }
     }
+    let actions = || adds.iter().cloned().map(Action::Add).collect::<Vec<_>>();
     match existing {
         None => {
             let schema = sink.arrow_schema()?;
             let columns: StructType = schema.as_ref().try_into_kernel().map_err(|e| storage(e.into()))?;
-            let table = CreateBuilder::new()
+            let created = CreateBuilder::new()
                 .with_location(sink.url.as_str())
                 .with_table_name(sink.table.clone())
                 .with_columns(columns.fields().cloned())
                 .with_partition_columns(sink.partition_by.clone())
                 .with_save_mode(SaveMode::ErrorIfExists)
-                .with_actions(actions)
-                .with_commit_properties(properties())
-                .await
-                .map_err(storage)?;
-            Ok(table.version().unwrap_or(0))
+                .with_actions(actions())
+                .with_commit_properties(creating(properties()))
+                .await;
+            match created {
+                Ok(table) => Ok(table.version().unwrap_or(0)),
+                Err(e) if has_log(&sink.url) => lost_create(sink, &app_id, version, &adds, e).await,
+                Err(e) => Err(storage(e)),
+            }
         }
         Some(mut table) => {
             if let Some(version) = sink.read_version {
@@ -536,12 +565,50 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
                 predicate: None,
             };
             let done = CommitBuilder::from(properties())
-                .with_actions(actions)
+                .with_actions(actions())
                 .build(Some(snapshot), table.log_store(), operation)
                 .await
                 .map_err(storage)?;
             Ok(done.version())
         }
+    }
+}
+
+/// The version `app_id`'s transaction committed at `version` or later, if it did.
+async fn committed(table: &DeltaTable, app_id: &str, version: i64) -> deltalake::DeltaResult<Option<u64>> {
+    let snapshot = table.snapshot()?;
+    let done = snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await?
+        .is_some_and(|committed| committed >= version);
+    Ok(done.then(|| snapshot.version()))
+}
+
+/// A create commit failed and the table exists now: another statement created it
+/// first, or an earlier attempt of this one did.
+async fn lost_create(
+    sink: &DeltaSink,
+    app_id: &str,
+    version: i64,
+    adds: &[Add],
+    error: deltalake::DeltaTableError,
+) -> Result<u64> {
+    let storage = |e| Error::storage(sink.name(), e);
+    let table = DeltaTable::try_from_url(sink.url.clone()).await.map_err(storage)?;
+    if let Some(done) = committed(&table, app_id, version).await.map_err(storage)? {
+        return Ok(done);
+    }
+    debug!(table = %sink.name(), %error, "lost the race to create the table");
+    Err(created_by_another(sink, adds))
+}
+
+/// `ALREADY_EXISTS` for a create whose table another statement made. Its data
+/// files are referenced by no commit, and are removed.
+fn created_by_another(sink: &DeltaSink, adds: &[Add]) -> Error {
+    discard_adds(sink, adds);
+    Error::AlreadyExists {
+        kind: "table",
+        name: sink.name(),
     }
 }
 
@@ -575,4 +642,91 @@ pub async fn pipeline_committed(url: &Url, name: &str, app_id: &str) -> Result<(
         "pipeline state",
         format!("table '{name}' records run {seq} of {app_id} but its commit is no longer in the Delta log"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    use super::*;
+
+    fn sink(dir: &Path) -> DeltaSink {
+        let schema = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        let url = Url::from_directory_path(dir).expect("absolute");
+        DeltaSink::new(("s".into(), "raced".into()), url, &schema, vec![], true).expect("sink")
+    }
+
+    /// Files holding `ids`, written for `sink` and not committed.
+    async fn staged(sink: &DeltaSink, ids: Vec<i64>) -> Vec<Add> {
+        let schema = sink.arrow_schema().expect("schema");
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(ids))]).expect("batch");
+        let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter([Ok(batch)]));
+        let config = datafusion::config::ConfigOptions::default();
+        write_files(sink, &config, Box::pin(stream), |_| {})
+            .await
+            .expect("write")
+            .adds
+    }
+
+    fn on_disk(sink: &DeltaSink, add: &Add) -> bool {
+        let path = sink.url.join(&add.path).expect("url").to_file_path().expect("path");
+        path.exists()
+    }
+
+    async fn table_files(sink: &DeltaSink) -> (Option<u64>, Vec<String>) {
+        let table = DeltaTable::try_from_url(sink.url.clone()).await.expect("a table");
+        let mut files: Vec<String> = table
+            .get_file_uris()
+            .expect("files")
+            .map(|uri| uri.rsplit('/').next().unwrap_or_default().to_string())
+            .collect();
+        files.sort();
+        (table.version(), files)
+    }
+
+    fn names(adds: &[Add]) -> Vec<String> {
+        let mut names: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn a_second_create_is_already_exists_and_its_files_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, second) = (sink(dir.path()), sink(dir.path()));
+        let (adds_1, adds_2) = (staged(&first, vec![1, 2]).await, staged(&second, vec![3]).await);
+
+        assert_eq!(commit(&first, "one", adds_1.clone()).await.expect("created"), 0);
+        let err = commit(&second, "two", adds_2.clone()).await.expect_err("exists");
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        assert!(!adds_2.iter().any(|a| on_disk(&second, a)), "the loser's files are gone");
+        assert!(adds_1.iter().all(|a| on_disk(&first, a)));
+        // The winner's commit, retried, finds its own transaction.
+        assert_eq!(commit(&first, "one", adds_1.clone()).await.expect("retried"), 0);
+        assert_eq!(table_files(&first).await, (Some(0), names(&adds_1)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_two_concurrent_creates_exactly_one_lands() {
+        for round in 0..8 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (a, b) = (sink(dir.path()), sink(dir.path()));
+            let (adds_a, adds_b) = (staged(&a, vec![1]).await, staged(&b, vec![2]).await);
+            let create = |sink: &DeltaSink, id: &'static str, adds: &[Add]| {
+                let (sink, adds) = (sink.clone(), adds.to_vec());
+                tokio::spawn(async move { commit(&sink, id, adds).await })
+            };
+            let (ta, tb) = (create(&a, "a", &adds_a), create(&b, "b", &adds_b));
+            let (ra, rb) = (ta.await.expect("no panic"), tb.await.expect("no panic"));
+            let (won, lost) = match (ra, rb) {
+                (Ok(0), Err(Error::AlreadyExists { .. })) => (adds_a, adds_b),
+                (Err(Error::AlreadyExists { .. }), Ok(0)) => (adds_b, adds_a),
+                other => panic!("round {round}: one create lands at version 0, the other is ALREADY_EXISTS: {other:?}"),
+            };
+            assert_eq!(table_files(&a).await, (Some(0), names(&won)), "round {round}");
+            assert!(!lost.iter().any(|add| on_disk(&a, add)), "round {round}");
+        }
+    }
 }

@@ -563,6 +563,11 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
     failed = [o for o in outcomes if isinstance(o, Exception)]
     assert len(failed) == 1, outcomes
     assert "ALREADY_EXISTS" in str(failed[0]) and "raced" in str(failed[0]), failed[0]
+    # The table holds the winner's rows once: the loser's commit did not land on top.
+    with wf_server.connect() as c:
+        count = "SELECT count(*) AS n FROM {}"
+        assert run_sql(c, count.format("raced")).column("n")[0].as_py() == \
+            run_sql(c, count.format("tpch.lineitem")).column("n")[0].as_py()
 
     off = make_server()
     conn = off.connect()

@@ -6,23 +6,25 @@ use std::sync::atomic::Ordering;
 use arrow::array::{RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use datafusion::catalog::Session;
-use datafusion::datasource::{MemTable, TableProvider, TableType};
-use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::error::DataFusionError;
 
 use super::{State, TableCache};
 use crate::error::{Error, Result};
+use crate::system_table::SystemRows;
 
 /// `system.cached_tables`: what is cached, and how much of the limit it takes.
 #[derive(Debug)]
-pub(super) struct CacheSystemTable {
+pub(super) struct CachedTablesRows {
     pub(super) cache: Arc<TableCache>,
 }
 
-impl CacheSystemTable {
-    fn batch(&self) -> Result<RecordBatch> {
+#[async_trait]
+impl SystemRows for CachedTablesRows {
+    fn schema(&self) -> SchemaRef {
+        cache_schema()
+    }
+
+    async fn rows(&self) -> Result<RecordBatch> {
         let mut slots: Vec<(String, State, u64)> = self
             .cache
             .slots
@@ -106,28 +108,4 @@ fn cache_schema() -> SchemaRef {
         Field::new("loads", DataType::UInt64, false),
         Field::new("error", DataType::Utf8, true),
     ]))
-}
-
-#[async_trait]
-impl TableProvider for CacheSystemTable {
-    fn schema(&self) -> SchemaRef {
-        cache_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch().map_err(|e| DataFusionError::External(Box::new(e)))?;
-        MemTable::try_new(cache_schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
-    }
 }
