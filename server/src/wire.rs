@@ -409,6 +409,87 @@ fn status_headers(status: &Status) -> http::HeaderMap {
     headers
 }
 
+/// DATA payloads shorter than this are copied into h2's write buffer; longer ones
+/// are lent to the socket write (h2's `CHAIN_THRESHOLD`, 256 bytes with vectored
+/// writes), after which h2 must write before it can buffer another frame.
+const H2_COPIED_BELOW: usize = 256;
+
+/// Payloads up to this size are split into copied DATA frames by [`OneWrite`].
+const SPLIT_UP_TO: usize = 4096;
+
+/// A response body whose small DATA payloads leave in the same socket write as
+/// the trailers.
+///
+/// A unary reply (`GetFlightInfo`) or a small `DoGet` result is a few hundred
+/// bytes. Sent as one DATA frame, h2 lends it to a vectored write, and the
+/// trailers that follow must wait for that write: the response leaves in two
+/// writes (headers and data, then the 10-byte trailers), and the client wakes up
+/// twice per call. Split into DATA frames that h2 copies, headers, data and
+/// trailers leave in one write. Payloads above [`SPLIT_UP_TO`] (a result's
+/// column buffers) pass through as they are, zero-copy.
+pub struct OneWrite<B> {
+    inner: B,
+    rest: Bytes,
+}
+
+impl<B> OneWrite<B> {
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            rest: Bytes::new(),
+        }
+    }
+
+    fn next_piece(&mut self) -> http_body::Frame<Bytes> {
+        let n = self.rest.len().min(H2_COPIED_BELOW - 1);
+        http_body::Frame::data(self.rest.split_to(n))
+    }
+}
+
+impl<B> http_body::Body for OneWrite<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        if !this.rest.is_empty() {
+            return Poll::Ready(Some(Ok(this.next_piece())));
+        }
+        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            other => return Poll::Ready(other),
+        };
+        match frame.into_data() {
+            Ok(data) if data.len() >= H2_COPIED_BELOW && data.len() <= SPLIT_UP_TO => {
+                this.rest = data;
+                Poll::Ready(Some(Ok(this.next_piece())))
+            }
+            Ok(data) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+            Err(frame) => Poll::Ready(Some(Ok(frame))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        hint.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
 /// The Flight service with DoGet answered by [`FrameBody`]; everything else
 /// goes to arrow-flight's generated server.
 #[derive(Clone)]
@@ -446,15 +527,18 @@ impl Service<http::Request<Body>> for FlightRouter {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let one_write = |response: http::Response<Body>| response.map(|body| Body::new(OneWrite::new(body)));
         if request.uri().path() != DO_GET {
-            return self.others.call(request);
+            let response = self.others.call(request);
+            return Box::pin(async move { response.await.map(one_write) });
         }
         let flight = Arc::clone(&self.flight);
         let max_message = self.max_message;
         Box::pin(async move {
-            Ok(do_get(&flight, request, max_message)
+            let response = do_get(&flight, request, max_message)
                 .await
-                .unwrap_or_else(Status::into_http))
+                .unwrap_or_else(Status::into_http);
+            Ok(one_write(response))
         })
     }
 }
@@ -731,5 +815,66 @@ mod tests {
         let status = last.as_ref().err().expect("an error last");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().contains("boom"));
+    }
+
+    /// A body of the given DATA payload sizes, then trailers.
+    struct Sized {
+        sizes: VecDeque<usize>,
+        trailers: bool,
+    }
+
+    impl http_body::Body for Sized {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+            if let Some(n) = self.sizes.pop_front() {
+                let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(data)))));
+            }
+            if std::mem::take(&mut self.trailers) {
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(status_headers(&Status::ok(""))))));
+            }
+            Poll::Ready(None)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.sizes.is_empty() && !self.trailers
+        }
+    }
+
+    #[tokio::test]
+    async fn one_write_splits_small_payloads_into_copied_frames_and_keeps_the_bytes() {
+        use http_body::Body as _;
+        let sizes = [10, 255, 256, 371, 4096, 4097, 1 << 20];
+        let mut body = OneWrite::new(Sized {
+            sizes: sizes.into_iter().collect(),
+            trailers: true,
+        });
+        let (mut data, mut frames, mut trailers) = (Vec::new(), Vec::new(), 0);
+        while let Some(frame) = futures::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            match frame.expect("frame").into_data() {
+                Ok(chunk) => {
+                    frames.push(chunk.len());
+                    data.extend_from_slice(&chunk);
+                }
+                Err(frame) => {
+                    assert!(frame.is_trailers());
+                    trailers += 1;
+                }
+            }
+        }
+        let expected: Vec<u8> = sizes.iter().flat_map(|&n| (0..n).map(|i| (i % 251) as u8)).collect();
+        assert_eq!(data, expected, "the same bytes in the same order");
+        assert_eq!(trailers, 1);
+        // Up to 4 KiB: frames h2 copies (< 256 bytes); beyond: as they came.
+        let small: usize = sizes.iter().filter(|&&n| n <= SPLIT_UP_TO).sum();
+        let (copied, lent): (Vec<usize>, Vec<usize>) = frames.iter().partition(|&&n| n < H2_COPIED_BELOW);
+        assert_eq!(copied.iter().sum::<usize>(), small);
+        assert_eq!(lent, vec![4097, 1 << 20]);
+        assert!(body.is_end_stream());
     }
 }
