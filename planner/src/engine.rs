@@ -768,8 +768,21 @@ impl Engine {
         match planned.kind {
             Kind::Query(plan) => {
                 let view_types = settings.view_types();
-                let df = ctx.execute_logical_plan(plan).await.map_err(Error::plan)?;
-                let stream = df.execute_stream().await.map_err(Error::plan)?;
+                // DataFrame::execute_stream, with a constant row taken as it is.
+                let state = ctx.state();
+                let plan = state.optimize(&plan).map_err(Error::plan)?;
+                let stream = match crate::light::constant_row(&plan) {
+                    Some(row) => one_batch_stream(row),
+                    None => {
+                        let physical = state
+                            .query_planner()
+                            .create_physical_plan(&plan, &state)
+                            .await
+                            .map_err(Error::plan)?;
+                        let task = Arc::new(TaskContext::from(&state));
+                        datafusion::physical_plan::execute_stream(physical, task).map_err(Error::plan)?
+                    }
+                };
                 Ok(Outcome::Rows(crate::types::map_output_stream(stream, view_types)))
             }
             Kind::Write { plan, target } => {
@@ -1580,6 +1593,15 @@ fn strip_view_types(plan: LogicalPlan) -> Result<LogicalPlan> {
         .project(exprs)
         .and_then(|b| b.build())
         .map_err(Error::plan)
+}
+
+/// One batch as a stream.
+fn one_batch_stream(batch: RecordBatch) -> SendableRecordBatchStream {
+    let schema = batch.schema();
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::once(async move { Ok(batch) }),
+    ))
 }
 
 /// Rows the last commit added, from its operation metrics.

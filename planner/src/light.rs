@@ -10,11 +10,19 @@
 //! GetFlightInfo(sql) ── is_light_sql ──┬─ yes: plan here (gRPC runtime) ─ DoGet: Planned::is_light ─ run here
 //!                                      └─ no:  CPU runtime, as every other statement
 //! ```
+//!
+//! Most light queries are one row of constants once DataFusion's optimizer has
+//! folded them (`SELECT 1`, `SELECT version()`, `SELECT now()`):
+//! [`constant_row`] builds that row straight from the optimized plan, without
+//! physical planning (a quarter of the server's CPU for a `SELECT 1`).
 
 use std::ops::ControlFlow;
 
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{self, Visit, Visitor};
 
@@ -52,6 +60,33 @@ fn reads_tables(statement: &ast::Statement) -> bool {
         }
     }
     statement.visit(&mut FindFrom).is_break()
+}
+
+/// The one row of an optimized plan that is a projection of constants over
+/// a single empty row, if `plan` is one: what running it would return.
+pub fn constant_row(plan: &LogicalPlan) -> Option<RecordBatch> {
+    let LogicalPlan::Projection(projection) = plan else {
+        return None;
+    };
+    match projection.input.as_ref() {
+        LogicalPlan::EmptyRelation(empty) if empty.produce_one_row => {}
+        _ => return None,
+    }
+    let columns = projection
+        .expr
+        .iter()
+        .map(|e| {
+            let e = match e {
+                Expr::Alias(alias) => alias.expr.as_ref(),
+                e => e,
+            };
+            match e {
+                Expr::Literal(value, None) => value.to_array_of_size(1).ok(),
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::new(projection.schema.as_arrow().clone()), columns).ok()
 }
 
 impl Planned {
@@ -134,6 +169,36 @@ mod tests {
         ] {
             let planned = engine.plan(&settings, sql).await.expect(sql);
             assert_eq!(planned.is_light(), light, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_constant_row_is_what_running_the_plan_returns() {
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        for sql in [
+            "SELECT 1",
+            "SELECT 1 AS a, 'x' AS b, NULL AS c, CAST(NULL AS INT) AS d, 1.5 AS e",
+            "SELECT version(), 1 + 2 * 3, 'a' || 'b', [1, 2], {'k': 1}",
+            "SELECT CAST('2024-01-02' AS DATE), arrow_cast('v', 'Utf8View')",
+        ] {
+            let plan = ctx.state().create_logical_plan(sql).await.expect(sql);
+            let optimized = ctx.state().optimize(&plan).expect(sql);
+            let row = constant_row(&optimized).unwrap_or_else(|| panic!("{sql}: {optimized}"));
+            let ran = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
+            assert_eq!(ran.len(), 1, "{sql}");
+            assert_eq!(row, ran[0], "{sql}");
+        }
+        for sql in [
+            "SELECT 1 UNION ALL SELECT 2",
+            "VALUES (1), (2)",
+            "SELECT 1 WHERE false",
+            "SELECT random()",
+            "SELECT x FROM (VALUES (1)) AS v(x)",
+        ] {
+            let plan = ctx.state().create_logical_plan(sql).await.expect(sql);
+            let optimized = ctx.state().optimize(&plan).expect(sql);
+            assert!(constant_row(&optimized).is_none(), "{sql}: {optimized}");
         }
     }
 }
