@@ -48,9 +48,9 @@ use crate::distributed::ScansByReference;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::latest::Latest;
-use crate::system_table::SystemTable;
 use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
+use crate::system_table::SystemTable;
 use crate::types::{cast_batch, data_bytes, has_view_type, without_view_types};
 
 mod scan;

@@ -17,7 +17,6 @@
 //! physical planning (a quarter of the server's CPU for a `SELECT 1`).
 
 use std::ops::ControlFlow;
-
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;

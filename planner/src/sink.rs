@@ -701,7 +701,10 @@ mod tests {
         assert_eq!(commit(&first, "one", adds_1.clone()).await.expect("created"), 0);
         let err = commit(&second, "two", adds_2.clone()).await.expect_err("exists");
         assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
-        assert!(!adds_2.iter().any(|a| on_disk(&second, a)), "the loser's files are gone");
+        assert!(
+            !adds_2.iter().any(|a| on_disk(&second, a)),
+            "the loser's files are gone"
+        );
         assert!(adds_1.iter().all(|a| on_disk(&first, a)));
         // The winner's commit, retried, finds its own transaction.
         assert_eq!(commit(&first, "one", adds_1.clone()).await.expect("retried"), 0);

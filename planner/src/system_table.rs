@@ -119,7 +119,11 @@ mod tests {
         let second = query(&ctx, "SELECT reads FROM counter WHERE name = 'b'").await;
         let value = |batches: &[RecordBatch]| {
             assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
-            let column = batches[0].column(0).as_any().downcast_ref::<Int64Array>().expect("int64");
+            let column = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int64");
             column.value(0)
         };
         assert_eq!(value(&first), 10);
