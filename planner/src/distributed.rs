@@ -3,16 +3,20 @@
 //! ```text
 //!  physical plan ──cut at exchanges──> stages, in dependency order (the last is final)
 //!
-//!   RepartitionExec(p, input)        stage S = the RepartitionExec: one fragment per input
-//!                                    partition, each hash/round-robin splitting its rows
-//!                                    into p buckets; the consumer reads StageReaderExec(S,
+//!   RepartitionExec(Hash(p), input)  stage S = the RepartitionExec: one fragment per input
+//!                                    partition, each hash splitting its rows into p
+//!                                    buckets; the consumer reads StageReaderExec(S,
 //!                                    Shuffle): partition j = bucket j of every fragment
+//!   RepartitionExec(RoundRobin, in)  removed: its consumer runs over `in`'s partitions
 //!   CoalescePartitionsExec(input)    stage S = input: one fragment per input partition;
 //!   SortPreservingMergeExec(input)   the merge stays in the consumer, over
 //!                                    StageReaderExec(S, PerFragment): partition i = fragment i
 //!   root                             the final stage: one fragment per output partition
 //!   ScalarSubqueryExec(input, subs)  not cut inside: the ScalarSubqueryExprs below it
 //!                                    read its results, so its subtree stays in one stage
+//!   HashJoinExec(CollectLeft) of a   first made Partitioned (both sides hash-shuffled):
+//!   LEFT/FULL/semi/anti/mark join    its build-side rows come out after the last probe
+//!                                    partition, which one fragment alone never sees
 //! ```
 //!
 //! Each stage plan is serialized with `datafusion-proto` and [`FragmentCodec`], which
@@ -32,10 +36,11 @@ use async_trait::async_trait;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, JoinType};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, replace_children_if_necessary};
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -93,6 +98,7 @@ fn cut_node(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> DfResult<A
         // subtree stays whole, inside whichever stage holds the ScalarSubqueryExec.
         return Ok(plan);
     }
+    let plan = probe_side_whole(plan)?;
     let children = plan
         .children()
         .into_iter()
@@ -104,6 +110,14 @@ fn cut_node(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> DfResult<A
         replace_children_if_necessary(plan, children)?
     };
     if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+        if !matches!(repartition.partitioning(), Partitioning::Hash(..)) {
+            // Round-robin only spreads batches over more partitions, for parallelism
+            // inside one process. As an exchange between fragments it would spool
+            // every row of its input and read it back (TPC-H Q1 as a workflow: the
+            // whole of lineitem, 9x the inline time); its consumer runs one
+            // fragment per input partition instead. Ballista drops it the same way.
+            return Ok(Arc::clone(repartition.input()));
+        }
         if repartition.preserve_order() {
             return Err(DataFusionError::NotImplemented(
                 "order-preserving repartitioning cannot run as workflow fragments".to_string(),
@@ -125,6 +139,60 @@ fn cut_node(plan: Arc<dyn ExecutionPlan>, stages: &mut Vec<Stage>) -> DfResult<A
             let reader: Arc<dyn ExecutionPlan> =
                 Arc::new(StageReaderExec::new(id, schema, fragments, ReadMode::PerFragment));
             return replace_children_if_necessary(plan, vec![reader]);
+        }
+    }
+    Ok(plan)
+}
+
+/// A join that collects its build side once and emits build rows after its last
+/// probe partition ends (LEFT, FULL, semi, anti and mark joins: which build rows
+/// matched is known only then) counts its probe partitions down in one process.
+/// A fragment runs one of them, so the count never reached zero and those rows
+/// were never emitted: `EXISTS` and `IN` over split files returned nothing.
+/// Such a hash join becomes a partitioned one (both sides hash-shuffled on the
+/// keys, every fragment owning its share of the build side); a null-aware anti
+/// join (`NOT IN`, where one NULL on the probe side empties the result) and a
+/// nested-loop join read their whole probe side in one fragment.
+fn probe_side_whole(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn emits_build_rows_last(join_type: JoinType) -> bool {
+        matches!(
+            join_type,
+            JoinType::Left | JoinType::Full | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+        )
+    }
+    let whole = |probe: &Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
+        Arc::new(CoalescePartitionsExec::new(Arc::clone(probe)))
+    };
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        let probes = join.right().output_partitioning().partition_count();
+        if *join.partition_mode() != PartitionMode::CollectLeft
+            || probes <= 1
+            || !emits_build_rows_last(*join.join_type())
+        {
+            return Ok(plan);
+        }
+        if join.null_aware {
+            let children = vec![Arc::clone(join.left()), whole(join.right())];
+            return replace_children_if_necessary(plan, children);
+        }
+        let build = match join.left().downcast_ref::<CoalescePartitionsExec>() {
+            Some(coalesce) => Arc::clone(coalesce.input()),
+            None => Arc::clone(join.left()),
+        };
+        let (build_keys, probe_keys) = join.on().iter().map(|(l, r)| (Arc::clone(l), Arc::clone(r))).unzip();
+        let build = RepartitionExec::try_new(build, Partitioning::Hash(build_keys, probes))?;
+        let probe = RepartitionExec::try_new(Arc::clone(join.right()), Partitioning::Hash(probe_keys, probes))?;
+        return join
+            .builder()
+            .with_partition_mode(PartitionMode::Partitioned)
+            .with_new_children(vec![Arc::new(build), Arc::new(probe)])?
+            .reset_state()
+            .build_exec();
+    }
+    if let Some(join) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        if join.right().output_partitioning().partition_count() > 1 && emits_build_rows_last(*join.join_type()) {
+            let children = vec![Arc::clone(join.left()), whole(join.right())];
+            return replace_children_if_necessary(plan, children);
         }
     }
     Ok(plan)

@@ -586,13 +586,11 @@ impl Engine {
         // ranges) of its siblings. A fragment runs one partition alone, with no
         // sibling to share with, so it would read every file of the scan: rows
         // came back once per fragment (measured). Each partition must read only its
-        // own file group; and fragments get whole files.
+        // own file group (whole files or byte ranges of one).
         config.options_mut().execution.enable_file_stream_work_stealing = false;
-        config.options_mut().optimizer.repartition_file_scans = false;
         let mut pinned = settings.clone();
         for key in [
             "optimizer.enable_join_dynamic_filter_pushdown",
-            "optimizer.repartition_file_scans",
             "execution.enable_file_stream_work_stealing",
         ] {
             pinned.options.insert(format!("datafusion.{key}"), "false".to_string());
@@ -1685,5 +1683,125 @@ mod tests {
         mode.options.insert("contrail.execution_mode".into(), "inline".into());
         engine.context(&mode).expect("context");
         assert_eq!(engine.states.len(), 3);
+    }
+
+    /// An engine with 2 target partitions, where every Parquet file is split into
+    /// byte ranges: `t` (200,000 rows of `k` 0..6 and `v`, ten row groups) and
+    /// `s` (`k` 1..3, one small file).
+    async fn engine_with_split_parquet() -> (tempfile::TempDir, Arc<Engine>, SessionSettings) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut options = EngineOptions::new(dir.path().join("data"));
+        options.target_partitions = Some(2);
+        let engine = Engine::open(options).await.expect("open");
+        let mut settings = SessionSettings::default();
+        for (name, query) in [
+            ("t", "SELECT value % 7 AS k, value AS v FROM generate_series(1, 200000)"),
+            ("s", "SELECT value AS k FROM generate_series(1, 3)"),
+        ] {
+            let file = dir.path().join(format!("{name}.parquet"));
+            for sql in [
+                format!(
+                    "COPY ({query}) TO '{}' STORED AS PARQUET OPTIONS ('format.max_row_group_size' '20000')",
+                    file.display()
+                ),
+                format!(
+                    "CREATE EXTERNAL TABLE {name} STORED AS PARQUET LOCATION '{}'",
+                    file.display()
+                ),
+            ] {
+                engine.sql(&mut settings, &sql).await.expect("setup statement");
+            }
+        }
+        // Files of any size are split (the default minimum is 10 MiB).
+        settings
+            .options
+            .insert("datafusion.optimizer.repartition_file_min_size".into(), "1".into());
+        (dir, engine, settings)
+    }
+
+    /// A workflow over one Parquet file: the scan is split into byte ranges (one
+    /// fragment each) and the only exchange is the aggregate's hash shuffle. A
+    /// round-robin exchange after a one-partition scan spooled every scanned row.
+    #[tokio::test]
+    async fn fragments_split_a_parquet_file_and_shuffle_only_by_hash() {
+        use datafusion::physical_expr::Partitioning;
+        use datafusion::physical_plan::repartition::RepartitionExec;
+
+        let (_dir, engine, settings) = engine_with_split_parquet().await;
+        let planned = engine
+            .plan(&settings, "SELECT k, sum(v) FROM t GROUP BY k")
+            .await
+            .expect("plan");
+        let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+
+        let shuffles = |stage: &Stage| {
+            stage
+                .plan
+                .downcast_ref::<RepartitionExec>()
+                .map(|r| r.partitioning().clone())
+        };
+        assert_eq!(query.stages.len(), 2, "{:?}", query.stages);
+        let scan = &query.stages[0];
+        assert!(
+            matches!(shuffles(scan), Some(Partitioning::Hash(_, 2))),
+            "the scan stage ends in the aggregate's hash shuffle: {:?}",
+            shuffles(scan)
+        );
+        assert_eq!(scan.fragments(), 2, "one fragment per byte range of the file");
+        assert_eq!(
+            shuffles(&query.stages[1]),
+            None,
+            "the final stage: {:?}",
+            query.stages[1]
+        );
+        assert_eq!(query.stages[1].fragments(), 2);
+    }
+
+    /// `EXISTS`, `IN`, `NOT EXISTS` and `LEFT JOIN` against a small table: inline,
+    /// DataFusion collects the small side once and emits its rows after the last
+    /// probe partition; in fragments (one partition each) such a join must be a
+    /// partitioned one, or its build-side rows never come out (measured: TPC-H Q4,
+    /// Q20, Q21 and Q2 returned no rows as workflows over split files).
+    #[tokio::test]
+    async fn joins_emitting_build_rows_last_are_partitioned_in_fragments() {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::logical_expr::JoinType;
+        use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+
+        let (_dir, engine, settings) = engine_with_split_parquet().await;
+        for sql in [
+            "SELECT k FROM s WHERE EXISTS (SELECT 1 FROM t WHERE t.k = s.k)",
+            "SELECT k FROM s WHERE k IN (SELECT k FROM t)",
+            "SELECT k FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.v > 199990)",
+            "SELECT s.k, t.v FROM s LEFT JOIN t ON s.k = t.k AND t.v > 100",
+        ] {
+            let planned = engine.plan(&settings, sql).await.expect("plan");
+            let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            let mut joins = Vec::new();
+            for stage in &query.stages {
+                stage
+                    .plan
+                    .apply(|node| {
+                        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+                            let probes = join.right().output_partitioning().partition_count();
+                            if matches!(
+                                join.join_type(),
+                                JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+                            ) {
+                                joins.push((*join.join_type(), *join.partition_mode(), probes));
+                            }
+                        }
+                        Ok(TreeNodeRecursion::Continue)
+                    })
+                    .expect("walk");
+            }
+            assert!(!joins.is_empty(), "{sql}: a join emitting build rows last");
+            for (join_type, mode, probes) in joins {
+                assert!(
+                    mode == PartitionMode::Partitioned || probes == 1,
+                    "{sql}: a {join_type} join in {mode:?} mode over {probes} probe partitions"
+                );
+            }
+        }
     }
 }

@@ -109,19 +109,61 @@ pub fn data_bytes(batch: &RecordBatch) -> usize {
         .sum()
 }
 
-/// Cast a stream's batches to [`output_schema`].
+/// Cast a stream's batches to [`output_schema`]; view columns that stay views
+/// are compacted ([`compact_views`]).
 pub fn map_output_stream(stream: SendableRecordBatchStream, view_types: bool) -> SendableRecordBatchStream {
     let input_schema = stream.schema();
     let target = output_schema(&input_schema, view_types);
-    if target == input_schema {
+    let keeps_views = target.fields().iter().any(|f| is_view(f.data_type()));
+    if target == input_schema && !keeps_views {
         return stream;
     }
     let out_schema = target.clone();
     let mapped = stream.map(move |batch| {
-        let batch = batch?;
-        cast_batch(&batch, &target).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+        let batch = cast_batch(&batch?, &target).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+        Ok(if keeps_views { compact_views(batch) } else { batch })
     });
     Box::pin(RecordBatchStreamAdapter::new(out_schema, mapped))
+}
+
+fn is_view(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8View | DataType::BinaryView)
+}
+
+/// `batch` with its top-level `Utf8View`/`BinaryView` columns copied into
+/// buffers of their own where they use less than half of the data buffers they
+/// hold. A join's `take` or a filter leaves every output batch pointing into the
+/// input's whole buffers, and Arrow IPC writes a view column's buffers whole:
+/// a join's 750 K rows went to the spool as 2.1 GB (the batches shared one
+/// build side's 17 MB of strings), and reading them back ran out of memory.
+pub fn compact_views(batch: RecordBatch) -> RecordBatch {
+    fn wasteful(held: usize, used: usize) -> bool {
+        held > 2 * used
+    }
+    let mut columns = None::<Vec<ArrayRef>>;
+    for (i, column) in batch.columns().iter().enumerate() {
+        let compacted: Option<ArrayRef> = match column.data_type() {
+            DataType::Utf8View => {
+                let a = column.as_string_view();
+                let held = a.data_buffers().iter().map(Buffer::len).sum();
+                wasteful(held, a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
+            }
+            DataType::BinaryView => {
+                let a = column.as_binary_view();
+                let held = a.data_buffers().iter().map(Buffer::len).sum();
+                wasteful(held, a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
+            }
+            _ => None,
+        };
+        if let Some(c) = compacted {
+            columns.get_or_insert_with(|| batch.columns().to_vec())[i] = c;
+        }
+    }
+    match columns {
+        // Same types and lengths, so this cannot fail; keep the original if it did.
+        Some(columns) => RecordBatch::try_new(batch.schema(), columns).unwrap_or(batch),
+        None => batch,
+    }
 }
 
 /// `batch` with each column cast to `target`'s type (a no-op where they match).
@@ -336,6 +378,34 @@ mod tests {
         assert!(plain.is_null(0));
         assert_eq!(plain.value(1), "tiny");
         assert_eq!(plain.values().len(), 4);
+    }
+
+    #[test]
+    fn views_pointing_into_large_buffers_are_compacted() {
+        use arrow::array::{StringViewArray, UInt32Array};
+        use arrow::compute::take;
+        use arrow::ipc::writer::StreamWriter;
+
+        fn ipc_len(batch: &RecordBatch) -> usize {
+            let mut w = StreamWriter::try_new(Vec::new(), &batch.schema()).expect("writer");
+            w.write(batch).expect("write");
+            w.into_inner().expect("finish").len()
+        }
+        // 10,000 strings of 40 bytes (400 KB of buffers); take 10 of them, as a join does.
+        let all = StringViewArray::from_iter_values((0..10_000).map(|i| format!("{i:0>40}")));
+        let picked = take(&all, &UInt32Array::from(vec![3, 7, 9_999, 42, 3, 5, 6, 7, 8, 9]), None).expect("take");
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![picked]).expect("batch");
+        assert!(ipc_len(&batch) > 400_000, "the uncompacted batch carries all buffers");
+
+        let compacted = compact_views(batch.clone());
+        assert_eq!(compacted, batch, "same values");
+        assert!(ipc_len(&compacted) < 2_000, "{} bytes", ipc_len(&compacted));
+
+        // A batch that uses its buffers is passed through as it is.
+        let whole = RecordBatch::try_new(schema, vec![Arc::new(all) as ArrayRef]).expect("batch");
+        let kept = compact_views(whole.clone());
+        assert!(kept.column(0).to_data().buffers()[1].ptr_eq(&whole.column(0).to_data().buffers()[1]));
     }
 
     #[test]

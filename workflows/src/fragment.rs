@@ -13,6 +13,7 @@ use base64::Engine as _;
 use contrail_planner::distributed::{self, FragmentFetcher, FragmentInputs, FragmentRef};
 use contrail_planner::sink::{Sink, StagedFile};
 use contrail_planner::{Engine, SessionSettings};
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::metrics;
 use datafusion::physical_plan::repartition::{BatchPartitioner, RepartitionExec};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -225,6 +226,10 @@ impl FragmentRunner {
             progress(writer.rows());
         }
         let (rows, bytes) = writer.finish()?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let plan = DisplayableExecutionPlan::with_metrics(input.as_ref()).indent(true);
+            tracing::debug!(fragment = ?fragment, "fragment plan with metrics:\n{plan}");
+        }
         Ok(FragmentTicket {
             fragment,
             rows,

@@ -207,7 +207,10 @@ impl FragmentWriter {
             what: "bucket",
             message: format!("{bucket} out of range"),
         })?;
-        file.writer.write(batch)?;
+        // A join's or a shuffle's output points into whole input buffers, which IPC
+        // would write out with every batch.
+        let batch = contrail_planner::types::compact_views(batch.clone());
+        file.writer.write(&batch)?;
         self.rows += batch.num_rows() as u64;
         self.bytes += batch.get_array_memory_size() as u64;
         Ok(())
