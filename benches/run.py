@@ -559,6 +559,32 @@ def bench_workflows(args, data: Path, report: Report) -> None:
             p50s[f"{label}, inline"] = p50["inline"]
             p50s[f"{label}, workflow"] = p50["workflow"]
 
+        # All 22 TPC-H queries, one after another; each answer checked against inline.
+        tpch = {int(p.stem[1:]): p.read_text() for p in (HERE / "tpch" / "queries").glob("q*.sql")}
+
+        def all_queries(mode: str):
+            def run():
+                total, answers = 0.0, {}
+                with conns[mode].cursor() as cur:
+                    for number in sorted(tpch):
+                        t = time.perf_counter()
+                        cur.execute(tpch[number])
+                        answers[number] = cur.fetch_arrow_table()
+                        total += time.perf_counter() - t
+                return {"total": total, "answers": answers}
+            return run
+
+        results = interleave({m: all_queries(m) for m in conns}, args.rounds)
+        for number in tpch:
+            want = results["inline"][0]["answers"][number]
+            for r in results["workflow"]:
+                got = r["answers"][number]
+                if got.num_rows != want.num_rows or got.schema != want.schema:
+                    raise SystemExit(f"TPC-H Q{number} as a workflow: {got.num_rows} rows, inline {want.num_rows}")
+        total = {m: statistics.median(r["total"] for r in rs) * 1e3 for m, rs in results.items()}
+        rows.append(["TPC-H, all 22 queries (total)", total["inline"], total["workflow"], "-", total["workflow"] -
+                     total["inline"], total["workflow"] / total["inline"]])
+
         # Throughput: 4 clients issuing 1-fragment workflow statements.
         seconds = min(args.concurrency_seconds, 10.0)
         done, stop = [], time.monotonic() + seconds
