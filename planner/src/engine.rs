@@ -333,6 +333,10 @@ pub fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("count", DataType::Int64, false)]))
 }
 
+/// DataFusion's thresholds for collecting a join's build side once (broadcast).
+const BROADCAST_BYTES: &str = "datafusion.optimizer.hash_join_single_partition_threshold";
+const BROADCAST_ROWS: &str = "datafusion.optimizer.hash_join_single_partition_threshold_rows";
+
 impl Engine {
     /// Open the data directory, load the catalog and replay views and external tables.
     pub async fn open(options: EngineOptions) -> Result<Arc<Self>> {
@@ -588,6 +592,19 @@ impl Engine {
         // came back once per fragment (measured). Each partition must read only its
         // own file group (whole files or byte ranges of one).
         config.options_mut().execution.enable_file_stream_work_stealing = false;
+        // Between fragments a partitioned join writes both of its sides to the
+        // spool and reads them back; a collected (broadcast) one only its build
+        // side, which each probe fragment reads whole. Broadcast up to 64 MiB or
+        // 2M rows unless the session chose otherwise (DataFusion's defaults, 1 MiB
+        // and 128K rows, are for one process; TPC-H Q5 as a workflow at SF 1:
+        // 1.24 -> 0.36 s, Q7 1.19 -> 0.42 s).
+        let optimizer = &mut config.options_mut().optimizer;
+        if !settings.options.contains_key(BROADCAST_BYTES) {
+            optimizer.hash_join_single_partition_threshold = 64 << 20;
+        }
+        if !settings.options.contains_key(BROADCAST_ROWS) {
+            optimizer.hash_join_single_partition_threshold_rows = 2_000_000;
+        }
         let mut pinned = settings.clone();
         for key in [
             "optimizer.enable_join_dynamic_filter_pushdown",

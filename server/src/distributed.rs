@@ -221,7 +221,7 @@ impl Workflows {
         match decoded.location.as_deref() {
             Some(location) if location != self.location => {
                 self.verify_relay(&decoded)?;
-                let channel = tonic::transport::Endpoint::from_shared(dataplane::http_uri(location))
+                let channel = dataplane::endpoint(location)
                     .map_err(|e| Error::invalid(format!("bad worker location {location}: {e}")))?
                     .connect()
                     .await
