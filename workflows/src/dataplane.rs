@@ -351,4 +351,66 @@ mod tests {
         assert_eq!(http_uri("grpc+tcp://h:1"), "http://h:1");
         assert_eq!(http_uri("grpc+tls://h:1"), "https://h:1");
     }
+
+    /// Streams opened on one connection and read in reverse order, as a join
+    /// collects one build side while the others' streams are open. With hyper's
+    /// defaults (5 MiB per connection, 2 MiB per stream) the unread streams took
+    /// the whole connection window and the stream being read stalled for good.
+    #[tokio::test]
+    async fn unread_streams_do_not_stall_the_one_being_read() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow_flight::flight_service_server::FlightServiceServer;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), std::time::Duration::from_secs(60)).expect("spool");
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let (buckets, batches, rows) = (4u32, 16, 65_536usize);
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..rows as i64))],
+        )
+        .expect("batch");
+        let mut writer = spool.writer("q", 0, 0, buckets, &schema).expect("writer");
+        for bucket in 0..buckets as usize {
+            for _ in 0..batches {
+                writer.write(bucket, &batch).expect("write"); // 8 MiB per bucket
+            }
+        }
+        writer.finish().expect("finish");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FlightServiceServer::new(DataPlane::new(spool)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let fetcher = FlightFetcher::new();
+        let fragment = FragmentRef {
+            location: format!("grpc+tcp://{address}"),
+            query_id: "q".into(),
+            stage: 0,
+            fragment: 0,
+        };
+        let read_all = async {
+            let mut streams = Vec::new();
+            for bucket in 0..buckets {
+                streams.push(fetcher.fetch(&fragment, bucket).await.expect("fetch"));
+            }
+            let mut total = 0;
+            for stream in streams.into_iter().rev() {
+                total += stream
+                    .try_fold(0, |n, b| async move { Ok(n + b.num_rows()) })
+                    .await
+                    .expect("read");
+            }
+            total
+        };
+        let total = tokio::time::timeout(std::time::Duration::from_secs(60), read_all)
+            .await
+            .expect("every stream opened and read to its end, none stalled");
+        assert_eq!(total, buckets as usize * batches * rows);
+        server.abort();
+    }
 }
