@@ -175,14 +175,17 @@ mod tests {
     async fn a_constant_row_is_what_running_the_plan_returns() {
         use datafusion::prelude::SessionContext;
         let ctx = SessionContext::new();
+        let optimized = async |sql: &str| {
+            let plan = ctx.state().create_logical_plan(sql).await.expect(sql);
+            ctx.state().optimize(&plan).expect(sql)
+        };
         for sql in [
             "SELECT 1",
             "SELECT 1 AS a, 'x' AS b, NULL AS c, CAST(NULL AS INT) AS d, 1.5 AS e",
             "SELECT version(), 1 + 2 * 3, 'a' || 'b', [1, 2], {'k': 1}",
             "SELECT CAST('2024-01-02' AS DATE), arrow_cast('v', 'Utf8View')",
         ] {
-            let plan = ctx.state().create_logical_plan(sql).await.expect(sql);
-            let optimized = ctx.state().optimize(&plan).expect(sql);
+            let optimized = optimized(sql).await;
             let row = constant_row(&optimized).unwrap_or_else(|| panic!("{sql}: {optimized}"));
             let ran = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
             assert_eq!(ran.len(), 1, "{sql}");
@@ -195,8 +198,7 @@ mod tests {
             "SELECT random()",
             "SELECT x FROM (VALUES (1)) AS v(x)",
         ] {
-            let plan = ctx.state().create_logical_plan(sql).await.expect(sql);
-            let optimized = ctx.state().optimize(&plan).expect(sql);
+            let optimized = optimized(sql).await;
             assert!(constant_row(&optimized).is_none(), "{sql}: {optimized}");
         }
     }
