@@ -333,10 +333,6 @@ pub fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("count", DataType::Int64, false)]))
 }
 
-/// DataFusion's thresholds for collecting a join's build side once (broadcast).
-const BROADCAST_BYTES: &str = "datafusion.optimizer.hash_join_single_partition_threshold";
-const BROADCAST_ROWS: &str = "datafusion.optimizer.hash_join_single_partition_threshold_rows";
-
 impl Engine {
     /// Open the data directory, load the catalog and replay views and external tables.
     pub async fn open(options: EngineOptions) -> Result<Arc<Self>> {
@@ -372,6 +368,16 @@ impl Engine {
             // per bulk ingest (measured); a session can still
             // `SET datafusion.execution.parquet.compression = 'zstd(3)'`.
             o.execution.parquet.compression = Some("snappy".into());
+            // Collect a join's build side once (broadcast it to every probe
+            // partition) up to 64 MiB or 2M rows; DataFusion's defaults, 1 MiB and
+            // 128K rows, hash-repartition both sides of any larger join. At SF 1
+            // inline: TPC-H Q7 301 -> 208 ms, Q18 755 -> 408, all 22 queries
+            // 4.80 -> 4.24 s, peak RSS no higher (725 vs 695 MB). Between workflow
+            // fragments a partitioned join spools both of its sides, a collected one
+            // only its build side: Q5 as a workflow 1.24 -> 0.36 s. A session can
+            // `SET` DataFusion's own values back.
+            o.optimizer.hash_join_single_partition_threshold = 64 << 20;
+            o.optimizer.hash_join_single_partition_threshold_rows = 2_000_000;
         }
 
         let pipelines = Arc::new(PipelineStore::open(catalog.data_dir())?);
@@ -592,19 +598,6 @@ impl Engine {
         // came back once per fragment (measured). Each partition must read only its
         // own file group (whole files or byte ranges of one).
         config.options_mut().execution.enable_file_stream_work_stealing = false;
-        // Between fragments a partitioned join writes both of its sides to the
-        // spool and reads them back; a collected (broadcast) one only its build
-        // side, which each probe fragment reads whole. Broadcast up to 64 MiB or
-        // 2M rows unless the session chose otherwise (DataFusion's defaults, 1 MiB
-        // and 128K rows, are for one process; TPC-H Q5 as a workflow at SF 1:
-        // 1.24 -> 0.36 s, Q7 1.19 -> 0.42 s).
-        let optimizer = &mut config.options_mut().optimizer;
-        if !settings.options.contains_key(BROADCAST_BYTES) {
-            optimizer.hash_join_single_partition_threshold = 64 << 20;
-        }
-        if !settings.options.contains_key(BROADCAST_ROWS) {
-            optimizer.hash_join_single_partition_threshold_rows = 2_000_000;
-        }
         let mut pinned = settings.clone();
         for key in [
             "optimizer.enable_join_dynamic_filter_pushdown",
@@ -1201,9 +1194,10 @@ impl Engine {
         // A table created here lands as the log's version 0 or not at all: the
         // loser of two concurrent creates gets ALREADY_EXISTS.
         let creating = delta.version().is_none();
-        let properties = match creating {
-            true => crate::sink::creating(CommitProperties::default()),
-            false => CommitProperties::default(),
+        let properties = if creating {
+            crate::sink::creating(CommitProperties::default())
+        } else {
+            CommitProperties::default()
         };
         let input = strip_view_types(input)?;
         let written = delta
@@ -1225,7 +1219,8 @@ impl Engine {
             .await;
         let written = match written {
             Ok(written) => written,
-            Err(_) if creating && !replace && crate::sink::has_log(&url) => {
+            Err(e) if creating && !replace && crate::sink::has_log(&url) => {
+                debug!(%schema, %table, error = %e, "create lost to a concurrent create");
                 return Err(Error::AlreadyExists {
                     kind: "table",
                     name: format!("{schema}.{table}"),
@@ -1772,6 +1767,82 @@ mod tests {
             query.stages[1]
         );
         assert_eq!(query.stages[1].fragments(), 2);
+    }
+
+    /// A join whose smaller side is 200K rows (1.6 MB of keys) collects that side
+    /// once, inline and in fragments: DataFusion's defaults (1 MiB, 128K rows)
+    /// would hash-repartition both sides. A session can set those values back.
+    #[tokio::test]
+    async fn mid_sized_build_sides_are_broadcast_unless_the_session_says_otherwise() {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::physical_plan::ExecutionPlan;
+        use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+        use futures::TryStreamExt;
+
+        fn join_modes(plan: &Arc<dyn ExecutionPlan>) -> Vec<PartitionMode> {
+            let mut modes = Vec::new();
+            plan.apply(|node| {
+                if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+                    modes.push(*join.partition_mode());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .expect("walk");
+            modes
+        }
+
+        let (_dir, engine, mut settings) = engine_with_split_parquet().await;
+        let sql = "SELECT count(*) FROM t a JOIN t b ON a.v = b.v";
+        let mut chosen = Vec::new();
+        for datafusion_defaults in [false, true] {
+            if datafusion_defaults {
+                engine
+                    .sql(
+                        &mut settings,
+                        "SET datafusion.optimizer.hash_join_single_partition_threshold = 1048576",
+                    )
+                    .await
+                    .expect("set bytes");
+                engine
+                    .sql(
+                        &mut settings,
+                        "SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 131072",
+                    )
+                    .await
+                    .expect("set rows");
+            }
+            let planned = engine.plan(&settings, sql).await.expect("plan");
+            let Kind::Query(logical) = &planned.kind else {
+                panic!("a query")
+            };
+            let state = engine.context(&settings).expect("context").state();
+            let inline = state.create_physical_plan(logical).await.expect("physical plan");
+            let fragments = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            let in_fragments: Vec<_> = fragments.stages.iter().flat_map(|s| join_modes(&s.plan)).collect();
+            assert_eq!(
+                join_modes(&inline),
+                in_fragments,
+                "{sql}: the same join inline and in fragments"
+            );
+            chosen.push(join_modes(&inline));
+
+            let Outcome::Rows(stream) = engine.sql(&mut settings, sql).await.expect("run") else {
+                panic!("rows")
+            };
+            let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
+            let count = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .expect("a count")
+                .value(0);
+            assert_eq!(count, 200_000, "{sql}");
+        }
+        assert_eq!(
+            chosen,
+            [vec![PartitionMode::CollectLeft], vec![PartitionMode::Partitioned]],
+            "broadcast by default; partitioned with DataFusion's thresholds"
+        );
     }
 
     /// `EXISTS`, `IN`, `NOT EXISTS` and `LEFT JOIN` against a small table: inline,
