@@ -220,9 +220,44 @@ fn collect_readers(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<u32>) {
 
 /// Serialize a stage plan.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    if let Some(what) = local_source(&plan) {
+        return Err(Error::unsupported(format!(
+            "running this statement as a workflow: it reads {what}, which runs only in the \
+             server that plans it; with contrail.execution_mode = 'auto' (or 'inline') it runs there"
+        )));
+    }
     datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &FragmentCodec)
         .map(|b| b.to_vec())
         .map_err(|e| Error::unsupported(format!("running this statement as a workflow: {e}")))
+}
+
+/// A source in `plan` that a fragment cannot carry to a worker: catalog tables
+/// (`information_schema`, `SHOW`) stream this process's state, and a table
+/// function (`generate_series`, `range`) whose every column was projected away
+/// arrives with its one column back (datafusion-proto 55 sends the projected
+/// schema, not the projection): a `count(*)` over one failed in the fragment
+/// with a schema mismatch.
+fn local_source(plan: &Arc<dyn ExecutionPlan>) -> Option<&'static str> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::physical_plan::memory::LazyMemoryExec;
+    use datafusion::physical_plan::streaming::StreamingTableExec;
+
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        found = if node.is::<StreamingTableExec>() {
+            Some("information_schema (SHOW, the catalog)")
+        } else if node.is::<LazyMemoryExec>() && node.schema().fields().is_empty() {
+            Some("a table function (generate_series, range) for its row count only")
+        } else {
+            None
+        };
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Deserialize a stage plan in `ctx` (which carries the session settings).

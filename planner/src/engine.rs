@@ -1769,6 +1769,41 @@ mod tests {
         assert_eq!(query.stages[1].fragments(), 2);
     }
 
+    /// Catalog tables, and table functions read only for their row count, stay in
+    /// the server that plans them: a stage reading one is refused with what to do
+    /// instead, not sent to a worker (where a `count(*)` over `generate_series`
+    /// failed with a schema mismatch). A table function whose column is used travels.
+    #[tokio::test]
+    async fn stages_reading_local_sources_are_not_sent_to_workers() {
+        let (_dir, engine, settings) = engine_with_split_parquet().await;
+        for sql in [
+            "SELECT count(*) FROM t, generate_series(1, 2) g",
+            "SELECT count(*) FROM information_schema.tables",
+        ] {
+            let planned = engine.plan(&settings, sql).await.expect("plan");
+            let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            let refused = query
+                .stages
+                .iter()
+                .find_map(|stage| distributed::encode_plan(Arc::clone(&stage.plan)).err())
+                .expect("a stage is refused");
+            assert!(
+                matches!(refused, Error::Unsupported { .. }) && refused.to_string().contains("execution_mode = 'auto'"),
+                "{sql}: {refused}"
+            );
+        }
+        for sql in [
+            "SELECT count(*) FROM t",
+            "SELECT count(*) FROM t, generate_series(1, 2) g WHERE g.value > 1",
+        ] {
+            let planned = engine.plan(&settings, sql).await.expect("plan");
+            let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            for stage in &query.stages {
+                distributed::encode_plan(Arc::clone(&stage.plan)).expect("travels to a worker");
+            }
+        }
+    }
+
     /// A join whose smaller side is 200K rows (1.6 MB of keys) collects that side
     /// once, inline and in fragments: DataFusion's defaults (1 MiB, 128K rows)
     /// would hash-repartition both sides. A session can set those values back.

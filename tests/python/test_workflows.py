@@ -545,6 +545,21 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
         assert "divide by zero" in str(err.value).lower(), err.value
         assert "INVALID_ARGUMENT" in str(err.value), err.value
         assert run_sql(conn, "SELECT count(*) AS n FROM tpch.nation").column("n")[0].as_py() == 25
+
+        # The catalog and table functions run only where the statement is planned.
+        crossed = "SELECT count(*) AS n FROM tpch.nation, generate_series(1, 2) g"
+        for sql in ["SHOW datafusion.execution.batch_size", crossed]:
+            with pytest.raises(Exception) as err:
+                run_sql(conn, sql)
+            text = str(err.value)
+            assert "NOT_IMPLEMENTED" in text and "contrail.execution_mode = 'auto'" in text, text
+            assert "bug" not in text, text
+        # `auto` would send the join to a workflow (any size is over this threshold)
+        # and runs it inline instead.
+        set_mode(conn, "auto")
+        run_sql(conn, "SET contrail.workflow_threshold_bytes = 0")
+        assert run_sql(conn, crossed).column("n")[0].as_py() == 50
+        assert run_sql(conn, "SHOW datafusion.execution.batch_size").num_rows == 1
     finally:
         conn.close()
 
