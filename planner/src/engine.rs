@@ -1731,6 +1731,12 @@ mod tests {
         (dir, engine, settings)
     }
 
+    /// `sql` planned and cut into workflow stages.
+    async fn stages_of(engine: &Engine, settings: &SessionSettings, sql: &str) -> FragmentedQuery {
+        let planned = engine.plan(settings, sql).await.expect("plan");
+        engine.plan_fragments(settings, &planned).await.expect("fragments")
+    }
+
     /// A workflow over one Parquet file: the scan is split into byte ranges (one
     /// fragment each) and the only exchange is the aggregate's hash shuffle. A
     /// round-robin exchange after a one-partition scan spooled every scanned row.
@@ -1740,11 +1746,7 @@ mod tests {
         use datafusion::physical_plan::repartition::RepartitionExec;
 
         let (_dir, engine, settings) = engine_with_split_parquet().await;
-        let planned = engine
-            .plan(&settings, "SELECT k, sum(v) FROM t GROUP BY k")
-            .await
-            .expect("plan");
-        let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+        let query = stages_of(&engine, &settings, "SELECT k, sum(v) FROM t GROUP BY k").await;
 
         let shuffles = |stage: &Stage| {
             stage
@@ -1780,8 +1782,7 @@ mod tests {
             "SELECT count(*) FROM t, generate_series(1, 2) g",
             "SELECT count(*) FROM information_schema.tables",
         ] {
-            let planned = engine.plan(&settings, sql).await.expect("plan");
-            let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            let query = stages_of(&engine, &settings, sql).await;
             let refused = query
                 .stages
                 .iter()
@@ -1796,8 +1797,7 @@ mod tests {
             "SELECT count(*) FROM t",
             "SELECT count(*) FROM t, generate_series(1, 2) g WHERE g.value > 1",
         ] {
-            let planned = engine.plan(&settings, sql).await.expect("plan");
-            let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            let query = stages_of(&engine, &settings, sql).await;
             for stage in &query.stages {
                 distributed::encode_plan(Arc::clone(&stage.plan)).expect("travels to a worker");
             }
@@ -1898,8 +1898,7 @@ mod tests {
             "SELECT k FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.v > 199990)",
             "SELECT s.k, t.v FROM s LEFT JOIN t ON s.k = t.k AND t.v > 100",
         ] {
-            let planned = engine.plan(&settings, sql).await.expect("plan");
-            let query = engine.plan_fragments(&settings, &planned).await.expect("fragments");
+            let query = stages_of(&engine, &settings, sql).await;
             let mut joins = Vec::new();
             for stage in &query.stages {
                 stage
