@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -53,9 +54,25 @@ SCAN_QUERIES = {
 # data and servers
 
 
+def target_dir() -> Path:
+    return Path(os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "contrail-target")
+
+
 def contrail_bin() -> Path:
-    target = os.environ.get("CARGO_TARGET_DIR") or str(Path.home() / ".cache" / "contrail-target")
-    return Path(os.environ.get("CONTRAIL_BIN", Path(target) / "release" / "contrail"))
+    return Path(os.environ.get("CONTRAIL_BIN") or target_dir() / "release" / "contrail")
+
+
+def rust_client_bin() -> Path:
+    """`server/examples/flight_client.rs`, built by `make build` beside the server."""
+    return target_dir() / "release" / "examples" / "flight_client"
+
+
+def rust_client(*args: str) -> dict:
+    """Run the Rust Flight SQL client (`flight_client <args>`); its JSON output."""
+    done = subprocess.run([str(rust_client_bin()), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"flight_client {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return json.loads(done.stdout)
 
 
 def tpch_parquet(sf: float) -> Path:
@@ -292,6 +309,11 @@ def bench_scan(args, data: Path, report: Report) -> None:
                 "roapi (memory) pyarrow": lambda: isolated(raw_query, r.uri, sql),
                 "roapi (memory) adbc": lambda: isolated(adbc_query, r.uri, sql),
                 "pyarrow server (memory)": lambda: isolated(pyarrow_get, p.uri, label),
+                # The Rust client (arrow-flight) streams: each batch decoded, then dropped.
+                "contrail rust": lambda: rust_client("scan", c, sql),
+                "contrail cached (memory) rust": lambda: rust_client("scan", c, cached_sql),
+                "roapi (memory) rust": lambda: rust_client("scan", r.uri, sql),
+                "pyarrow server (memory) rust": lambda: rust_client("get", p.uri, label),
                 "postgres psycopg COPY binary": lambda: isolated(pg_copy_out, pg.dsn, sql, rows_total),
             }
             results = interleave(cases, args.rounds)
@@ -314,8 +336,10 @@ def bench_scan(args, data: Path, report: Report) -> None:
                 f"Query `{sql}`; Arrow result {nbytes / 1e9:.2f} GB. iperf3 loopback: {iperf:.2f} GB/s. "
                 "contrail: the Parquet file as an external table, decoded on every read; contrail cached: "
                 "the same file as a second external table after `CACHE TABLE` (rows held in memory, as roapi "
-                "and the pyarrow server hold them). "
-                "Each read runs in a fresh client process; its peak RSS includes the result it holds.",
+                "and the pyarrow server hold them). pyarrow and adbc hold the whole result, as `read_all` and "
+                "`fetch_arrow_table` do; rust (arrow-flight, `server/examples/flight_client.rs`) decodes each "
+                "batch and drops it, as a streaming consumer does: what the server delivers when the client "
+                "is not the bottleneck. Each read runs in a fresh client process, with its peak RSS.",
             )
             report.chart(f"scan-{label.replace(' ', '-').replace('*', 'star')}", rates, "GB/s")
 
@@ -358,8 +382,13 @@ def bench_roundtrip(args, data: Path, report: Report) -> None:
                 return {"lat": lat}
             return run
 
-        cases = {"contrail raw": raw_loop(c), "contrail adbc": adbc_loop(c), "roapi raw": raw_loop(r.uri),
-                 "roapi adbc": adbc_loop(r.uri), "pyarrow server (memory, no SQL) raw": raw_loop(floor.uri)}
+        def rust_loop(uri):
+            return lambda: rust_client("roundtrip", uri, "SELECT 1", str(n // args.rounds))
+
+        cases = {"contrail raw": raw_loop(c), "contrail adbc": adbc_loop(c), "contrail rust": rust_loop(c),
+                 "roapi raw": raw_loop(r.uri), "roapi adbc": adbc_loop(r.uri), "roapi rust": rust_loop(r.uri),
+                 "pyarrow server (memory, no SQL) raw": raw_loop(floor.uri),
+                 "pyarrow server (memory, no SQL) rust": rust_loop(floor.uri)}
         results = interleave(cases, args.rounds)
         rows, p50s = [], {}
         base = None
@@ -372,7 +401,8 @@ def bench_roundtrip(args, data: Path, report: Report) -> None:
             mate = "contrail " + row[0].rsplit(" ", 1)[1]
             row.append(row[2] / p50s[mate])
         report.table(f"2. `SELECT 1` round trip ({n} per case)", ["case", "calls", "p50 ms", "p99 ms", "p50 / contrail"],
-                     rows, "raw: GetFlightInfo + DoGet with pyarrow.flight; adbc: cursor.execute + fetchall. "
+                     rows, "raw: GetFlightInfo + DoGet with pyarrow.flight; adbc: cursor.execute + fetchall; rust: "
+                     "GetFlightInfo + DoGet with arrow-flight (`server/examples/flight_client.rs`, one thread). "
                      "The pyarrow server answers both RPCs from memory without SQL: the floor of gRPC "
                      "and the Python client on this machine.")
         report.chart("roundtrip-p50", p50s, "p50 ms")

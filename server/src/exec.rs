@@ -146,8 +146,9 @@ impl Executor {
                 Err(e) => {
                     let _ = schema_tx.send(Err(e));
                 }
-                Ok((schema, mut stream)) => {
+                Ok((schema, stream)) => {
                     let _ = schema_tx.send(Ok(schema));
+                    let mut stream = crate::coalesce::ready_coalesce(stream);
                     loop {
                         let next = tokio::select! {
                             biased;

@@ -26,6 +26,7 @@
 //! signed, so they survive a restart of the server.
 
 pub mod auth;
+mod coalesce;
 pub mod config;
 pub mod distributed;
 pub mod error;
