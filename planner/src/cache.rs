@@ -51,16 +51,14 @@ use crate::latest::Latest;
 use crate::managed::ManagedTable;
 use crate::pipeline_store::now_ms;
 use crate::system_table::SystemTable;
-use crate::types::{cast_batch, data_bytes, has_view_type, without_view_types};
+use crate::types::{MESSAGE_BYTES, MESSAGE_MAX_ROWS, cast_batch, data_bytes, has_view_type, without_view_types};
 
 mod scan;
 mod system;
 
-/// Cached batches hold about this much data: one Flight message each, just
-/// under the 2 MiB at which DoGet cuts messages (gRPC clients take 4 MiB by default).
-const TARGET_BATCH_BYTES: usize = 7 << 18;
+/// Cached batches hold about one Flight message each ([`MESSAGE_BYTES`]), and
+/// at least this many rows.
 const MIN_BATCH_ROWS: usize = 1024;
-const MAX_BATCH_ROWS: usize = 1 << 16;
 
 /// What a table's rows are, as far as the cache can tell: equal fingerprints,
 /// equal rows.
@@ -361,7 +359,7 @@ async fn read_partition(
         }
         let coalescer = coalescer.get_or_insert_with(|| {
             let per_row = data_bytes(&batch) / batch.num_rows();
-            let rows = (TARGET_BATCH_BYTES / per_row.max(1)).clamp(MIN_BATCH_ROWS, MAX_BATCH_ROWS);
+            let rows = (MESSAGE_BYTES / per_row.max(1)).clamp(MIN_BATCH_ROWS, MESSAGE_MAX_ROWS);
             BatchCoalescer::new(Arc::clone(&schema), rows)
         });
         coalescer.push_batch(batch).map_err(arrow_err)?;

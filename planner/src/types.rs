@@ -96,6 +96,13 @@ pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// The data one result batch should hold: one Flight message, just under the
+/// 2 MiB at which DoGet cuts messages (gRPC clients take 4 MiB by default).
+/// Cached tables are batched to it and small result batches merged up to it.
+pub const MESSAGE_BYTES: usize = 7 << 18;
+/// ... and the rows it should hold at most.
+pub const MESSAGE_MAX_ROWS: usize = 1 << 16;
+
 /// Bytes of `batch`'s data (what goes on the wire), not of the buffers holding it.
 pub fn data_bytes(batch: &RecordBatch) -> usize {
     batch

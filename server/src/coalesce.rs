@@ -4,7 +4,7 @@
 //! so a narrow result (a few integer columns) leaves as hundreds of ~256 KiB
 //! messages, each with its own IPC header, HTTP/2 frames, write and client-side
 //! decode. [`ready_coalesce`] merges consecutive small batches up to about one
-//! message (1.75 MiB, under the 2 MiB at which DoGet cuts messages) but only
+//! message ([`MESSAGE_BYTES`]: 1.75 MiB, as cached tables are batched) but only
 //! while the next batch is already there: when the query has nothing ready, what
 //! is held goes out at once, so a slow query's first rows are never delayed.
 //!
@@ -19,14 +19,10 @@ use std::task::{Context, Poll};
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
+use contrail_planner::types::{MESSAGE_BYTES, MESSAGE_MAX_ROWS, data_bytes};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use futures::{Stream, StreamExt};
-
-/// A merged batch holds about this much data: one Flight message.
-pub const TARGET_BYTES: usize = 7 << 18;
-/// ... and at most this many rows.
-pub const MAX_ROWS: usize = 1 << 16;
 
 /// `stream` with consecutive small batches merged while more are ready.
 pub fn ready_coalesce(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
@@ -60,15 +56,17 @@ impl ReadyCoalesce {
         (self.held_bytes, self.held_rows) = (0, 0);
         match <[RecordBatch; 1]>::try_from(held) {
             Ok([one]) => Ok(one),
-            Err(many) => concat_batches(&self.schema, &many).map_err(|e| DataFusionError::ArrowError(Box::new(e), None)),
+            Err(many) => {
+                concat_batches(&self.schema, &many).map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
+            }
         }
     }
 
     /// Take `batch` into the group; `Some` when something must go out first.
     fn admit(&mut self, batch: RecordBatch) -> Option<Result<RecordBatch>> {
-        let bytes = contrail_planner::types::data_bytes(&batch);
+        let bytes = data_bytes(&batch);
         let rows = batch.num_rows();
-        if bytes >= TARGET_BYTES / 2 {
+        if bytes >= MESSAGE_BYTES / 2 {
             // Large enough on its own: never copied.
             if self.held.is_empty() {
                 return Some(Ok(batch));
@@ -76,7 +74,9 @@ impl ReadyCoalesce {
             self.next = Some(Ok(batch));
             return Some(self.flush());
         }
-        if !self.held.is_empty() && (self.held_bytes + bytes > TARGET_BYTES || self.held_rows + rows > MAX_ROWS) {
+        if !self.held.is_empty()
+            && (self.held_bytes + bytes > MESSAGE_BYTES || self.held_rows + rows > MESSAGE_MAX_ROWS)
+        {
             self.next = Some(Ok(batch));
             return Some(self.flush());
         }
@@ -176,8 +176,11 @@ mod tests {
         let input: Vec<_> = (0..100).map(|i| Ok(ints(i * 1000, 1000))).collect();
         let out: Vec<RecordBatch> = collect(input).await.into_iter().collect::<Result<_>>().expect("ok");
         assert_eq!(values(&out), (0..100_000).collect::<Vec<_>>());
-        // Capped by MAX_ROWS (65,536 rows = 512 KiB here): two batches, not 100.
-        assert_eq!(out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![65_000, 35_000]);
+        // Capped by MESSAGE_MAX_ROWS (65,536 rows = 512 KiB here): two batches, not 100.
+        assert_eq!(
+            out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(),
+            vec![65_000, 35_000]
+        );
     }
 
     #[tokio::test]
@@ -195,7 +198,10 @@ mod tests {
             stream::iter([Ok(small.clone()), Ok(small.clone()), Ok(big.clone()), Ok(small.clone())]),
         ));
         let out: Vec<RecordBatch> = ready_coalesce(stream).try_collect_vec().await;
-        assert_eq!(out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![20, 1024, 10]);
+        assert_eq!(
+            out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(),
+            vec![20, 1024, 10]
+        );
     }
 
     #[tokio::test]
