@@ -24,7 +24,7 @@ use contrail_workflows::dataplane::SpoolTicket;
 use crate::error::Error;
 use crate::service::SqlService;
 use crate::session::{RequestContext, SESSION_COOKIE, Sessions, cookie_session_id};
-use crate::wire::{Frames, batch_frames, flight_frames};
+use crate::wire::{Frames, flight_frames};
 
 type Inner = SqlService;
 
@@ -96,7 +96,7 @@ impl ContrailFlight {
         }
         let (request, rc) = self.admit(request)?;
         let response = match self.inner.rows(request.get_ref()).await? {
-            Some((schema, rows)) => Response::new(batch_frames(schema, rows)?),
+            Some(rows) => Response::new(rows.frames()?),
             None => <Inner as FlightService>::do_get(&self.inner, request)
                 .await?
                 .map(flight_frames),

@@ -12,7 +12,6 @@ use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
@@ -56,11 +55,33 @@ use crate::session::{
     CloseSessionResult, GetSessionOptionsResult, RequestContext, SetSessionOptionsError, SetSessionOptionsRequest,
     SetSessionOptionsResult, option_to_string, string_to_option,
 };
+use crate::wire::{self, Encoding, Frames, batch_frames};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// A statement's result rows, as they are computed.
 pub type RowStream = futures::stream::BoxStream<'static, Result<RecordBatch>>;
+
+/// A statement's result for DoGet: its schema, its rows as they are computed,
+/// and how they go on the wire (`contrail.result_compression`).
+pub struct ResultRows {
+    pub schema: SchemaRef,
+    pub rows: RowStream,
+    pub encoding: Encoding,
+}
+
+impl ResultRows {
+    /// As frames for [`crate::wire::FlightRouter`]'s DoGet.
+    pub fn frames(self) -> Result<Frames> {
+        batch_frames(self.schema, self.rows, self.encoding)
+    }
+
+    /// As `FlightData` (the generic `FlightSqlService` path).
+    fn flight_data(self) -> BoxStream<arrow_flight::FlightData> {
+        let options = self.encoding.options();
+        Box::pin(wire::flight_data(self.schema, self.rows, options))
+    }
+}
 
 /// Where a planned statement went.
 enum Routed {
@@ -373,7 +394,7 @@ impl SqlService {
 
     /// The rows of a DoGet ticket, when it is a statement's (a query or a
     /// prepared statement); `None` for every other Flight SQL ticket.
-    pub async fn rows(&self, ticket: &Ticket) -> Result<Option<(SchemaRef, RowStream)>> {
+    pub async fn rows(&self, ticket: &Ticket) -> Result<Option<ResultRows>> {
         use arrow_flight::sql::Command;
         // Anything else, undecodable tickets included, takes the generic path.
         let Ok(any) = Any::decode(&*ticket.ticket) else {
@@ -400,8 +421,14 @@ impl SqlService {
         })
     }
 
-    /// Stream a ticket's rows.
-    async fn redeem(&self, ticket: StatementTicket) -> Result<(SchemaRef, RowStream)> {
+    /// Stream a ticket's rows, to be encoded as its session asked.
+    async fn redeem(&self, ticket: StatementTicket) -> Result<ResultRows> {
+        let encoding = Encoding::new(ticket.settings.result_compression(), self.executor.handle())?;
+        let (schema, rows) = self.redeem_rows(ticket).await?;
+        Ok(ResultRows { schema, rows, encoding })
+    }
+
+    async fn redeem_rows(&self, ticket: StatementTicket) -> Result<(SchemaRef, RowStream)> {
         match ticket.body {
             TicketBody::Done { count } => {
                 let batch = RecordBatch::try_new(count_schema(), vec![Arc::new(Int64Array::from(vec![count]))])?;
@@ -619,18 +646,6 @@ fn flight_info(schema: &SchemaRef, ticket: Vec<u8>, descriptor: FlightDescriptor
         .with_total_bytes(-1))
 }
 
-fn encode_batches(
-    schema: SchemaRef,
-    stream: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
-) -> BoxStream<arrow_flight::FlightData> {
-    let batches = stream.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
-    let encoded = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
-    Box::pin(encoded.map_err(|e| match e {
-        FlightError::Tonic(status) => *status,
-        other => Status::internal(other.to_string()),
-    }))
-}
-
 fn schema_bytes(schema: &SchemaRef) -> Result<Bytes> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into()?;
     Ok(bytes)
@@ -697,10 +712,12 @@ fn meta_info<C: ProstMessageExt>(
 
 fn batch_stream(batch: Result<RecordBatch>) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
     let batch = batch?;
-    Ok(Response::new(encode_batches(
+    let data = wire::flight_data(
         batch.schema(),
         futures::stream::iter([Ok(batch)]),
-    )))
+        IpcWriteOptions::default(),
+    );
+    Ok(Response::new(Box::pin(data)))
 }
 
 #[tonic::async_trait]
@@ -767,8 +784,7 @@ impl FlightSqlService for SqlService {
         _request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let ticket = self.signer.decode_ticket(&ticket.statement_handle)?;
-        let (schema, rows) = self.redeem(ticket).await?;
-        Ok(Response::new(encode_batches(schema, rows)))
+        Ok(Response::new(self.redeem(ticket).await?.flight_data()))
     }
 
     async fn do_get_prepared_statement(
@@ -776,8 +792,9 @@ impl FlightSqlService for SqlService {
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let (schema, rows) = self.redeem(self.prepared_ticket(&cmd)?).await?;
-        Ok(Response::new(encode_batches(schema, rows)))
+        Ok(Response::new(
+            self.redeem(self.prepared_ticket(&cmd)?).await?.flight_data(),
+        ))
     }
 
     async fn do_put_statement_update(

@@ -466,3 +466,96 @@ async fn auth_required_when_users_configured() {
         "+-----+\n| one |\n+-----+\n| 1   |\n+-----+"
     );
 }
+
+/// DoGet's messages for `sql`, as they came over the wire.
+async fn raw_messages(
+    c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    sql: &str,
+) -> Vec<arrow_flight::FlightData> {
+    let info = c.execute(sql.to_string(), None).await.expect(sql);
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("ticket");
+        let stream = c.inner_mut().do_get(ticket).await.expect("do_get").into_inner();
+        out.extend(stream.try_collect::<Vec<_>>().await.expect("messages"));
+    }
+    out
+}
+
+/// The rows of raw messages, decoded as any client would.
+async fn decoded(messages: Vec<arrow_flight::FlightData>) -> RecordBatch {
+    let stream = futures::stream::iter(messages.into_iter().map(Ok));
+    let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+        .try_collect()
+        .await
+        .expect("decodable");
+    let schema = batches.first().expect("a batch").schema();
+    arrow::compute::concat_batches(&schema, &batches).expect("concat")
+}
+
+/// Each record batch message's codec (`None`: not compressed).
+fn codecs(messages: &[arrow_flight::FlightData]) -> Vec<Option<arrow::ipc::CompressionType>> {
+    messages
+        .iter()
+        .filter_map(|m| {
+            arrow::ipc::root_as_message(&m.data_header)
+                .ok()?
+                .header_as_record_batch()
+        })
+        .map(|rb| rb.compression().map(|c| c.codec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn results_are_compressed_when_the_session_asks() {
+    use arrow::ipc::CompressionType;
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    // One session for SET and the queries after it (what ADBC's cookie middleware does).
+    c.set_header("cookie", "arrow_flight_session_id=compressed-results");
+    let sql = "SELECT value AS id, value % 7 AS small, concat('row ', CAST(value % 1000 AS VARCHAR)) AS label \
+               FROM range(300000) ORDER BY id";
+    let size =
+        |m: &[arrow_flight::FlightData]| m.iter().map(|m| m.data_header.len() + m.data_body.len()).sum::<usize>();
+
+    let plain = raw_messages(&mut c, sql).await;
+    assert!(codecs(&plain).iter().all(Option::is_none), "uncompressed by default");
+    let plain_bytes = size(&plain);
+    let rows = decoded(plain).await;
+    assert_eq!(rows.num_rows(), 300_000);
+
+    for (setting, codec) in [("lz4", CompressionType::LZ4_FRAME), ("'ZSTD'", CompressionType::ZSTD)] {
+        query(&mut c, &format!("SET contrail.result_compression = {setting}")).await;
+        let messages = raw_messages(&mut c, sql).await;
+        let found = codecs(&messages);
+        assert!(
+            found.len() > 1 && found.iter().all(|c| *c == Some(codec)),
+            "{setting}: {found:?}"
+        );
+        let bytes = size(&messages);
+        assert!(
+            bytes * 2 < plain_bytes,
+            "{setting}: {bytes} bytes vs {plain_bytes} uncompressed"
+        );
+        assert_eq!(decoded(messages).await, rows, "{setting}: the same rows");
+    }
+
+    // A bad value is refused and changes nothing; the server keeps serving.
+    let e = c
+        .execute("SET contrail.result_compression = 'gzip'".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::InvalidArgument), "{e}");
+    assert!(e.to_string().contains("'none', 'lz4' or 'zstd'"), "{e}");
+    assert!(
+        codecs(&raw_messages(&mut c, sql).await)
+            .iter()
+            .all(|c| *c == Some(CompressionType::ZSTD))
+    );
+
+    // Another session is not affected; RESET brings this one back to plain.
+    let mut other = server.client().await;
+    assert!(codecs(&raw_messages(&mut other, sql).await).iter().all(Option::is_none));
+    query(&mut c, "RESET contrail.result_compression").await;
+    assert!(codecs(&raw_messages(&mut c, sql).await).iter().all(Option::is_none));
+}

@@ -4,12 +4,14 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.time.Duration;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -65,6 +67,22 @@ class ConnectionTest {
             try (Connection conn = server.connect()) {
                 assertEquals((long) i, Jdbc.count(conn, "SELECT " + i));
             }
+        }
+    }
+
+    /**
+     * The driver (Arrow Java) ships no IPC codecs, so a session that asks for compressed results gets an error
+     * promptly, not a hang, and the same connection reads again once the setting is back to {@code none}.
+     */
+    @Test
+    void compressedResultsFailPromptlyAndTheSessionRecovers(ContrailServer server) throws SQLException {
+        try (Connection conn = server.connect(); Statement st = conn.createStatement()) {
+            st.execute("SET contrail.result_compression = 'lz4'");
+            SQLException e = assertTimeoutPreemptively(Duration.ofSeconds(30),
+                    () -> assertThrows(SQLException.class, () -> Jdbc.count(conn, "SELECT 42")));
+            assertTrue(e.getMessage().contains("compression"), "the error names what is missing: " + e);
+            st.execute("SET contrail.result_compression = 'none'");
+            assertEquals(42L, Jdbc.count(conn, "SELECT 42"));
         }
     }
 }

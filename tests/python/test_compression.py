@@ -1,0 +1,74 @@
+"""`SET contrail.result_compression`: compressed results read by ADBC and pyarrow
+are the rows the same query returns uncompressed."""
+
+from __future__ import annotations
+
+import adbc_driver_flightsql.dbapi as dbapi
+import pyarrow as pa
+import pytest
+
+from support import Status, adbc_status, query
+
+LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
+
+
+def set_compression(conn, codec: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"SET contrail.result_compression = '{codec}'")
+
+
+@pytest.fixture(scope="module")
+def plain_lineitem(tpch_server) -> pa.Table:
+    conn = tpch_server.connect()
+    try:
+        return query(conn, LINEITEM)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_adbc_reads_compressed_results(tpch_server, plain_lineitem, codec):
+    conn = tpch_server.connect()
+    try:
+        set_compression(conn, codec)
+        table = query(conn, LINEITEM)
+        assert table.num_rows == plain_lineitem.num_rows > 50_000
+        assert table.equals(plain_lineitem), f"{codec}: decimals, dates and strings as sent uncompressed"
+        # Prepared statements of the session, parameters included.
+        with conn.cursor() as cur:
+            cur.execute("SELECT l_orderkey, l_comment FROM tpch.lineitem WHERE l_orderkey = ? ORDER BY l_linenumber",
+                        parameters=(1,))
+            got = cur.fetch_arrow_table()
+        want = plain_lineitem.filter(pa.compute.equal(plain_lineitem["l_orderkey"], 1)).select(
+            ["l_orderkey", "l_comment"])
+        assert got.equals(want)
+    finally:
+        conn.close()
+
+
+def test_pyarrow_reads_compressed_results(tpch_server, plain_lineitem):
+    # The raw client keeps its session by sending the session cookie itself.
+    raw = tpch_server.raw(headers=[(b"cookie", b"arrow_flight_session_id=pyarrow-zstd")])
+    raw.execute("SET contrail.result_compression = 'zstd'")
+    assert raw.execute(LINEITEM).equals(plain_lineitem)
+
+
+def test_bad_codec_is_refused_and_the_session_keeps_its_setting(tpch_server):
+    conn = tpch_server.connect()
+    try:
+        set_compression(conn, "lz4")
+        with pytest.raises(dbapi.Error) as exc:
+            set_compression(conn, "snappy")
+        assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
+        assert "'none', 'lz4' or 'zstd'" in str(exc.value)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM tpch.nation")
+            assert cur.fetchall() == [(25,)]
+    finally:
+        conn.close()
+    # The same through Flight SQL session options.
+    raw = tpch_server.raw(headers=[(b"cookie", b"arrow_flight_session_id=options-codec")])
+    raw.set_session_options({"contrail.result_compression": "zstd"})
+    errors = raw.set_session_options({"contrail.result_compression": "brotli"})
+    assert "contrail.result_compression" in errors, errors
+    assert raw.get_session_options()["contrail.result_compression"] == "zstd"
