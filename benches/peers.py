@@ -57,6 +57,7 @@ __all__ = [
     "ensure_postgres_installed",
     "load_parquet_into_postgres",
     "iperf3_loopback_gbps",
+    "shaped_loopback",
 ]
 
 
@@ -330,8 +331,11 @@ def _make_flight_server_class():
             return self._tables.get(key.decode(errors="replace"), self._tables[self._default])
 
         def do_get(self, context, ticket):
+            # "name|lz4" or "name|zstd": the same table with IPC buffer compression.
+            name, _, codec = ticket.ticket.partition(b"|")
+            options = pa.ipc.IpcWriteOptions(compression=codec.decode() or None)
             # RecordBatchStream is served from C++ without holding the GIL.
-            return fl.RecordBatchStream(self._table(ticket.ticket))
+            return fl.RecordBatchStream(self._table(name), options=options)
 
         def get_flight_info(self, context, descriptor):
             key = descriptor.path[0] if descriptor.path else (descriptor.command or b"")
@@ -691,6 +695,32 @@ def iperf3_loopback_gbps(seconds: int = 5, *, streams: int = 1, startup_timeout:
         return res["end"]["sum_received"]["bits_per_second"] / 8e9
     finally:
         _stop_process(server, signal.SIGTERM, timeout=10)
+
+
+@contextlib.contextmanager
+def shaped_loopback(ports: Iterable[int], rate: str = "1gbit"):
+    """Traffic sent from `ports` on loopback limited to `rate`, as a link to a
+    remote client would be (tc htb; everything else on loopback unlimited).
+    Yields whether shaping is in place: it needs root and the kernel's sch_htb,
+    and is not attempted when loopback already has a queueing discipline."""
+    tc = shutil.which("tc")
+    current = subprocess.run([tc, "qdisc", "show", "dev", "lo"], capture_output=True, text=True) if tc else None
+    if current is None or current.returncode != 0 or not current.stdout.startswith("qdisc noqueue"):
+        yield False
+        return
+    commands = [
+        "qdisc add dev lo root handle 1: htb default 20 r2q 100000",
+        f"class add dev lo parent 1: classid 1:10 htb rate {rate} ceil {rate}",
+        "class add dev lo parent 1: classid 1:20 htb rate 100gbit",
+    ] + [f"filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport {p} 0xffff flowid 1:10" for p in ports]
+    try:
+        for c in commands:
+            if subprocess.run([tc, *c.split()], capture_output=True).returncode != 0:
+                yield False
+                return
+        yield True
+    finally:
+        subprocess.run([tc, "qdisc", "del", "dev", "lo", "root"], capture_output=True)
 
 
 # --------------------------------------------------------------------------

@@ -345,6 +345,75 @@ def bench_scan(args, data: Path, report: Report) -> None:
 
 
 # --------------------------------------------------------------------------
+# 1b. results compressed for a slow link
+
+LINK_RATE = "1gbit"
+CODECS = ["none", "lz4", "zstd"]
+
+
+def compressed_query(uri: str, codec: str, sql: str) -> pa.Table:
+    """`sql` read by pyarrow's client after `SET contrail.result_compression`, in one session."""
+    session = f"arrow_flight_session_id=bench-{codec}-{os.getpid()}".encode()
+    raw = support.RawFlightSql(flight.connect(uri), headers=[(b"cookie", session)])
+    raw.execute(f"SET contrail.result_compression = '{codec}'")
+    return raw.execute(sql)
+
+
+def compressed_adbc_query(uri: str, codec: str, sql: str) -> pa.Table:
+    # The cookie middleware keeps one session across statements, so the SET holds.
+    cookies = {"adbc.flight.sql.rpc.with_cookie_middleware": "true"}
+    with flightsql.connect(uri, db_kwargs=cookies, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"SET contrail.result_compression = '{codec}'")
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def bench_link(args, data: Path, report: Report) -> None:
+    lineitem_path = data / "lineitem.parquet"
+    sql = "SELECT * FROM lineitem_cached"
+    with contrail(data) as c, peers.PyArrowFlightServer({"select *": lineitem_path}) as p:
+        with flightsql.connect(c, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE EXTERNAL TABLE lineitem_cached STORED AS PARQUET LOCATION '{lineitem_path}'")
+            cur.execute("CACHE TABLE lineitem_cached")
+        cases = {}
+        for codec in CODECS:
+            cases[f"contrail cached, {codec}"] = lambda codec=codec: isolated(compressed_query, c, codec, sql)
+        cases["contrail cached, zstd, adbc"] = lambda: isolated(compressed_adbc_query, c, "zstd", sql)
+        for codec in CODECS:
+            ticket = "select *" if codec == "none" else f"select *|{codec}"
+            cases[f"pyarrow server (memory), {codec}"] = lambda t=ticket: isolated(pyarrow_get, p.uri, t)
+        loopback = interleave(cases, args.rounds)
+        with peers.shaped_loopback([int(c.rsplit(":", 1)[1]), p.port], LINK_RATE) as shaped:
+            link = interleave(cases, args.rounds) if shaped else None
+    nbytes = loopback["contrail cached, none"][0]["bytes"]
+    base = median(link["contrail cached, none"], "s") if link else None
+    rows = []
+    for name in cases:
+        row = [name, median(loopback[name], "s")]
+        if link:
+            s = median(link[name], "s")
+            row += [s, nbytes / s / 1e9, base / s]
+        else:
+            row += ["-", "-", "-"]
+        rows.append(row)
+    note = (f"`{sql}` (the SF 1 lineitem table after `CACHE TABLE`, {nbytes / 1e9:.2f} GB of Arrow) read by pyarrow's "
+            "client (and ADBC) after `SET contrail.result_compression`; the pyarrow server writes the same table "
+            "with `IpcWriteOptions(compression=...)`. Each read in a fresh client process. ")
+    if link:
+        note += (f"The link: traffic from both servers' ports limited to {LINK_RATE}/s with tc htb on loopback "
+                 "(a client in another building); client and servers still share the 2 cores.")
+    else:
+        note += "The link case did not run: shaping loopback needs root and tc's htb (`peers.shaped_loopback`)."
+    report.table(
+        f"1b. `SELECT *` compressed for a slow link ({LINK_RATE}/s)",
+        ["case", "loopback median s", f"{LINK_RATE}/s median s", "GB/s of Arrow data", "speed-up vs uncompressed"],
+        rows, note,
+    )
+    if link:
+        report.chart("link-select-star", {n: nbytes / median(rs, "s") / 1e9 for n, rs in link.items()}, "GB/s")
+
+
+# --------------------------------------------------------------------------
 # 2. round trips
 
 
@@ -877,7 +946,7 @@ def bench_pipeline(args, data: Path, report: Report) -> None:
     report.chart("pipeline", rates, "Mrecords/s")
 
 
-BENCHES = {"scan": bench_scan, "roundtrip": bench_roundtrip, "tpch": bench_tpch, "ingest": bench_ingest,
+BENCHES = {"scan": bench_scan, "link": bench_link, "roundtrip": bench_roundtrip, "tpch": bench_tpch, "ingest": bench_ingest,
            "concurrency": bench_concurrency, "workflows": bench_workflows, "pipeline": bench_pipeline}
 
 

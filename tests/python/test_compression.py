@@ -12,6 +12,17 @@ from support import Status, adbc_status, query
 LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
 
 
+def received(read):
+    """(bytes this process read while `read` ran, its result). ADBC's Go driver
+    reads its socket with read(2), which /proc/self/io counts in `rchar`."""
+    def rchar() -> int:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    before = rchar()
+    result = read()
+    return rchar() - before, result
+
+
 def set_compression(conn, codec: str) -> None:
     with conn.cursor() as cur:
         cur.execute(f"SET contrail.result_compression = '{codec}'")
@@ -30,8 +41,10 @@ def plain_lineitem(tpch_server) -> pa.Table:
 def test_adbc_reads_compressed_results(tpch_server, plain_lineitem, codec):
     conn = tpch_server.connect()
     try:
+        plain_bytes, _ = received(lambda: query(conn, LINEITEM))
         set_compression(conn, codec)
-        table = query(conn, LINEITEM)
+        compressed_bytes, table = received(lambda: query(conn, LINEITEM))
+        assert compressed_bytes < 0.7 * plain_bytes, f"{codec}: read {compressed_bytes} bytes vs {plain_bytes}"
         assert table.num_rows == plain_lineitem.num_rows > 50_000
         assert table.equals(plain_lineitem), f"{codec}: decimals, dates and strings as sent uncompressed"
         # Prepared statements of the session, parameters included.
