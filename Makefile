@@ -10,7 +10,7 @@ DATA_DIR ?= ./contrail-data
 LISTEN   ?= 127.0.0.1:50051
 SAMPLE_SCALE ?= 0.1
 BENCH_VENV := benches/.venv
-# TPC-H scale of `make bench` (SF 1: about 12 minutes on 2 cores; SF=0.1 for a quick look).
+# TPC-H scale of `make bench` (SF 1: about 15 minutes on 2 cores; SF=0.1 for a quick look).
 SF       ?= 1
 ROUNDS   ?= 5
 

@@ -5,7 +5,7 @@ rounds), reports medians, and states each result as a ratio to Contrail's, so
 the drift of a shared 2-core machine cancels out. Writes
 ``benches/results/latest.md`` and one PNG chart per benchmark.
 
-    make bench                      # SF 1, 5 rounds (about 12 minutes on 2 cores); make bench SF=0.1 for a quick look
+    make bench                      # SF 1, 5 rounds (about 15 minutes on 2 cores); make bench SF=0.1 for a quick look
     benches/.venv/bin/python benches/run.py --sf 0.1 --rounds 3 --only scan,roundtrip
 """
 
