@@ -20,7 +20,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, PollInfo, Ticket};
 use base64::Engine as _;
 use contrail_planner::distributed::FragmentRef;
-use contrail_planner::settings::ExecutionMode;
+use contrail_planner::settings::{ExecutionMode, ResultCompression};
 use contrail_planner::sink::Sink;
 use contrail_planner::{Engine, FragmentedQuery, FragmentedWrite, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
@@ -126,16 +126,18 @@ impl Workflows {
         Ok(query_id)
     }
 
-    /// Wait for the workflow (cancelling it when `timeout` passes) and describe its result.
+    /// Wait for the workflow (cancelling it when the session's statement timeout
+    /// passes) and describe its result, compressed as the session asks.
     pub async fn wait_info(
         &self,
         query_id: &str,
         schema: &SchemaRef,
         descriptor: FlightDescriptor,
-        timeout: Option<Duration>,
+        settings: &SessionSettings,
     ) -> Result<FlightInfo> {
-        let output = self.wait(query_id, timeout).await?;
-        self.flight_info(query_id, schema, output.results.iter(), descriptor)
+        let output = self.wait(query_id, settings.statement_timeout()).await?;
+        let compression = settings.result_compression();
+        self.flight_info(query_id, schema, output.results.iter(), descriptor, compression)
     }
 
     /// Run a write workflow to its commit; the rows written.
@@ -167,16 +169,23 @@ impl Workflows {
         query_id: &str,
         schema: &SchemaRef,
         descriptor: FlightDescriptor,
+        compression: ResultCompression,
     ) -> Result<PollInfo> {
         match self.client.state(query_id).await? {
             QueryState::Completed(output) => Ok(PollInfo {
-                info: Some(self.flight_info(query_id, schema, output.results.iter(), descriptor)?),
+                info: Some(self.flight_info(query_id, schema, output.results.iter(), descriptor, compression)?),
                 flight_descriptor: None,
                 progress: Some(1.0),
                 expiration_time: None,
             }),
             QueryState::Running(progress) => Ok(PollInfo {
-                info: Some(self.flight_info(query_id, schema, progress.results.iter().flatten(), descriptor)?),
+                info: Some(self.flight_info(
+                    query_id,
+                    schema,
+                    progress.results.iter().flatten(),
+                    descriptor,
+                    compression,
+                )?),
                 flight_descriptor: Some(poll_descriptor(query_id, schema)?),
                 progress: Some(progress.fraction()),
                 expiration_time: None,
@@ -190,6 +199,7 @@ impl Workflows {
         schema: &SchemaRef,
         results: impl Iterator<Item = &'a FragmentTicket>,
         descriptor: FlightDescriptor,
+        compression: ResultCompression,
     ) -> Result<FlightInfo> {
         let mut info = FlightInfo::new()
             .try_with_schema(schema)
@@ -201,7 +211,7 @@ impl Workflows {
         for t in results {
             rows += t.rows as i64;
             bytes += t.bytes as i64;
-            let ticket = SpoolTicket::new(&t.fragment, 0);
+            let ticket = SpoolTicket::new(&t.fragment, 0).compressed(compression);
             let endpoint = if self.proxy_results || t.fragment.location == self.location {
                 // Relay (or serve here): the client stays on this connection.
                 FlightEndpoint::new().with_ticket(Ticket::new(self.relay_ticket(&t.fragment, ticket)?))

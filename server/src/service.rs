@@ -291,9 +291,9 @@ impl SqlService {
                 schema,
                 descriptor,
             } => {
-                let timeout = rc.session.settings().statement_timeout();
+                let settings = rc.session.settings();
                 self.workflow_runtime()?
-                    .wait_info(&query_id, &schema, descriptor, timeout)
+                    .wait_info(&query_id, &schema, descriptor, &settings)
                     .await
             }
         }
@@ -305,7 +305,12 @@ impl SqlService {
         if let Some((query_id, schema)) = distributed::decode_poll_descriptor(&descriptor)? {
             let poll = self
                 .workflow_runtime()?
-                .poll_info(&query_id, &schema, descriptor)
+                .poll_info(
+                    &query_id,
+                    &schema,
+                    descriptor,
+                    rc.session.settings().result_compression(),
+                )
                 .await?;
             return Ok(Some(poll));
         }

@@ -30,7 +30,7 @@ use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, StreamEncoder};
-use arrow::ipc::{CompressionType, MessageHeader, root_as_message};
+use arrow::ipc::{MessageHeader, root_as_message};
 use arrow_flight::encode::{FlightDataEncoderBuilder, GRPC_TARGET_MAX_FLIGHT_SIZE_BYTES};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -91,20 +91,14 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The encoding a session's `compression` asks for. Zstandard runs at level
-    /// 1, as Arrow C++ writes it (level 3, arrow-rs's default, costs about twice
-    /// the CPU for a few percent more).
+    /// The encoding a session's `compression` asks for (see
+    /// [`contrail_workflows::dataplane::ipc_write_options`]).
     pub fn new(compression: ResultCompression, cpu: &Handle) -> Result<Self> {
-        let (codec, level) = match compression {
-            ResultCompression::None => return Ok(Self::Plain),
-            ResultCompression::Lz4 => (CompressionType::LZ4_FRAME, None),
-            ResultCompression::Zstd => (CompressionType::ZSTD, Some(1)),
-        };
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(codec))?
-            .try_with_compression_level(level)?;
+        if compression == ResultCompression::None {
+            return Ok(Self::Plain);
+        }
         Ok(Self::Compressed {
-            options,
+            options: contrail_workflows::dataplane::ipc_write_options(compression)?,
             cpu: cpu.clone(),
         })
     }

@@ -104,6 +104,17 @@ def query(conn, sql: str, parameters=None) -> pa.Table:
         return cur.fetch_arrow_table()
 
 
+def received(read):
+    """(bytes this process read while `read` ran, its result). ADBC's Go driver
+    reads its socket with read(2), which /proc/self/io counts in `rchar`."""
+    def rchar() -> int:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    before = rchar()
+    result = read()
+    return rchar() - before, result
+
+
 def scalar(conn, sql: str, parameters=None):
     with conn.cursor() as cur:
         cur.execute(sql, parameters)

@@ -7,20 +7,9 @@ import adbc_driver_flightsql.dbapi as dbapi
 import pyarrow as pa
 import pytest
 
-from support import Status, adbc_status, query
+from support import Status, adbc_status, query, received
 
 LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
-
-
-def received(read):
-    """(bytes this process read while `read` ran, its result). ADBC's Go driver
-    reads its socket with read(2), which /proc/self/io counts in `rchar`."""
-    def rchar() -> int:
-        with open("/proc/self/io") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
-    before = rchar()
-    result = read()
-    return rchar() - before, result
 
 
 def set_compression(conn, codec: str) -> None:

@@ -605,6 +605,23 @@ def test_workflow_mode_errors_are_clear(wf_server, make_server):
         conn.close()
 
 
+def test_workflow_results_are_compressed_when_the_session_asks(wf_server):
+    sql = "SELECT l_orderkey, l_linenumber, l_shipmode, l_comment FROM tpch.lineitem"
+    conn = wf_server.connect()
+    try:
+        set_mode(conn, "workflow")
+        plain_bytes, plain = support.received(lambda: run_sql(conn, sql))
+        with conn.cursor() as cur:
+            cur.execute("SET contrail.result_compression = 'zstd'")
+        compressed_bytes, got = support.received(lambda: run_sql(conn, sql))
+        # The spooled partitions went out compressed: ADBC read far fewer bytes.
+        assert compressed_bytes < 0.7 * plain_bytes, (compressed_bytes, plain_bytes)
+        assert canonical(got, False).equals(canonical(plain, False))
+        assert got.num_rows == plain.num_rows > 50_000
+    finally:
+        conn.close()
+
+
 def test_proxy_results_relays_through_the_server(make_server, temporal, workers):
     queue = own_queue()
     srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
