@@ -101,7 +101,8 @@ const MAX_KEPT_STATES: usize = 64;
 /// What of a session's settings goes into its DataFusion state.
 fn state_key(settings: &SessionSettings) -> String {
     let mut key = format!("{:?}\0{:?}", settings.catalog, settings.schema);
-    for (k, v) in settings.options.iter().filter(|(k, _)| k.starts_with("datafusion.")) {
+    // Contrail's settings too: the state's config lists them (`ContrailOptions`).
+    for (k, v) in &settings.options {
         key.push('\0');
         key.push_str(k);
         key.push('=');
@@ -673,6 +674,10 @@ impl Engine {
                 config.options_mut().set(key, value).map_err(Error::plan)?;
             }
         }
+        config
+            .options_mut()
+            .extensions
+            .insert(crate::settings::ContrailOptions::of(settings));
         if settings.catalog.is_some() || settings.schema.is_some() {
             let catalog = settings.catalog.clone().unwrap_or_else(|| CATALOG.to_string());
             let schema = settings.schema.clone().unwrap_or_else(|| DEFAULT_SCHEMA.to_string());

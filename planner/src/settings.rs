@@ -1,8 +1,12 @@
 //! Per-session settings: the state a ticket or prepared-statement handle carries
 //! so that any replica (or this one after a restart) can run it the same way.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::error::DataFusionError;
 
 use serde::{Deserialize, Serialize};
 
@@ -132,6 +136,59 @@ pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[
         "Compress query results on the wire: none, lz4 or zstd (for clients on slow links; not JDBC)",
     ),
 ];
+
+/// A session's Contrail settings as a DataFusion config extension, so that
+/// `SHOW contrail.x`, `SHOW ALL` and `information_schema.df_settings` list them
+/// (with their defaults and descriptions) beside DataFusion's own.
+#[derive(Debug, Clone, Default)]
+pub struct ContrailOptions(BTreeMap<String, String>);
+
+impl ContrailOptions {
+    /// The `contrail.*` settings `settings` holds.
+    pub fn of(settings: &SessionSettings) -> Self {
+        let ours = settings.options.iter().filter(|(k, _)| k.starts_with(CONTRAIL_PREFIX));
+        Self(ours.map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl ExtensionOptions for ContrailOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    /// Validated as `SET` validates it (DataFusion hands over the key without the prefix).
+    fn set(&mut self, key: &str, value: &str) -> datafusion::error::Result<()> {
+        let mut one = SessionSettings::default();
+        let key = format!("{CONTRAIL_PREFIX}{}", key.trim_start_matches(CONTRAIL_PREFIX));
+        one.set(&key, value)
+            .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
+        self.0.extend(one.options);
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        CONTRAIL_SETTINGS
+            .iter()
+            .map(|&(key, default, description)| ConfigEntry {
+                key: key.to_string(),
+                value: Some(self.0.get(key).map_or(default, String::as_str).to_string()),
+                description,
+            })
+            .collect()
+    }
+}
+
+impl ConfigExtension for ContrailOptions {
+    const PREFIX: &'static str = "contrail";
+}
 
 /// Settings of one session. Small, serializable, comparable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +387,22 @@ mod tests {
         );
         s.reset(RESULT_COMPRESSION);
         assert_eq!(s.result_compression(), ResultCompression::None);
+    }
+
+    #[test]
+    fn contrail_options_list_every_setting_with_its_value() {
+        let mut s = SessionSettings::default();
+        s.set(RESULT_COMPRESSION, "lz4").expect("lz4");
+        let mut options = ContrailOptions::of(&s);
+        let entries = options.entries();
+        assert_eq!(entries.len(), CONTRAIL_SETTINGS.len());
+        let value =
+            |entries: &[ConfigEntry], key: &str| entries.iter().find(|e| e.key == key).and_then(|e| e.value.clone());
+        assert_eq!(value(&entries, RESULT_COMPRESSION).as_deref(), Some("lz4"));
+        assert_eq!(value(&entries, EXECUTION_MODE).as_deref(), Some("auto"), "defaults too");
+        options.set("execution_mode", "inline").expect("valid");
+        assert_eq!(value(&options.entries(), EXECUTION_MODE).as_deref(), Some("inline"));
+        assert!(options.set("execution_mode", "sometimes").is_err());
     }
 
     #[test]

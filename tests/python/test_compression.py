@@ -74,3 +74,32 @@ def test_bad_codec_is_refused_and_the_session_keeps_its_setting(tpch_server):
     errors = raw.set_session_options({"contrail.result_compression": "brotli"})
     assert "contrail.result_compression" in errors, errors
     assert raw.get_session_options()["contrail.result_compression"] == "zstd"
+
+
+def test_show_lists_contrail_settings(server):
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW contrail.result_compression")
+            assert cur.fetchall() == [("contrail.result_compression", "none")]
+            cur.execute("SET contrail.result_compression = 'ZSTD'")
+            cur.execute("SHOW contrail.result_compression")
+            assert cur.fetchall() == [("contrail.result_compression", "zstd")]
+            cur.execute("SELECT name, value, description FROM information_schema.df_settings "
+                        "WHERE name LIKE 'contrail.%' ORDER BY name")
+            rows = {name: (value, description) for name, value, description in cur.fetchall()}
+        assert set(rows) == {"contrail.execution_mode", "contrail.result_compression", "contrail.statement_timeout",
+                             "contrail.view_types", "contrail.workflow_threshold_bytes"}
+        assert rows["contrail.result_compression"][0] == "zstd"
+        assert rows["contrail.execution_mode"][0] == "auto"
+        assert all(description for _, description in rows.values())
+    finally:
+        conn.close()
+    # Another session shows its own (default) value.
+    other = server.connect()
+    try:
+        with other.cursor() as cur:
+            cur.execute("SHOW contrail.result_compression")
+            assert cur.fetchall() == [("contrail.result_compression", "none")]
+    finally:
+        other.close()
