@@ -101,8 +101,7 @@ const MAX_KEPT_STATES: usize = 64;
 /// What of a session's settings goes into its DataFusion state.
 fn state_key(settings: &SessionSettings) -> String {
     let mut key = format!("{:?}\0{:?}", settings.catalog, settings.schema);
-    // Contrail's settings too: the state's config lists them (`ContrailOptions`).
-    for (k, v) in &settings.options {
+    for (k, v) in settings.options.iter().filter(|(k, _)| k.starts_with("datafusion.")) {
         key.push('\0');
         key.push_str(k);
         key.push('=');
@@ -455,13 +454,23 @@ impl Engine {
     /// itself, so nothing one statement leaves in its state reaches another.
     pub fn context(&self, settings: &SessionSettings) -> Result<SessionContext> {
         let key = state_key(settings);
-        if let Some(state) = self.states.get(&key) {
-            return Ok(SessionContext::new_with_state(state.clone()));
-        }
-        let state = self.state_with(self.session_config(settings)?);
-        if self.states.len() < MAX_KEPT_STATES {
-            self.states.insert(key, state.clone());
-        }
+        let mut state = match self.states.get(&key) {
+            Some(kept) => kept.clone(),
+            None => {
+                let state = self.state_with(self.session_config(settings)?);
+                if self.states.len() < MAX_KEPT_STATES {
+                    self.states.insert(key, state.clone());
+                }
+                state
+            }
+        };
+        // Kept states are shared by sessions whose Contrail settings differ:
+        // each copy lists its own session's (`SHOW contrail.x`).
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(crate::settings::ContrailOptions::of(settings));
         Ok(SessionContext::new_with_state(state))
     }
 
@@ -1695,10 +1704,23 @@ mod tests {
         assert_eq!(ctx.copied_config().options().catalog.default_schema, "other");
         assert_eq!(engine.states.len(), 3);
 
-        // Contrail's own settings do not change DataFusion's state.
+        // Contrail's own settings do not change DataFusion's state, but each
+        // context lists its session's values.
         let mut mode = SessionSettings::default();
         mode.options.insert("contrail.execution_mode".into(), "inline".into());
-        engine.context(&mode).expect("context");
+        let listed = |ctx: &SessionContext| {
+            let entries = ctx.copied_config().options().entries();
+            let entry = entries.into_iter().find(|e| e.key == "contrail.execution_mode");
+            entry.and_then(|e| e.value)
+        };
+        assert_eq!(
+            listed(&engine.context(&mode).expect("context")).as_deref(),
+            Some("inline")
+        );
+        assert_eq!(
+            listed(&engine.context(&plain).expect("context")).as_deref(),
+            Some("auto")
+        );
         assert_eq!(engine.states.len(), 3);
     }
 
