@@ -12,7 +12,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::ipc::CompressionType;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -143,7 +142,7 @@ pub fn spool_status(e: Error) -> Status {
     }
 }
 
-/// A spooled bucket as a FlightData stream (file reads on a blocking thread).
+/// A spooled bucket as a FlightData stream, read and encoded on a blocking thread.
 pub fn serve_spooled(
     spool: &Spool,
     ticket: &[u8],
@@ -152,22 +151,25 @@ pub fn serve_spooled(
     let options = ipc_write_options(ticket.compression.unwrap_or(ResultCompression::None))?;
     let reader = spool.reader(ticket.key())?;
     let schema = reader.schema();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<FlightData, Status>>(2);
     tokio::task::spawn_blocking(move || {
-        for batch in reader {
-            let item = batch.map_err(FlightError::Arrow);
-            if tx.blocking_send(item).is_err() {
+        // Read, encode and (when asked) compress here, off the I/O runtime. The
+        // encoder's input is a plain iterator, so it never waits.
+        let batches = futures::stream::iter(reader.map(|batch| batch.map_err(FlightError::Arrow)));
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_options(options)
+            .build(batches);
+        for message in futures::executor::block_on_stream(encoded) {
+            if tx
+                .blocking_send(message.map_err(|e| Status::internal(e.to_string())))
+                .is_err()
+            {
                 break; // the client went away
             }
         }
     });
-    let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let encoded = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .with_options(options)
-        .build(batches)
-        .map_err(|e| Status::internal(e.to_string()));
-    Ok(Box::pin(encoded))
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 /// IPC write options for results compressed as `compression` asks. Zstandard
@@ -365,6 +367,7 @@ impl FlightService for DataPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::RecordBatch;
 
     #[test]
     fn spool_ticket_round_trip() {
