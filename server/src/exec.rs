@@ -100,6 +100,22 @@ impl Executor {
             })?
     }
 
+    /// [`Executor::run_with_timeout`], or, when `light` (a query that reads no
+    /// table, see `contrail_planner::light`), `fut` awaited where it is: planning
+    /// it costs less than the two thread hops, and it does not queue behind the
+    /// queries that keep the CPU runtime busy.
+    pub async fn run_unless_light<F, T>(&self, light: bool, timeout: Option<Duration>, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if light {
+            fut.await
+        } else {
+            self.run_with_timeout(timeout, fut).await
+        }
+    }
+
     /// Start a query on the CPU runtime. `start` plans and executes it and
     /// returns its output schema and stream. Returns the schema and a stream of
     /// batches; dropping the stream (client gone) stops the query, and so does
@@ -227,5 +243,36 @@ impl Drop for Executor {
             // never block here.
             rt.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A light statement is answered while every CPU thread is busy; any other
+    /// waits for a free one.
+    #[tokio::test]
+    async fn light_work_does_not_wait_for_a_busy_cpu_runtime() {
+        let executor = Executor::new(Some(1)).expect("executor");
+        // Hold the one CPU thread until the test lets go.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (busy_tx, busy) = oneshot::channel();
+        executor.handle().spawn(async move {
+            let _ = busy_tx.send(());
+            let _ = held.recv();
+        });
+        busy.await.expect("the CPU thread is taken");
+
+        let heavy = executor.run_unless_light(false, None, async { Ok(2) });
+        tokio::pin!(heavy);
+        let light = executor.run_unless_light(true, None, async { Ok(1) });
+        tokio::select! {
+            biased;
+            _ = &mut heavy => panic!("ran on a CPU runtime whose only thread is busy"),
+            answer = light => assert_eq!(answer.expect("light"), 1),
+        }
+        release.send(()).expect("release");
+        assert_eq!(heavy.await.expect("heavy"), 2);
     }
 }

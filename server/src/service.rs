@@ -221,11 +221,7 @@ impl SqlService {
                 None,
             ))
         };
-        let routed = if light {
-            route.await?
-        } else {
-            self.executor.run_with_timeout(timeout, route).await?
-        };
+        let routed = self.executor.run_unless_light(light, timeout, route).await?;
         let (schema, body, changed, plan) = match routed {
             Routed::Workflow(input, schema) => {
                 let workflows = self.workflow_runtime()?;
@@ -964,9 +960,10 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let sql = query.query.clone();
         let s2 = settings.clone();
+        let light = contrail_planner::light::is_light_sql(&sql);
         let (dataset, params) = self
             .executor
-            .run(async move {
+            .run_unless_light(light, None, async move {
                 // Pipeline statements run when executed; SHOW / DESCRIBE are queries.
                 let sql = match contrail_planner::pipeline::parse(&sql)? {
                     Some(statement) => match pipelines::query_of(&statement) {
