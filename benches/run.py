@@ -588,20 +588,34 @@ MIXED = {
 }
 
 
-def _client(uri: str, seconds: float, results) -> None:
+SHORT = ("SELECT 1", "point lookup", "join")
+"""The kinds of the mix a dashboard would send: with `interactive`, from a session with
+`contrail.priority = 'interactive'`."""
+
+
+def _client(uri: str, seconds: float, interactive: bool, results) -> None:
     """One client running the mix in turn for `seconds`: (kind, latency) pairs and errors."""
     lat, errors = [], 0
     kinds = list(MIXED)
-    with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+    with contextlib.ExitStack() as stack:
+        cur = stack.enter_context(stack.enter_context(flightsql.connect(uri, autocommit=True)).cursor())
+        short = cur
+        if interactive:
+            # A second session (the cookie middleware keeps it) for the short queries.
+            conn = stack.enter_context(flightsql.connect(
+                uri, db_kwargs={"adbc.flight.sql.rpc.with_cookie_middleware": "true"}, autocommit=True))
+            short = stack.enter_context(conn.cursor())
+            short.execute("SET contrail.priority = 'interactive'")
         end = time.monotonic() + seconds
         i = os.getpid()
         while time.monotonic() < end:
             kind = kinds[i % len(kinds)]
             i += 1
+            c = short if kind in SHORT else cur
             t = time.perf_counter()
             try:
-                cur.execute(MIXED[kind])
-                cur.fetchall()
+                c.execute(MIXED[kind])
+                c.fetchall()
                 lat.append((kind, time.perf_counter() - t))
             except Exception:  # counted, reported
                 errors += 1
@@ -631,27 +645,33 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_concurrency(args, data: Path, report: Report) -> None:
+    runs = {  # label: (CPU threads, short queries from interactive sessions)
+        "1 CPU thread": (1, False),
+        "2 CPU threads": (2, False),
+        "2 CPU threads, short queries interactive": (2, True),
+    }
     rows, qps, by_kind, alone = [], {}, {}, {}
-    for threads in (1, 2):
+    for label, (threads, interactive) in runs.items():
         with contrail(data, "--cpu-threads", str(threads)) as c:
-            alone[threads] = _alone(c)
+            alone[label] = _alone(c)
             # spawn, not fork: the ADBC driver's Go runtime does not survive a fork.
             ctx = mp.get_context("spawn")
             q = ctx.Queue()
-            procs = [ctx.Process(target=_client, args=(c, args.concurrency_seconds, q)) for _ in range(32)]
+            procs = [ctx.Process(target=_client, args=(c, args.concurrency_seconds, interactive, q))
+                     for _ in range(32)]
             for p in procs:
                 p.start()
             got = [q.get(timeout=args.concurrency_seconds + 120) for _ in procs]
             for p in procs:
                 p.join()
         lat = [x for l, _ in got for _, x in l]
-        by_kind[threads] = {k: [x for l, _ in got for kind, x in l if kind == k] for k in MIXED}
+        by_kind[label] = {k: [x for l, _ in got for kind, x in l if kind == k] for k in MIXED}
         errors = sum(e for _, e in got)
-        name = f"contrail, {threads} CPU thread{'s' if threads > 1 else ''}"
+        name = f"contrail, {label}"
         qps[name] = len(lat) / args.concurrency_seconds
         # Every client runs the mix in turn, so the kinds complete about equally often:
         # with the server's CPU per mix measured alone, the machine's cores allow this rate.
-        cpu_per_mix = sum(cpu for _, cpu in alone[threads].values())
+        cpu_per_mix = sum(cpu for _, cpu in alone[label].values())
         bound = len(MIXED) * (os.cpu_count() or 1) / cpu_per_mix
         rows.append([name, qps[name], bound, f"{qps[name] / bound:.0%}", _pct(lat, 0.5) * 1e3,
                      _pct(lat, 0.99) * 1e3, errors])
@@ -660,18 +680,20 @@ def bench_concurrency(args, data: Path, report: Report) -> None:
                  f"{args.concurrency_seconds:g} s per run; every client runs the mix in turn: "
                  f"{', '.join(MIXED)}. CPU-bound queries/s: {len(MIXED)} queries x {os.cpu_count()} cores / the "
                  "server's CPU seconds for one of each, measured alone on the same server just before "
-                 "(the clients' own CPU not counted).")
+                 "(the clients' own CPU not counted). Short queries interactive: each client sends "
+                 f"{', '.join(SHORT)} from a second session with `SET contrail.priority = 'interactive'`.")
     kind_rows = []
     for kind in MIXED:
-        p50_alone, cpu = alone[2][kind]
+        p50_alone, cpu = alone["2 CPU threads"][kind]
         kind_rows.append([kind, p50_alone * 1e3, cpu * 1e3,
-                          *(v for t in (1, 2) for v in (_pct(by_kind[t][kind], 0.5) * 1e3,
-                                                         _pct(by_kind[t][kind], 0.99) * 1e3))])
+                          *(v for label in runs for v in (_pct(by_kind[label][kind], 0.5) * 1e3,
+                                                          _pct(by_kind[label][kind], 0.99) * 1e3))])
     report.table("5b. The mix by query: alone, and among 32 clients",
-                 ["query", "alone p50 ms", "server CPU ms", "1 thread p50 ms", "1 thread p99 ms",
-                  "2 threads p50 ms", "2 threads p99 ms"], kind_rows,
+                 ["query", "alone p50 ms", "server CPU ms",
+                  *(f"{label}: {p}" for label in runs for p in ("p50 ms", "p99 ms"))], kind_rows,
                  "Alone: 20 runs on an idle server with 2 CPU threads, one client. A query that reads no table "
-                 "(SELECT 1) runs on the gRPC threads; the others share the CPU threads with every running query.")
+                 "(SELECT 1) runs on the gRPC threads; the others share their session's CPU threads with every "
+                 "running query of the same priority.")
     report.chart("concurrency-qps", qps, "queries/s")
 
 

@@ -74,6 +74,43 @@ impl ResultCompression {
     }
 }
 
+/// `contrail.priority`: `normal` (default) or `interactive`: which CPU threads
+/// the session's statements run on (see [`Priority`]).
+pub const PRIORITY: &str = "contrail.priority";
+
+/// Which CPU threads a session's statements run on. Statements that read no
+/// table (`SELECT 1`) run on the gRPC threads whatever the priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// The threads every statement shares, long ones included.
+    Normal,
+    /// Threads shared only with other interactive sessions: short statements
+    /// (dashboards, lookups) do not queue behind long-running queries. A long
+    /// statement here slows the other interactive sessions instead.
+    Interactive,
+}
+
+impl Priority {
+    fn parse(value: &str) -> Result<Self> {
+        match value.trim().trim_matches('\'').to_ascii_lowercase().as_str() {
+            "normal" => Ok(Self::Normal),
+            "interactive" => Ok(Self::Interactive),
+            other => Err(Error::invalid(
+                "setting",
+                format!("{PRIORITY} expects 'normal' or 'interactive', got '{other}'"),
+            )),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Interactive => "interactive",
+        }
+    }
+}
+
 /// Where a statement runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -134,6 +171,11 @@ pub const CONTRAIL_SETTINGS: &[(&str, &str, &str)] = &[
         RESULT_COMPRESSION,
         "none",
         "Compress query results on the wire: none, lz4 or zstd (for clients on slow links; not JDBC)",
+    ),
+    (
+        PRIORITY,
+        "normal",
+        "CPU threads for this session: normal, or interactive (kept apart from normal sessions' long queries)",
     ),
 ];
 
@@ -244,6 +286,14 @@ impl SessionSettings {
             .unwrap_or(ResultCompression::None)
     }
 
+    /// Which CPU threads this session's statements run on.
+    pub fn priority(&self) -> Priority {
+        self.options
+            .get(PRIORITY)
+            .and_then(|v| Priority::parse(v).ok())
+            .unwrap_or(Priority::Normal)
+    }
+
     /// Set one option, validating Contrail's own keys. DataFusion keys are
     /// validated when a session context is built from these settings.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
@@ -266,6 +316,10 @@ impl SessionSettings {
             RESULT_COMPRESSION => {
                 let codec = ResultCompression::parse(value)?;
                 self.options.insert(key, codec.as_str().to_string());
+            }
+            PRIORITY => {
+                let priority = Priority::parse(value)?;
+                self.options.insert(key, priority.as_str().to_string());
             }
             WORKFLOW_THRESHOLD_BYTES => {
                 let bytes: u64 = value.trim().trim_matches('\'').parse().map_err(|_| {
@@ -368,6 +422,19 @@ mod tests {
         assert_eq!(s.workflow_threshold_bytes(), 1000);
         assert!(s.set(EXECUTION_MODE, "distributed").is_err());
         assert!(s.set(WORKFLOW_THRESHOLD_BYTES, "1GB").is_err());
+    }
+
+    #[test]
+    fn priority() {
+        let mut s = SessionSettings::default();
+        assert_eq!(s.priority(), Priority::Normal);
+        s.set(PRIORITY, "'Interactive'").expect("interactive");
+        assert_eq!(s.priority(), Priority::Interactive);
+        let err = s.set(PRIORITY, "high").expect_err("not a priority");
+        assert!(err.to_string().contains("'normal' or 'interactive'"), "{err}");
+        assert_eq!(s.priority(), Priority::Interactive, "a bad value changes nothing");
+        s.reset(PRIORITY);
+        assert_eq!(s.priority(), Priority::Normal);
     }
 
     #[test]

@@ -219,7 +219,8 @@ pub struct TlsArgs {
 /// Query engine limits.
 #[derive(Debug, Args, Default)]
 pub struct EngineArgs {
-    /// Threads of the query (CPU) runtime; default: one per core.
+    /// Threads of each query (CPU) runtime, the normal one and the one for
+    /// sessions with `contrail.priority = 'interactive'`; default: one per core.
     #[arg(long, env = "CONTRAIL_CPU_THREADS")]
     pub cpu_threads: Option<usize>,
     /// DataFusion target partitions; default: one per core.

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use contrail_planner::settings::Priority;
+
 use crate::error::{Error, Result};
 
 /// Batches in flight between the query and the gRPC stream.
@@ -25,10 +27,41 @@ const CHANNEL_DEPTH: usize = 2;
 /// How long a cancellation of a not-yet-started query is remembered.
 const CANCEL_MEMORY: Duration = Duration::from_secs(600);
 
-/// The CPU runtime and the registry of running queries.
+/// Where a statement's CPU work runs.
+///
+/// Tokio serves a runtime's tasks in turn, so a short query on a runtime busy
+/// with long ones waits a full turn of every long query's tasks at each step
+/// (planning, each read, each batch): a 5 ms lookup took ~450 ms among eight
+/// TPC-H Q6s. Sessions that set `contrail.priority = 'interactive'` get CPU
+/// threads of their own, shared only with other interactive statements; the
+/// operating system shares the cores between the two sets of threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Awaited where it is (on the gRPC runtime): a query that reads no table,
+    /// see `contrail_planner::light`. Cheaper than the two thread hops.
+    Here,
+    /// The interactive CPU runtime.
+    Interactive,
+    /// The CPU runtime every other statement uses.
+    Normal,
+}
+
+impl Lane {
+    /// The lane of a statement of a session with `priority`; `light` when it reads no table.
+    pub fn of(light: bool, priority: Priority) -> Self {
+        match (light, priority) {
+            (true, _) => Self::Here,
+            (false, Priority::Interactive) => Self::Interactive,
+            (false, Priority::Normal) => Self::Normal,
+        }
+    }
+}
+
+/// The CPU runtimes and the registry of running queries.
 pub struct Executor {
-    runtime: Option<Runtime>,
-    handle: Handle,
+    runtimes: Vec<Runtime>,
+    normal: Handle,
+    interactive: Handle,
     running: DashMap<String, CancellationToken>,
     cancelled_early: DashMap<String, Instant>,
 }
@@ -42,40 +75,50 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// A dedicated runtime with `threads` workers (default: one per core).
+    /// Two runtimes (normal and interactive) of `threads` workers each (default:
+    /// one per core).
     pub fn new(threads: Option<usize>) -> Result<Self> {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = threads {
-            b.worker_threads(n.max(1));
-        }
-        let runtime = b
-            .thread_name("contrail-cpu")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Internal {
-                message: format!("cannot start the CPU runtime: {e}"),
-            })?;
-        let handle = runtime.handle().clone();
+        let build = |name: &str| {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                b.worker_threads(n.max(1));
+            }
+            b.thread_name(name).enable_all().build().map_err(|e| Error::Internal {
+                message: format!("cannot start the {name} runtime: {e}"),
+            })
+        };
+        let normal = build("contrail-cpu")?;
+        let interactive = build("contrail-interactive")?;
         Ok(Self {
-            runtime: Some(runtime),
-            handle,
+            normal: normal.handle().clone(),
+            interactive: interactive.handle().clone(),
+            runtimes: vec![normal, interactive],
             running: DashMap::new(),
             cancelled_early: DashMap::new(),
         })
     }
 
-    /// The CPU runtime, for work that is spawned rather than awaited here.
+    /// The normal CPU runtime, for work that is spawned rather than awaited here.
     pub fn handle(&self) -> &Handle {
-        &self.handle
+        &self.normal
     }
 
-    /// Run a future on the CPU runtime and wait for it.
+    /// The runtime of `lane` (the normal one for [`Lane::Here`]: work spawned
+    /// from a light statement, such as compressing its result, is still CPU work).
+    pub fn handle_of(&self, lane: Lane) -> &Handle {
+        match lane {
+            Lane::Interactive => &self.interactive,
+            Lane::Here | Lane::Normal => &self.normal,
+        }
+    }
+
+    /// Run a future on the normal CPU runtime and wait for it.
     pub async fn run<F, T>(&self, fut: F) -> Result<T>
     where
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        self.run_with_timeout(None, fut).await
+        self.run_in(Lane::Normal, None, fut).await
     }
 
     /// [`Executor::run`], dropped (and so stopped) after `timeout`. Writes are
@@ -85,7 +128,20 @@ impl Executor {
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        self.handle
+        self.run_in(Lane::Normal, timeout, fut).await
+    }
+
+    /// Run a future in `lane` and wait for it, stopped after `timeout` if given
+    /// (on [`Lane::Here`] the caller's own deadline applies).
+    pub async fn run_in<F, T>(&self, lane: Lane, timeout: Option<Duration>, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if lane == Lane::Here {
+            return fut.await;
+        }
+        self.handle_of(lane)
             .spawn(async move {
                 match timeout {
                     Some(limit) => tokio::time::timeout(limit, fut)
@@ -100,28 +156,13 @@ impl Executor {
             })?
     }
 
-    /// [`Executor::run_with_timeout`], or, when `light` (a query that reads no
-    /// table, see `contrail_planner::light`), `fut` awaited where it is: planning
-    /// it costs less than the two thread hops, and it does not queue behind the
-    /// queries that keep the CPU runtime busy.
-    pub async fn run_unless_light<F, T>(&self, light: bool, timeout: Option<Duration>, fut: F) -> Result<T>
-    where
-        F: Future<Output = Result<T>> + Send + 'static,
-        T: Send + 'static,
-    {
-        if light {
-            fut.await
-        } else {
-            self.run_with_timeout(timeout, fut).await
-        }
-    }
-
-    /// Start a query on the CPU runtime. `start` plans and executes it and
+    /// Start a query in `lane` (a CPU runtime). `start` plans and executes it and
     /// returns its output schema and stream. Returns the schema and a stream of
     /// batches; dropping the stream (client gone) stops the query, and so does
     /// `timeout` running out (the stream then ends with [`Error::Timeout`]).
     pub async fn stream<F>(
         self: &Arc<Self>,
+        lane: Lane,
         query_id: String,
         timeout: Option<Duration>,
         start: F,
@@ -141,7 +182,7 @@ impl Executor {
         let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(CHANNEL_DEPTH);
         let this = Arc::clone(self);
         let id = query_id.clone();
-        self.handle.spawn(async move {
+        self.handle_of(lane).spawn(async move {
             let started = Instant::now();
             let (mut rows, mut batches) = (0usize, 0usize);
             let expired = async move {
@@ -238,7 +279,7 @@ impl Executor {
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
+        for rt in self.runtimes.drain(..) {
             // May run inside the IO runtime (the last Arc can live in a task):
             // never block here.
             rt.shutdown_background();
@@ -250,29 +291,50 @@ impl Drop for Executor {
 mod tests {
     use super::*;
 
-    /// A light statement is answered while every CPU thread is busy; any other
-    /// waits for a free one.
-    #[tokio::test]
-    async fn light_work_does_not_wait_for_a_busy_cpu_runtime() {
-        let executor = Executor::new(Some(1)).expect("executor");
-        // Hold the one CPU thread until the test lets go.
+    /// Hold every thread of `handle`'s runtime (`threads` of them) until the
+    /// returned sender is dropped.
+    async fn occupy(handle: &Handle, threads: usize) -> std::sync::mpsc::Sender<()> {
         let (release, held) = std::sync::mpsc::channel::<()>();
-        let (busy_tx, busy) = oneshot::channel();
-        executor.handle().spawn(async move {
-            let _ = busy_tx.send(());
-            let _ = held.recv();
-        });
-        busy.await.expect("the CPU thread is taken");
-
-        let heavy = executor.run_unless_light(false, None, async { Ok(2) });
-        tokio::pin!(heavy);
-        let light = executor.run_unless_light(true, None, async { Ok(1) });
-        tokio::select! {
-            biased;
-            _ = &mut heavy => panic!("ran on a CPU runtime whose only thread is busy"),
-            answer = light => assert_eq!(answer.expect("light"), 1),
+        let held = Arc::new(std::sync::Mutex::new(held));
+        for _ in 0..threads {
+            let (busy_tx, busy) = oneshot::channel();
+            let held = Arc::clone(&held);
+            handle.spawn(async move {
+                let _ = busy_tx.send(());
+                // Blocks this worker thread, as a long query's batch would.
+                let _ = held.lock().map(|held| held.recv());
+            });
+            busy.await.expect("a thread is taken");
         }
-        release.send(()).expect("release");
-        assert_eq!(heavy.await.expect("heavy"), 2);
+        release
+    }
+
+    /// Light statements are answered, and interactive ones run, while every
+    /// normal CPU thread is busy; normal ones wait for a free thread.
+    #[tokio::test]
+    async fn lanes_do_not_wait_for_a_busy_normal_runtime() {
+        let executor = Executor::new(Some(1)).expect("executor");
+        let release = occupy(executor.handle(), 1).await;
+
+        let normal = executor.run_in(Lane::Normal, None, async { Ok("normal") });
+        tokio::pin!(normal);
+        for lane in [Lane::Here, Lane::Interactive] {
+            let other = executor.run_in(lane, None, async move { Ok(lane) });
+            tokio::select! {
+                biased;
+                _ = &mut normal => panic!("ran on a CPU runtime whose only thread is busy"),
+                answer = other => assert_eq!(answer.expect("answer"), lane),
+            }
+        }
+        drop(release);
+        assert_eq!(normal.await.expect("normal"), "normal");
+    }
+
+    #[test]
+    fn lane_follows_lightness_then_priority() {
+        assert_eq!(Lane::of(true, Priority::Interactive), Lane::Here);
+        assert_eq!(Lane::of(true, Priority::Normal), Lane::Here);
+        assert_eq!(Lane::of(false, Priority::Interactive), Lane::Interactive);
+        assert_eq!(Lane::of(false, Priority::Normal), Lane::Normal);
     }
 }

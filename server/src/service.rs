@@ -46,7 +46,7 @@ use tracing::{debug, info};
 use crate::auth::Authenticator;
 use crate::distributed::{self, Workflows};
 use crate::error::{Error, Result};
-use crate::exec::Executor;
+use crate::exec::{Executor, Lane};
 use crate::handle::{PreparedHandle, Signer, StatementTicket, TicketBody, decode_params, encode_params};
 use crate::metadata;
 use crate::pipelines::{self, PipelineOutcome};
@@ -158,7 +158,7 @@ impl SqlService {
         let settings = rc.session.settings();
         let timeout = settings.statement_timeout();
         // A query that reads no table is planned here: cheaper than two thread hops.
-        let light = contrail_planner::light::is_light_sql(&sql);
+        let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
         let route = async move {
             let client = workflows.as_deref().map(|w| &w.client);
             let sql = match pipelines::run_statement(&engine, client, &sql).await? {
@@ -221,7 +221,7 @@ impl SqlService {
                 None,
             ))
         };
-        let routed = self.executor.run_unless_light(light, timeout, route).await?;
+        let routed = self.executor.run_in(lane, timeout, route).await?;
         let (schema, body, changed, plan) = match routed {
             Routed::Workflow(input, schema) => {
                 let workflows = self.workflow_runtime()?;
@@ -424,7 +424,8 @@ impl SqlService {
 
     /// Stream a ticket's rows, to be encoded as its session asked.
     async fn redeem(&self, ticket: StatementTicket) -> Result<ResultRows> {
-        let encoding = Encoding::new(ticket.settings.result_compression(), self.executor.handle())?;
+        let lane = Lane::of(false, ticket.settings.priority());
+        let encoding = Encoding::new(ticket.settings.result_compression(), self.executor.handle_of(lane))?;
         let (schema, rows) = self.redeem_rows(ticket).await?;
         Ok(ResultRows { schema, rows, encoding })
     }
@@ -453,7 +454,7 @@ impl SqlService {
                 }
                 let (schema, stream) = self
                     .executor
-                    .stream(ticket.id, timeout, async move {
+                    .stream(Lane::of(false, settings.priority()), ticket.id, timeout, async move {
                         // Planned by this server's GetFlightInfo, or planned now from the ticket.
                         let (ctx, planned) = match planned_here {
                             Some(kept) => kept,
@@ -807,9 +808,10 @@ impl FlightSqlService for SqlService {
         let engine = self.engine.clone();
         let settings = rc.session.settings();
         let workflows = self.workflows.clone();
+        let lane = Lane::of(false, settings.priority());
         let routed = self
             .executor
-            .run_with_timeout(settings.statement_timeout(), async move {
+            .run_in(lane, settings.statement_timeout(), async move {
                 let mut settings = settings;
                 let client = workflows.as_deref().map(|w| &w.client);
                 match pipelines::run_statement(&engine, client, &cmd.query).await? {
@@ -875,7 +877,7 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let rows = self
             .executor
-            .run(async move {
+            .run_in(Lane::of(false, settings.priority()), None, async move {
                 let (schema, stream) = to_df_stream(schema, stream);
                 Ok(engine.ingest(&settings, target, schema, stream).await?)
             })
@@ -919,9 +921,10 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let sql = handle.sql;
         let workflows = self.workflows.clone();
+        let lane = Lane::of(false, settings.priority());
         let (count, settings) = self
             .executor
-            .run_with_timeout(settings.statement_timeout(), async move {
+            .run_in(lane, settings.statement_timeout(), async move {
                 let rows = param_rows(&batches)?;
                 let mut settings = settings;
                 let client = workflows.as_deref().map(|w| &w.client);
@@ -960,10 +963,10 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let sql = query.query.clone();
         let s2 = settings.clone();
-        let light = contrail_planner::light::is_light_sql(&sql);
+        let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
         let (dataset, params) = self
             .executor
-            .run_unless_light(light, None, async move {
+            .run_in(lane, None, async move {
                 // Pipeline statements run when executed; SHOW / DESCRIBE are queries.
                 let sql = match contrail_planner::pipeline::parse(&sql)? {
                     Some(statement) => match pipelines::query_of(&statement) {

@@ -88,8 +88,8 @@ def test_show_lists_contrail_settings(server):
             cur.execute("SELECT name, value, description FROM information_schema.df_settings "
                         "WHERE name LIKE 'contrail.%' ORDER BY name")
             rows = {name: (value, description) for name, value, description in cur.fetchall()}
-        assert set(rows) == {"contrail.execution_mode", "contrail.result_compression", "contrail.statement_timeout",
-                             "contrail.view_types", "contrail.workflow_threshold_bytes"}
+        assert set(rows) == {"contrail.execution_mode", "contrail.priority", "contrail.result_compression",
+                             "contrail.statement_timeout", "contrail.view_types", "contrail.workflow_threshold_bytes"}
         assert rows["contrail.result_compression"][0] == "zstd"
         assert rows["contrail.execution_mode"][0] == "auto"
         assert all(description for _, description in rows.values())

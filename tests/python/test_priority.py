@@ -1,0 +1,89 @@
+"""`SET contrail.priority = 'interactive'`: the session's statements run on CPU
+threads of their own. What a client sees must not change: the same rows for
+queries, prepared statements and streamed results, writes that land, and a clear
+error for a bad value. (That interactive statements do not wait for busy normal
+threads is tested on the executor itself: `server/src/exec.rs`.)"""
+
+from __future__ import annotations
+
+import adbc_driver_flightsql.dbapi as dbapi
+import pyarrow as pa
+import pytest
+
+from support import Status, adbc_status, execute_update, query
+
+LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
+
+
+def set_priority(conn, priority: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(f"SET contrail.priority = '{priority}'")
+
+
+def show_priority(conn) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SHOW contrail.priority")
+        return cur.fetchall()[0][1]
+
+
+def test_interactive_sessions_get_the_same_answers(tpch_server):
+    normal, interactive = tpch_server.connect(), tpch_server.connect()
+    try:
+        set_priority(interactive, "Interactive")
+        assert show_priority(interactive) == "interactive"
+        assert show_priority(normal) == "normal", "another session keeps the default"
+        # A streamed result of many batches, an aggregate and a prepared statement.
+        want = query(normal, LINEITEM)
+        got = query(interactive, LINEITEM)
+        assert got.num_rows == want.num_rows > 50_000
+        assert got.equals(want)
+        q = "SELECT n_name, count(*) AS n FROM tpch.nation JOIN tpch.customer ON c_nationkey = n_nationkey " \
+            "WHERE n_regionkey = ? GROUP BY n_name ORDER BY n_name"
+        with normal.cursor() as a, interactive.cursor() as b:
+            a.execute(q, parameters=(2,))
+            b.execute(q, parameters=(2,))
+            assert b.fetch_arrow_table().equals(a.fetch_arrow_table())
+            b.execute("SELECT 1 + 1")
+            assert b.fetchall() == [(2,)]
+    finally:
+        normal.close()
+        interactive.close()
+
+
+def test_interactive_writes_land(server, name):
+    """Updates, prepared updates and bulk ingest of an interactive session."""
+    conn = server.connect()
+    try:
+        set_priority(conn, "interactive")
+        execute_update(conn, f"CREATE TABLE {name} (id BIGINT, label VARCHAR)")
+        assert execute_update(conn, f"INSERT INTO {name} VALUES (1, 'one'), (2, 'two')") == 2
+        with conn.cursor() as cur:
+            # A prepared update (as JDBC sends every statement), then a bulk ingest.
+            cur.executemany(f"INSERT INTO {name} VALUES (?, ?)", [(3, "three")])
+            four = pa.table({"id": pa.array([4], pa.int64()), "label": ["four"]})
+            assert cur.adbc_ingest(name, four, mode="append") == 1
+        set_priority(conn, "normal")
+        assert query(conn, f"SELECT id, label FROM {name} ORDER BY id").to_pylist() == [
+            {"id": 1, "label": "one"}, {"id": 2, "label": "two"}, {"id": 3, "label": "three"},
+            {"id": 4, "label": "four"}]
+    finally:
+        conn.close()
+
+
+def test_bad_priority_is_refused_and_the_session_keeps_its_setting(server):
+    conn = server.connect()
+    try:
+        set_priority(conn, "interactive")
+        with pytest.raises(dbapi.Error) as exc:
+            set_priority(conn, "urgent")
+        assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
+        assert "'normal' or 'interactive'" in str(exc.value)
+        assert show_priority(conn) == "interactive"
+    finally:
+        conn.close()
+    # The same through Flight SQL session options.
+    raw = server.raw(headers=[(b"cookie", b"arrow_flight_session_id=options-priority")])
+    raw.set_session_options({"contrail.priority": "interactive"})
+    errors = raw.set_session_options({"contrail.priority": "high"})
+    assert "contrail.priority" in errors, errors
+    assert raw.get_session_options()["contrail.priority"] == "interactive"
