@@ -85,4 +85,27 @@ class ConnectionTest {
             assertEquals(42L, Jdbc.count(conn, "SELECT 42"));
         }
     }
+
+    /**
+     * A BI tool's connection marked interactive (its statements get CPU threads of their own) reads, prepares and
+     * writes as before; the setting stays with that connection.
+     */
+    @Test
+    void interactivePriorityStaysWithTheConnection(ContrailServer server) throws SQLException {
+        String table = Jdbc.uniqueName("interactive");
+        try (Connection a = server.connect(); Connection b = server.connect(); Statement st = a.createStatement()) {
+            st.execute("SET contrail.priority = 'interactive'");
+            assertEquals("interactive", Jdbc.scalar(a, "SELECT value FROM information_schema.df_settings "
+                    + "WHERE name = 'contrail.priority'"));
+            assertEquals("normal", Jdbc.scalar(b, "SELECT value FROM information_schema.df_settings "
+                    + "WHERE name = 'contrail.priority'"));
+            assertEquals(Jdbc.count(b, "SELECT count(*) FROM tpch.lineitem"),
+                    Jdbc.count(a, "SELECT count(*) FROM tpch.lineitem"));
+            Jdbc.update(a, "CREATE TABLE " + table + " (id BIGINT)");
+            assertEquals(2, Jdbc.update(a, "INSERT INTO " + table + " VALUES (1), (2)"));
+            assertEquals(3L, Jdbc.count(b, "SELECT sum(id) FROM " + table));
+            SQLException e = assertThrows(SQLException.class, () -> st.execute("SET contrail.priority = 'urgent'"));
+            assertTrue(e.getMessage().contains("'normal' or 'interactive'"), e.getMessage());
+        }
+    }
 }
