@@ -209,6 +209,31 @@ def test_sql_set_unknown_key_is_invalid(server):
         assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize(
+    "key, good, bad, choices",
+    [
+        ("contrail.result_compression", "lz4", "snappy", "'none', 'lz4' or 'zstd'"),
+        ("contrail.priority", "interactive", "urgent", "'normal' or 'interactive'"),
+        ("contrail.execution_mode", "inline", "distributed", "'auto', 'inline' or 'workflow'"),
+    ],
+)
+def test_bad_value_of_a_contrail_setting_is_refused_and_changes_nothing(server, key, good, bad, choices):
+    with server.connect() as c:
+        execute_update(c, f"SET {key} = '{good}'")
+        with pytest.raises(dbapi.Error) as exc:
+            execute_update(c, f"SET {key} = '{bad}'")
+        assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
+        assert choices in str(exc.value), "the error names the choices"
+        assert show(c, key) == good
+        assert scalar(c, "SELECT 41 + 1") == 42, "the session goes on"
+    # The same through Flight SQL session options.
+    raw = server.raw(headers=[(b"cookie", f"arrow_flight_session_id=options-{key}".encode())])
+    raw.set_session_options({key: good})
+    errors = raw.set_session_options({key: bad})
+    assert key in errors, errors
+    assert raw.get_session_options()[key] == good
+
+
 # Expressions DataFusion evaluates as Utf8View / BinaryView.
 VIEW_SQL = "SELECT arrow_cast('abc', 'Utf8View') AS s, arrow_cast(CAST('b' AS BYTEA), 'BinaryView') AS bin"
 

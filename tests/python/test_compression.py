@@ -3,11 +3,10 @@ are the rows the same query returns uncompressed."""
 
 from __future__ import annotations
 
-import adbc_driver_flightsql.dbapi as dbapi
 import pyarrow as pa
 import pytest
 
-from support import Status, adbc_status, query, received
+from support import query, received
 
 LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
 
@@ -53,27 +52,6 @@ def test_pyarrow_reads_compressed_results(tpch_server, plain_lineitem):
     raw = tpch_server.raw(headers=[(b"cookie", b"arrow_flight_session_id=pyarrow-zstd")])
     raw.execute("SET contrail.result_compression = 'zstd'")
     assert raw.execute(LINEITEM).equals(plain_lineitem)
-
-
-def test_bad_codec_is_refused_and_the_session_keeps_its_setting(tpch_server):
-    conn = tpch_server.connect()
-    try:
-        set_compression(conn, "lz4")
-        with pytest.raises(dbapi.Error) as exc:
-            set_compression(conn, "snappy")
-        assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
-        assert "'none', 'lz4' or 'zstd'" in str(exc.value)
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM tpch.nation")
-            assert cur.fetchall() == [(25,)]
-    finally:
-        conn.close()
-    # The same through Flight SQL session options.
-    raw = tpch_server.raw(headers=[(b"cookie", b"arrow_flight_session_id=options-codec")])
-    raw.set_session_options({"contrail.result_compression": "zstd"})
-    errors = raw.set_session_options({"contrail.result_compression": "brotli"})
-    assert "contrail.result_compression" in errors, errors
-    assert raw.get_session_options()["contrail.result_compression"] == "zstd"
 
 
 def test_show_lists_contrail_settings(server):

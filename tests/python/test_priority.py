@@ -1,16 +1,16 @@
 """`SET contrail.priority = 'interactive'`: the session's statements run on CPU
 threads of their own. What a client sees must not change: the same rows for
-queries, prepared statements and streamed results, writes that land, and a clear
-error for a bad value. (That interactive statements do not wait for busy normal
-threads is tested on the executor itself: `server/src/exec.rs`.)"""
+queries, prepared statements and streamed results, and writes that land.
+
+Bad values are tested with the other settings (`test_auth_sessions.py`); that
+interactive statements do not wait for busy normal threads, on the executor
+itself (`server/src/exec.rs`)."""
 
 from __future__ import annotations
 
-import adbc_driver_flightsql.dbapi as dbapi
 import pyarrow as pa
-import pytest
 
-from support import Status, adbc_status, execute_update, query
+from support import execute_update, query
 
 LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
 
@@ -68,22 +68,3 @@ def test_interactive_writes_land(server, name):
             {"id": 4, "label": "four"}]
     finally:
         conn.close()
-
-
-def test_bad_priority_is_refused_and_the_session_keeps_its_setting(server):
-    conn = server.connect()
-    try:
-        set_priority(conn, "interactive")
-        with pytest.raises(dbapi.Error) as exc:
-            set_priority(conn, "urgent")
-        assert adbc_status(exc.value) == Status.INVALID_ARGUMENT
-        assert "'normal' or 'interactive'" in str(exc.value)
-        assert show_priority(conn) == "interactive"
-    finally:
-        conn.close()
-    # The same through Flight SQL session options.
-    raw = server.raw(headers=[(b"cookie", b"arrow_flight_session_id=options-priority")])
-    raw.set_session_options({"contrail.priority": "interactive"})
-    errors = raw.set_session_options({"contrail.priority": "high"})
-    assert "contrail.priority" in errors, errors
-    assert raw.get_session_options()["contrail.priority"] == "interactive"
