@@ -13,7 +13,7 @@
 //!   flight::ContrailFlight   authenticate, resolve session, Set-Cookie
 //!          ▼
 //!   service::SqlService      decode command -> planner -> encode FlightData
-//!          │  exec::Executor: DataFusion on its own CPU runtime,
+//!          │  exec::Executor: DataFusion on its own CPU runtimes (lanes),
 //!          │  results through a bounded channel (backpressure)
 //!          ▼
 //!   contrail_planner::Engine  SQL -> plan -> stream / count; Delta tables

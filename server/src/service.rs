@@ -2,7 +2,8 @@
 //!
 //! Handlers stay thin. Every request arrives with a [`RequestContext`]
 //! (identity and session) attached by [`crate::flight::ContrailFlight`];
-//! statements run on the [`Executor`]'s CPU runtime; errors become `Status` in
+//! statements run on one of the [`Executor`]'s CPU runtimes (the session's
+//! [`Lane`]); errors become `Status` in
 //! `crate::error` only.
 
 use std::pin::Pin;
@@ -360,8 +361,9 @@ impl SqlService {
     pub(crate) async fn statement_schema(&self, rc: &RequestContext, sql: String) -> Result<SchemaRef> {
         let engine = self.engine.clone();
         let settings = rc.session.settings();
+        let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
         self.executor
-            .run(async move {
+            .run_in(lane, settings.statement_timeout(), async move {
                 let planned = engine.plan(&settings, &sql).await?;
                 Ok(planned.schema(&settings))
             })
@@ -966,7 +968,7 @@ impl FlightSqlService for SqlService {
         let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
         let (dataset, params) = self
             .executor
-            .run_in(lane, None, async move {
+            .run_in(lane, settings.statement_timeout(), async move {
                 // Pipeline statements run when executed; SHOW / DESCRIBE are queries.
                 let sql = match contrail_planner::pipeline::parse(&sql)? {
                     Some(statement) => match pipelines::query_of(&statement) {

@@ -259,12 +259,14 @@ def test_bad_ticket_and_command_are_invalid_argument(server):
     assert server.raw().execute("SELECT 1 AS one").column(0).to_pylist() == [1]
 
 
-def test_statement_timeout_stops_queries_and_writes(make_server):
+@pytest.mark.parametrize("priority", ["normal", "interactive"])
+def test_statement_timeout_stops_queries_and_writes(make_server, priority):
     """SET contrail.statement_timeout: the server cancels what runs longer (gRPC
     DEADLINE_EXCEEDED, ADBC TIMEOUT), stops computing, and a cut-off write leaves
-    nothing behind."""
+    nothing behind; on either lane of CPU threads (contrail.priority)."""
     server = make_server()
     with server.connect() as conn:
+        execute_update(conn, f"SET contrail.priority = '{priority}'")
         execute_update(conn, "CREATE TABLE timed (v BIGINT)")
         execute_update(conn, "SET contrail.statement_timeout = '1s'")
         err = expect_error(conn, SLOW_SQL, Status.TIMEOUT)
