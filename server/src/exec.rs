@@ -34,9 +34,9 @@ const CANCEL_MEMORY: Duration = Duration::from_secs(600);
 /// Tokio serves a runtime's tasks in turn, so a short query on a runtime busy
 /// with long ones waits a full turn of every long query's tasks at each step
 /// (planning, each read, each batch): among 32 clients running a mix with
-/// TPC-H Q6, a 5 ms point lookup took ~410 ms (p50). Sessions that set
+/// TPC-H Q6, a 5-7 ms point lookup took ~0.4 s (p50). Sessions that set
 /// `contrail.priority = 'interactive'` get CPU threads of their own, shared only
-/// with other interactive statements (17 ms); the kernel shares the cores
+/// with other interactive statements (~16 ms); the kernel shares the cores
 /// between the two sets of threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
