@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use contrail_planner::SessionSettings;
 use contrail_planner::settings::Priority;
 
 use crate::error::{Error, Result};
@@ -58,6 +59,16 @@ impl Lane {
             (false, Priority::Interactive) => Self::Interactive,
             (false, Priority::Normal) => Self::Normal,
         }
+    }
+
+    /// The CPU lane of the session with `settings` (for statements that read tables).
+    pub fn session(settings: &SessionSettings) -> Self {
+        Self::of(false, settings.priority())
+    }
+
+    /// The lane of statement `sql` of the session with `settings`.
+    pub fn sql(sql: &str, settings: &SessionSettings) -> Self {
+        Self::of(contrail_planner::light::is_light_sql(sql), settings.priority())
     }
 }
 
@@ -345,5 +356,12 @@ mod tests {
         assert_eq!(Lane::of(true, Priority::Normal), Lane::Here);
         assert_eq!(Lane::of(false, Priority::Interactive), Lane::Interactive);
         assert_eq!(Lane::of(false, Priority::Normal), Lane::Normal);
+        let mut interactive = SessionSettings::default();
+        interactive
+            .set(contrail_planner::settings::PRIORITY, "interactive")
+            .expect("priority");
+        assert_eq!(Lane::sql("SELECT 1", &interactive), Lane::Here);
+        assert_eq!(Lane::sql("SELECT * FROM t", &interactive), Lane::Interactive);
+        assert_eq!(Lane::session(&SessionSettings::default()), Lane::Normal);
     }
 }

@@ -159,7 +159,7 @@ impl SqlService {
         let settings = rc.session.settings();
         let timeout = settings.statement_timeout();
         // A query that reads no table is planned here: cheaper than two thread hops.
-        let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
+        let lane = Lane::sql(&sql, &settings);
         let route = async move {
             let client = workflows.as_deref().map(|w| &w.client);
             let sql = match pipelines::run_statement(&engine, client, &sql).await? {
@@ -361,7 +361,7 @@ impl SqlService {
     pub(crate) async fn statement_schema(&self, rc: &RequestContext, sql: String) -> Result<SchemaRef> {
         let engine = self.engine.clone();
         let settings = rc.session.settings();
-        let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
+        let lane = Lane::sql(&sql, &settings);
         self.executor
             .run_in(lane, settings.statement_timeout(), async move {
                 let planned = engine.plan(&settings, &sql).await?;
@@ -426,7 +426,7 @@ impl SqlService {
 
     /// Stream a ticket's rows, to be encoded as its session asked.
     async fn redeem(&self, ticket: StatementTicket) -> Result<ResultRows> {
-        let lane = Lane::of(false, ticket.settings.priority());
+        let lane = Lane::session(&ticket.settings);
         let encoding = Encoding::new(ticket.settings.result_compression(), self.executor.handle_of(lane))?;
         let (schema, rows) = self.redeem_rows(ticket).await?;
         Ok(ResultRows { schema, rows, encoding })
@@ -456,7 +456,7 @@ impl SqlService {
                 }
                 let (schema, stream) = self
                     .executor
-                    .stream(Lane::of(false, settings.priority()), ticket.id, timeout, async move {
+                    .stream(Lane::session(&settings), ticket.id, timeout, async move {
                         // Planned by this server's GetFlightInfo, or planned now from the ticket.
                         let (ctx, planned) = match planned_here {
                             Some(kept) => kept,
@@ -810,7 +810,7 @@ impl FlightSqlService for SqlService {
         let engine = self.engine.clone();
         let settings = rc.session.settings();
         let workflows = self.workflows.clone();
-        let lane = Lane::of(false, settings.priority());
+        let lane = Lane::session(&settings);
         let routed = self
             .executor
             .run_in(lane, settings.statement_timeout(), async move {
@@ -879,7 +879,7 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let rows = self
             .executor
-            .run_in(Lane::of(false, settings.priority()), None, async move {
+            .run_in(Lane::session(&settings), None, async move {
                 let (schema, stream) = to_df_stream(schema, stream);
                 Ok(engine.ingest(&settings, target, schema, stream).await?)
             })
@@ -923,7 +923,7 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let sql = handle.sql;
         let workflows = self.workflows.clone();
-        let lane = Lane::of(false, settings.priority());
+        let lane = Lane::session(&settings);
         let (count, settings) = self
             .executor
             .run_in(lane, settings.statement_timeout(), async move {
@@ -965,7 +965,7 @@ impl FlightSqlService for SqlService {
         let settings = rc.session.settings();
         let sql = query.query.clone();
         let s2 = settings.clone();
-        let lane = Lane::of(contrail_planner::light::is_light_sql(&sql), settings.priority());
+        let lane = Lane::sql(&sql, &settings);
         let (dataset, params) = self
             .executor
             .run_in(lane, settings.statement_timeout(), async move {
