@@ -18,6 +18,7 @@
 //! cached is kept in `catalog.json`, and `contrail serve` loads them again when it
 //! starts. The cache belongs to one process: workflow fragments read the table.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
@@ -40,6 +41,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties as _};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
+use tokio::runtime::Handle;
 use tracing::{info, warn};
 
 use self::scan::CachedScanExec;
@@ -173,6 +175,10 @@ pub struct TableCache {
     slots: DashMap<String, Arc<Slot>>,
     /// Background reloads plan in a context of the engine's.
     engine: OnceLock<Weak<Engine>>,
+    /// The runtime the engine was opened on: background reloads run there, not
+    /// on the runtime of the statement that noticed the change (the server's
+    /// interactive one, say).
+    home: OnceLock<Handle>,
 }
 
 impl TableCache {
@@ -183,6 +189,7 @@ impl TableCache {
             used: Arc::new(AtomicU64::new(0)),
             slots: DashMap::new(),
             engine: OnceLock::new(),
+            home: OnceLock::new(),
         }
     }
 
@@ -191,8 +198,23 @@ impl TableCache {
         self.used.load(Ordering::Acquire)
     }
 
+    /// Called once, by [`Engine::open`]: `engine` and the runtime it runs on.
     pub(crate) fn set_engine(&self, engine: Weak<Engine>) {
         let _ = self.engine.set(engine);
+        if let Ok(home) = Handle::try_current() {
+            let _ = self.home.set(home);
+        }
+    }
+
+    /// Spawn background work on the engine's runtime (else on the current one).
+    fn spawn_at_home<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.home.get() {
+            Some(home) => drop(home.spawn(work)),
+            None => drop(tokio::spawn(work)),
+        }
     }
 
     pub(crate) fn is_on(&self) -> bool {
@@ -305,7 +327,7 @@ impl TableCache {
         Ok((out, memory))
     }
 
-    /// Reload `key` on the current runtime unless a reload is already on its way.
+    /// Reload `key` on the engine's runtime unless a reload is already on its way.
     fn reload_in_background(self: &Arc<Self>, key: &str, slot: &Arc<Slot>) {
         if slot.reloading.swap(true, Ordering::AcqRel) {
             return;
@@ -315,7 +337,7 @@ impl TableCache {
             return;
         };
         let (key, slot) = (key.to_string(), Arc::clone(slot));
-        tokio::spawn(async move {
+        self.spawn_at_home(async move {
             if let Err(e) = engine.load_cached(&key).await {
                 warn!(table = %key, error = %e, "could not reload the cached table; its scans read the table");
             }
@@ -657,6 +679,30 @@ mod tests {
         assert_eq!(one(&engine, "UNCACHE TABLE t").await, 0);
         assert!(!engine.catalog().cache().holds("public.t"));
         assert!(!from_memory(&engine, "t").await);
+    }
+
+    #[test]
+    fn background_reloads_run_on_the_runtime_the_engine_was_opened_on() {
+        let runtime = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let (home, statements) = (runtime("engine-home"), runtime("statements"));
+        let (_dir, engine) = home.block_on(open(1 << 20));
+        let cache = Arc::clone(engine.catalog().cache());
+        // As a scan on another runtime (the server's interactive one) starts a reload.
+        let ran_on = statements.block_on(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            cache.spawn_at_home(async move {
+                let _ = tx.send(std::thread::current().name().map(str::to_owned));
+            });
+            rx.await.expect("the background work ran")
+        });
+        assert_eq!(ran_on.as_deref(), Some("engine-home"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
