@@ -664,15 +664,16 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_concurrency(args, data: Path, report: Report) -> None:
-    runs = {  # label: (CPU threads, contrail.priority of the short queries' sessions)
-        "1 CPU thread": (1, "normal"),
-        "2 CPU threads": (2, "normal"),
-        "2 CPU threads, short queries interactive": (2, "interactive"),
+    runs = {  # label: (CPU threads, contrail.priority of the short queries' sessions, other flags)
+        "1 CPU thread": (1, "normal", ()),
+        "2 CPU threads": (2, "normal", ()),
+        "2 CPU threads, short queries interactive": (2, "interactive", ()),
+        "same, normal threads not niced": (2, "interactive", ("--normal-nice", "0")),
     }
     cores = len(os.sched_getaffinity(0))
     rows, qps, by_kind, alone = [], {}, {}, {}
-    for label, (threads, priority) in runs.items():
-        with contrail(data, "--cpu-threads", str(threads)) as c:
+    for label, (threads, priority, flags) in runs.items():
+        with contrail(data, "--cpu-threads", str(threads), *flags) as c:
             alone[label] = _alone(c)
             # spawn, not fork: the ADBC driver's Go runtime does not survive a fork.
             ctx = mp.get_context("spawn")
@@ -705,7 +706,9 @@ def bench_concurrency(args, data: Path, report: Report) -> None:
                  f"CPU-bound queries/s: {len(MIXED)} queries x {cores} cores / the "
                  "server's CPU seconds for one of each, measured alone on the same server just before "
                  "(the clients' own CPU not counted; with 1 CPU thread the server cannot reach it). "
-                 "Short queries interactive: that second session sets `contrail.priority = 'interactive'`.")
+                 "Short queries interactive: that second session sets `contrail.priority = 'interactive'`. "
+                 "The threads running normal statements run at nice 10 (`--normal-nice`, the default) but in "
+                 "the last run, where they keep the server's priority.")
     kind_rows = []
     for kind in MIXED:
         p50_alone, cpu = alone["2 CPU threads"][kind]

@@ -35,10 +35,11 @@ const CANCEL_MEMORY: Duration = Duration::from_secs(600);
 /// Tokio serves a runtime's tasks in turn, so a short query on a runtime busy
 /// with long ones waits a full turn of every long query's tasks at each step
 /// (planning, each read, each batch): among 32 clients running a mix with
-/// TPC-H Q6, a 5-7 ms point lookup took ~0.4 s (p50). Sessions that set
+/// TPC-H Q6, a 5-7 ms point lookup took ~0.4-0.5 s (p50). Sessions that set
 /// `contrail.priority = 'interactive'` get CPU threads of their own, shared only
-/// with other interactive statements (~16 ms); the kernel shares the cores
-/// between the two sets of threads.
+/// with other interactive statements (~16-20 ms). The kernel shares the cores
+/// between the two sets of threads; the normal ones run at a lower priority
+/// (`--normal-nice`), so interactive statements get the cores first (~10 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Awaited where it is (on the gRPC runtime): a query that reads no table,
@@ -72,6 +73,25 @@ impl Lane {
     }
 }
 
+/// Lower the calling thread's scheduling priority to nice value `nice`. On Linux
+/// the nice value belongs to the thread, and the kernel gives a thread of nice 10
+/// about a tenth of the CPU time of a nice 0 thread it competes with. Lowering
+/// needs no privilege; failing only costs the priority, so it is logged.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: i32) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+        WARNED.call_once(|| tracing::warn!(nice, error = %e, "cannot lower the normal CPU threads' priority"));
+    }
+}
+
+/// Elsewhere `setpriority` would set the whole process's priority: not done.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(nice: i32) {
+    static NOTED: std::sync::Once = std::sync::Once::new();
+    NOTED.call_once(|| info!(nice, "thread priorities are only set on Linux"));
+}
+
 /// The CPU runtimes and the registry of running queries.
 pub struct Executor {
     runtimes: Vec<Runtime>,
@@ -91,13 +111,17 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// Two runtimes (normal and interactive) of `threads` workers each (default:
-    /// one per core). Idle threads cost no CPU.
-    pub fn new(threads: Option<usize>) -> Result<Self> {
+    /// one per core). Idle threads cost no CPU. The normal runtime's threads run
+    /// at nice value `normal_nice` (0: the process's own priority), see [`Lane`].
+    pub fn new(threads: Option<usize>, normal_nice: i32) -> Result<Self> {
         let mut runtimes = Vec::with_capacity(2);
         for name in ["contrail-cpu", "contrail-interactive"] {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {
                 b.worker_threads(n.max(1));
+            }
+            if name == "contrail-cpu" && normal_nice > 0 {
+                b.on_thread_start(move || lower_priority(normal_nice));
             }
             match b.thread_name(name).enable_all().build() {
                 Ok(rt) => runtimes.push(rt),
@@ -323,7 +347,7 @@ mod tests {
     /// normal CPU thread is busy; normal ones wait for a free thread.
     #[tokio::test]
     async fn lanes_do_not_wait_for_a_busy_normal_runtime() {
-        let executor = Executor::new(Some(1)).expect("executor");
+        let executor = Executor::new(Some(1), 0).expect("executor");
         let release = occupy(executor.handle(), 1).await;
 
         let normal = executor.run_in(Lane::Normal, None, async { Ok("normal") });
@@ -348,6 +372,50 @@ mod tests {
         }
         drop(release);
         assert_eq!(normal.await.expect("normal"), "normal");
+    }
+
+    /// The nice value of the calling thread (Linux, /proc/thread-self/stat field 19).
+    #[cfg(target_os = "linux")]
+    fn thread_nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let rest = stat.rsplit_once(')').expect("comm").1;
+        rest.split_whitespace()
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("a number")
+    }
+
+    /// Normal statements run below the priority of interactive ones and of the
+    /// gRPC threads; with `normal_nice` 0 nothing changes.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn normal_threads_run_at_the_configured_nice_value() {
+        let own = thread_nice();
+        assert!(own < 10, "the tests themselves run at nice {own}");
+        let executor = Executor::new(Some(1), 10).expect("executor");
+        let nice = |lane| executor.run_in(lane, None, async { Ok(thread_nice()) });
+        assert_eq!(nice(Lane::Normal).await.expect("normal"), 10);
+        assert_eq!(nice(Lane::Interactive).await.expect("interactive"), own);
+        assert_eq!(nice(Lane::Here).await.expect("here"), own);
+        // Blocking work spawned from a normal statement (file reads) runs there too.
+        let blocking = executor
+            .handle_of(Lane::Normal)
+            .spawn_blocking(thread_nice)
+            .await
+            .expect("blocking");
+        assert_eq!(blocking, 10);
+        drop(executor);
+
+        let plain = Executor::new(Some(1), 0).expect("executor");
+        assert_eq!(
+            plain
+                .run_in(Lane::Normal, None, async { Ok(thread_nice()) })
+                .await
+                .expect("normal"),
+            own
+        );
     }
 
     #[test]

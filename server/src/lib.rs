@@ -81,7 +81,7 @@ pub async fn serve(
     // Two rustls crypto providers are linked (ring for gRPC, aws-lc via
     // deltalake's HTTP stack): pick one for the process, or TLS setup panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let executor = Arc::new(Executor::new(config.cpu_threads)?);
+    let executor = Arc::new(Executor::new(config.cpu_threads, config.normal_nice)?);
     let mut options = EngineOptions::new(&config.data_dir);
     options.target_partitions = config.target_partitions;
     options.memory_limit = config.memory_limit;
@@ -317,7 +317,7 @@ pub async fn worker(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let executor = Arc::new(Executor::new(args.cpu_threads)?);
+    let executor = Arc::new(Executor::new(args.cpu_threads, 0)?);
     let options = EngineOptions::new(&args.data_dir);
     let engine = executor.run(async move { Ok(Engine::open(options).await?) }).await?;
     let listen: std::net::SocketAddr = args

@@ -8,7 +8,12 @@ itself (`server/src/exec.rs`)."""
 
 from __future__ import annotations
 
+import os
+import pathlib
+import sys
+
 import pyarrow as pa
+import pytest
 
 from support import execute_update, query
 
@@ -68,3 +73,47 @@ def test_interactive_writes_land(server, name):
             {"id": 4, "label": "four"}]
     finally:
         conn.close()
+
+
+def thread_nice(pid: int) -> dict[str, set[int]]:
+    """The nice values of a process's threads, by thread name (Linux /proc)."""
+    out: dict[str, set[int]] = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        nice = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19
+        out.setdefault(name, set()).add(nice)
+    return out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_normal_threads_yield_the_cores_to_interactive_ones(make_server, tmp_path):
+    """The threads running normal statements run at a lower priority (nice 10 unless
+    `--normal-nice` says otherwise); interactive and gRPC threads keep the server's own."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert own < 3, f"the tests run at nice {own}"
+
+    def nice(**kwargs) -> dict[str, set[int]]:
+        srv = make_server(**kwargs)
+        try:
+            by_name = thread_nice(srv.pid)
+        finally:
+            assert srv.stop() == 0
+        assert {"contrail-cpu", "contrail-intera", "contrail-io"} <= by_name.keys(), by_name
+        return by_name
+
+    default = nice()
+    assert default["contrail-cpu"] == {10}
+    assert default["contrail-intera"] == default["contrail-io"] == {own}
+
+    config = tmp_path / "contrail.toml"
+    config.write_text("normal_nice = 3\n")
+    assert nice(config=config)["contrail-cpu"] == {3}
+    assert nice(extra_args=("--normal-nice", "0"))["contrail-cpu"] == {own}, "0 turns it off"
+
+    bad = make_server(start=False, extra_args=("--normal-nice", "25"))
+    with pytest.raises(RuntimeError, match=r"--normal-nice 25: expected 0 \(off\) to 19"):
+        bad.start()
