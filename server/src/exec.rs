@@ -37,9 +37,10 @@ const CANCEL_MEMORY: Duration = Duration::from_secs(600);
 /// (planning, each read, each batch): among 32 clients running a mix with
 /// TPC-H Q6, a 5-7 ms point lookup took ~0.4-0.5 s (p50). Sessions that set
 /// `contrail.priority = 'interactive'` get CPU threads of their own, shared only
-/// with other interactive statements (~16-20 ms). The kernel shares the cores
-/// between the two sets of threads; the normal ones run at a lower priority
-/// (`--normal-nice`), so interactive statements get the cores first (~10 ms).
+/// with other interactive statements (~16-20 ms at equal priority). The kernel
+/// shares the cores between the two sets of threads; the normal ones run at a
+/// lower priority (`--normal-nice`), so interactive statements get the cores
+/// first (~8-11 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Awaited where it is (on the gRPC runtime): a query that reads no table,
