@@ -40,7 +40,7 @@ const CANCEL_MEMORY: Duration = Duration::from_secs(600);
 /// with other interactive statements (~16-20 ms at equal priority). The kernel
 /// shares the cores between the two sets of threads; the normal ones run at a
 /// lower priority (`--normal-nice`), so interactive statements get the cores
-/// first (~8-11 ms).
+/// first (~7-13 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Awaited where it is (on the gRPC runtime): a query that reads no table,
