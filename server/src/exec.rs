@@ -74,14 +74,21 @@ impl Lane {
     }
 }
 
-/// Lower the calling thread's scheduling priority to nice value `nice`. On Linux
-/// the nice value belongs to the thread, and the kernel gives a thread of nice 10
-/// about a tenth of the CPU time of a nice 0 thread it competes with. Lowering
-/// needs no privilege; failing only costs the priority, so it is logged.
+/// Lower the calling thread's scheduling priority to nice value `nice`, unless it
+/// already runs lower (a server started under `nice -n 15` keeps 15: this never
+/// raises a priority). On Linux the nice value belongs to the thread, and the
+/// kernel gives a thread of nice 10 about a tenth of the CPU time of a nice 0
+/// thread it competes with. Lowering needs no privilege; failing only costs the
+/// priority, so it is logged.
 #[cfg(target_os = "linux")]
 fn lower_priority(nice: i32) {
+    use rustix::process::{getpriority_process, setpriority_process};
     static WARNED: std::sync::Once = std::sync::Once::new();
-    if let Err(e) = rustix::process::setpriority_process(None, nice) {
+    let lowered = match getpriority_process(None) {
+        Ok(own) if own >= nice => Ok(()),
+        _ => setpriority_process(None, nice),
+    };
+    if let Err(e) = lowered {
         WARNED.call_once(|| tracing::warn!(nice, error = %e, "cannot lower the normal CPU threads' priority"));
     }
 }
@@ -417,6 +424,20 @@ mod tests {
                 .expect("normal"),
             own
         );
+    }
+
+    /// A thread already running lower than asked keeps its priority.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lowering_never_raises_a_priority() {
+        let nice = std::thread::spawn(|| {
+            rustix::process::setpriority_process(None, 15).expect("nice 15");
+            lower_priority(10);
+            thread_nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(nice, 15);
     }
 
     #[test]
