@@ -123,13 +123,13 @@ impl Executor {
     /// at nice value `normal_nice` (0: the process's own priority), see [`Lane`].
     pub fn new(threads: Option<usize>, normal_nice: i32) -> Result<Self> {
         let mut runtimes = Vec::with_capacity(2);
-        for name in ["contrail-cpu", "contrail-interactive"] {
+        for (name, nice) in [("contrail-cpu", normal_nice), ("contrail-interactive", 0)] {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = threads {
                 b.worker_threads(n.max(1));
             }
-            if name == "contrail-cpu" && normal_nice > 0 {
-                b.on_thread_start(move || lower_priority(normal_nice));
+            if nice > 0 {
+                b.on_thread_start(move || lower_priority(nice));
             }
             match b.thread_name(name).enable_all().build() {
                 Ok(rt) => runtimes.push(rt),
