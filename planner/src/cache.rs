@@ -46,6 +46,7 @@ use tracing::{info, warn};
 
 use self::scan::CachedScanExec;
 use self::system::CachedTablesRows;
+use crate::catalog::Version;
 use crate::distributed::ScansByReference;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -423,14 +424,17 @@ pub(crate) struct CachingSchema {
     name: String,
     tables: Arc<dyn SchemaProvider>,
     cache: Arc<TableCache>,
+    /// Bumped by every table registered or dropped here.
+    version: Version,
 }
 
 impl CachingSchema {
-    pub(crate) fn new(name: &str, tables: Arc<dyn SchemaProvider>, cache: Arc<TableCache>) -> Self {
+    pub(crate) fn new(name: &str, tables: Arc<dyn SchemaProvider>, cache: Arc<TableCache>, version: Version) -> Self {
         Self {
             name: name.to_string(),
             tables,
             cache,
+            version,
         }
     }
 
@@ -468,11 +472,15 @@ impl SchemaProvider for CachingSchema {
     }
 
     fn register_table(&self, name: String, table: Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        self.tables.register_table(name, table)
+        let replaced = self.tables.register_table(name, table);
+        self.version.bump();
+        replaced
     }
 
     fn deregister_table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        self.tables.deregister_table(name)
+        let dropped = self.tables.deregister_table(name);
+        self.version.bump();
+        dropped
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 use datafusion::catalog::{
@@ -68,6 +69,23 @@ struct CatalogFile {
     cached: BTreeSet<String>,
 }
 
+/// A number that changes whenever a name may resolve to another table: a
+/// table registered or dropped in any schema (DDL, or another process's seen
+/// by a refresh), a table cached or uncached. A plan made at one version may
+/// be reused while the version is unchanged (see [`Catalog::version`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Version(Arc<AtomicU64>);
+
+impl Version {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Catalog state shared by every session.
 #[derive(Debug)]
 pub struct Catalog {
@@ -80,6 +98,7 @@ pub struct Catalog {
     file: Mutex<CatalogFile>,
     /// Rows of cached tables; every schema answers those from it.
     cache: Arc<TableCache>,
+    version: Version,
 }
 
 impl Catalog {
@@ -109,6 +128,7 @@ impl Catalog {
             managed: DashMap::new(),
             file: Mutex::new(CatalogFile::default()),
             cache,
+            version: Version::default(),
         };
         for key in &file.cached {
             catalog.cache.mark(key);
@@ -139,6 +159,13 @@ impl Catalog {
         catalog.persist_current().await?;
         info!(data_dir = %catalog.data_dir.display(), schemas = schemas.len(), "catalog loaded");
         Ok(catalog)
+    }
+
+    /// The catalog's version: read it before planning, and a plan is still
+    /// what planning would make while it reads the same (DML changes no name's
+    /// table: managed tables show each write in place).
+    pub fn version(&self) -> u64 {
+        self.version.get()
     }
 
     /// The DataFusion catalog list every session shares.
@@ -198,6 +225,7 @@ impl Catalog {
             self.cache.remove(&key);
             file.cached.remove(&key)
         };
+        self.version.bump();
         if changed {
             persist(&self.data_dir, &file).await?;
         }
@@ -398,7 +426,7 @@ impl Catalog {
     fn register_schema(&self, schema: &str) -> Result<()> {
         if self.root.schema(schema).is_none() {
             let tables = Arc::new(MemorySchemaProvider::new());
-            let caching = CachingSchema::new(schema, tables, Arc::clone(&self.cache));
+            let caching = CachingSchema::new(schema, tables, Arc::clone(&self.cache), self.version.clone());
             self.root
                 .register_schema(schema, Arc::new(caching))
                 .map_err(Error::plan)?;

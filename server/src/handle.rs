@@ -69,6 +69,10 @@ pub struct PreparedHandle {
     /// Bound parameter rows (Arrow IPC stream, base64), set by `DoPut`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<String>,
+    /// The key of the plan the preparing server keeps for the handle's first
+    /// execution (see `plans`); any other server plans the SQL again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Signs and verifies handles with the server secret.

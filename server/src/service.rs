@@ -33,12 +33,11 @@ use arrow_flight::{
 use bytes::Bytes;
 use contrail_planner::settings::ExecutionMode;
 use contrail_planner::sink::Sink;
-use contrail_planner::{Engine, IngestTarget, Outcome, Planned, SessionSettings, count_schema};
+use contrail_planner::{Engine, IngestTarget, Outcome, SessionSettings, count_schema};
 use contrail_workflows::QueryInput;
 use contrail_workflows::dataplane::SpoolTicket;
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::SessionContext;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -51,7 +50,7 @@ use crate::exec::{Executor, Lane};
 use crate::handle::{PreparedHandle, Signer, StatementTicket, TicketBody, decode_params, encode_params};
 use crate::metadata;
 use crate::pipelines::{self, PipelineOutcome};
-use crate::plans::PlanCache;
+use crate::plans::{Kept, PlanCache};
 use crate::session::{
     CloseSessionResult, GetSessionOptionsResult, RequestContext, SetSessionOptionsError, SetSessionOptionsRequest,
     SetSessionOptionsResult, option_to_string, string_to_option,
@@ -87,13 +86,8 @@ impl ResultRows {
 /// Where a planned statement went.
 enum Routed {
     /// Runs here: the ticket's schema and body, the session's new settings (SET),
-    /// and a query's plan with the context it was made in, for its DoGet.
-    Inline(
-        SchemaRef,
-        TicketBody,
-        Option<SessionSettings>,
-        Option<(SessionContext, Planned)>,
-    ),
+    /// and a query's plan, for its DoGet.
+    Inline(SchemaRef, TicketBody, Option<SessionSettings>, Option<Kept>),
     /// A write run as a workflow: its input and the table it commits to.
     Write(QueryInput, Sink),
     Workflow(QueryInput, SchemaRef),
@@ -147,11 +141,14 @@ impl SqlService {
 
     /// Plan a statement; queries get a ticket to stream (or start a workflow),
     /// anything else runs now (exactly once) and its ticket carries the count.
+    /// `prepared`: the id of the prepared handle it comes from, whose plan this
+    /// server may still hold.
     async fn statement_info(
         &self,
         rc: &RequestContext,
         sql: String,
         params: Option<String>,
+        prepared: Option<&str>,
         descriptor: FlightDescriptor,
     ) -> Result<Started> {
         let engine = self.engine.clone();
@@ -160,26 +157,35 @@ impl SqlService {
         let timeout = settings.statement_timeout();
         // A query that reads no table is planned here: cheaper than two thread hops.
         let lane = Lane::sql(&sql, &settings);
+        let kept = prepared.and_then(|id| self.plans.take(id, &settings, engine.catalog().version()));
         let route = async move {
-            let client = workflows.as_deref().map(|w| &w.client);
-            let sql = match pipelines::run_statement(&engine, client, &sql).await? {
-                Some(PipelineOutcome::Done) => {
-                    return Ok(Routed::Inline(
-                        count_schema(),
-                        TicketBody::Done { count: 0 },
-                        None,
-                        None,
-                    ));
+            let (sql, Kept { catalog, ctx, planned }) = match kept {
+                // Planned by CreatePreparedStatement (only queries are kept).
+                Some(kept) => (sql, kept),
+                None => {
+                    let client = workflows.as_deref().map(|w| &w.client);
+                    let sql = match pipelines::run_statement(&engine, client, &sql).await? {
+                        Some(PipelineOutcome::Done) => {
+                            return Ok(Routed::Inline(
+                                count_schema(),
+                                TicketBody::Done { count: 0 },
+                                None,
+                                None,
+                            ));
+                        }
+                        Some(PipelineOutcome::Query(query)) => query,
+                        None => sql,
+                    };
+                    let catalog = engine.catalog().version();
+                    let ctx = engine.context(&settings)?;
+                    let planned = engine.plan_with(&ctx, &sql).await?;
+                    (sql, Kept { catalog, ctx, planned })
                 }
-                Some(PipelineOutcome::Query(query)) => query,
-                None => sql,
             };
             let rows = match &params {
                 Some(p) => param_rows(&decode_params(p)?)?,
                 None => vec![],
             };
-            let ctx = engine.context(&settings)?;
-            let planned = engine.plan_with(&ctx, &sql).await?;
             if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
                 // `auto` only prefers a workflow: what cannot run as one runs inline.
                 let auto = settings.execution_mode() == ExecutionMode::Auto;
@@ -211,7 +217,7 @@ impl SqlService {
                 let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
                 let schema = planned.schema(&settings);
                 let body = TicketBody::Query { sql, params };
-                return Ok(Routed::Inline(schema, body, None, Some((ctx, planned))));
+                return Ok(Routed::Inline(schema, body, None, Some(Kept { catalog, ctx, planned })));
             }
             let mut settings = settings;
             let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
@@ -250,8 +256,8 @@ impl SqlService {
             settings: rc.session.settings(),
         };
         let handle = self.signer.encode_ticket(&ticket)?;
-        if let Some((ctx, planned)) = plan {
-            self.plans.insert(ticket.id, ctx, planned);
+        if let Some(kept) = plan {
+            self.plans.insert(ticket.id, ticket.settings, kept);
         }
         flight_info(
             &schema,
@@ -316,10 +322,11 @@ impl SqlService {
             return Ok(None);
         };
         let started = match Command::try_from(any) {
-            Ok(Command::CommandStatementQuery(q)) => self.statement_info(rc, q.query, None, descriptor).await?,
+            Ok(Command::CommandStatementQuery(q)) => self.statement_info(rc, q.query, None, None, descriptor).await?,
             Ok(Command::CommandPreparedStatementQuery(p)) => {
                 let handle = self.signer.decode_prepared(&p.prepared_statement_handle)?;
-                self.statement_info(rc, handle.sql, handle.params, descriptor).await?
+                self.statement_info(rc, handle.sql, handle.params, handle.id.as_deref(), descriptor)
+                    .await?
             }
             _ => return Ok(None),
         };
@@ -442,7 +449,10 @@ impl SqlService {
                 let engine = self.engine.clone();
                 let mut settings = ticket.settings;
                 let timeout = settings.statement_timeout();
-                let mut planned_here = self.plans.take(&ticket.id);
+                let mut planned_here = self
+                    .plans
+                    .take(&ticket.id, &settings, engine.catalog().version())
+                    .map(|kept| (kept.ctx, kept.planned));
                 if let Some((ctx, planned)) = planned_here.take_if(|(_, planned)| planned.is_light()) {
                     // Reads no table: run here, as it was planned (see contrail_planner::light).
                     let schema = planned.schema(&settings);
@@ -762,7 +772,7 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let rc = context(&request)?;
         let started = self
-            .statement_info(&rc, query.query, None, request.into_inner())
+            .statement_info(&rc, query.query, None, None, request.into_inner())
             .await?;
         Ok(Response::new(self.completed_info(&rc, started).await?))
     }
@@ -777,7 +787,13 @@ impl FlightSqlService for SqlService {
         // The handle's settings were captured at prepare time; the session's own
         // current settings win when the session still exists.
         let started = self
-            .statement_info(&rc, handle.sql, handle.params, request.into_inner())
+            .statement_info(
+                &rc,
+                handle.sql,
+                handle.params,
+                handle.id.as_deref(),
+                request.into_inner(),
+            )
             .await?;
         Ok(Response::new(self.completed_info(&rc, started).await?))
     }
@@ -966,37 +982,46 @@ impl FlightSqlService for SqlService {
         let sql = query.query.clone();
         let s2 = settings.clone();
         let lane = Lane::sql(&sql, &settings);
-        let (dataset, params) = self
+        let (dataset, params, kept) = self
             .executor
             .run_in(lane, settings.statement_timeout(), async move {
                 // Pipeline statements run when executed; SHOW / DESCRIBE are queries.
-                let sql = match contrail_planner::pipeline::parse(&sql)? {
+                let (sql, is_pipeline) = match contrail_planner::pipeline::parse(&sql)? {
                     Some(statement) => match pipelines::query_of(&statement) {
-                        Some(query) => query,
+                        Some(query) => (query, true),
                         None => {
                             let empty = Arc::new(arrow::datatypes::Schema::empty());
-                            return Ok((Arc::clone(&empty), empty));
+                            return Ok((Arc::clone(&empty), empty, None));
                         }
                     },
-                    None => sql,
+                    None => (sql, false),
                 };
-                let planned = engine.plan(&s2, &sql).await?;
+                let catalog = engine.catalog().version();
+                let ctx = engine.context(&s2)?;
+                let planned = engine.plan_with(&ctx, &sql).await?;
                 let params = planned.parameter_schema()?;
                 // Statements without a result set have an empty dataset schema:
                 // that is how clients (the JDBC driver) tell updates from queries.
-                let dataset = if planned.is_query() {
-                    planned.schema(&s2)
-                } else {
-                    Arc::new(arrow::datatypes::Schema::empty())
-                };
-                Ok((dataset, params))
+                if !planned.is_query() {
+                    return Ok((Arc::new(arrow::datatypes::Schema::empty()), params, None));
+                }
+                let dataset = planned.schema(&s2);
+                // A query's plan is kept for the handle's first execution; updates
+                // (and pipeline statements) plan again when they run.
+                let kept = (!is_pipeline).then_some(Kept { catalog, ctx, planned });
+                Ok((dataset, params, kept))
             })
             .await?;
+        let id = kept.as_ref().map(|_| uuid::Uuid::new_v4().to_string());
         let handle = PreparedHandle {
             sql: query.query,
             settings,
             params: None,
+            id: id.clone(),
         };
+        if let (Some(id), Some(kept)) = (id, kept) {
+            self.plans.insert(id, handle.settings.clone(), kept);
+        }
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: self.signer.encode_prepared(&handle)?,
             dataset_schema: schema_bytes(&dataset)?,
@@ -1009,8 +1034,11 @@ impl FlightSqlService for SqlService {
         query: ActionClosePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<(), Status> {
-        // Handles are self-contained: nothing to free. Still reject garbage.
-        self.signer.decode_prepared(&query.prepared_statement_handle)?;
+        // Handles are self-contained; only a plan kept for one that never ran is freed.
+        let handle = self.signer.decode_prepared(&query.prepared_statement_handle)?;
+        if let Some(id) = &handle.id {
+            self.plans.forget(id);
+        }
         Ok(())
     }
 

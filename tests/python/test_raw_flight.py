@@ -104,6 +104,37 @@ def test_prepared_query_with_parameters(raw):
     raw.close_prepared(handle)
 
 
+def test_a_prepared_query_sees_what_changed_after_it_was_prepared(raw):
+    # The server keeps the plan CreatePreparedStatement made for the handle's
+    # first execution; rows written, a table replaced or dropped in between
+    # must show as they would had it been planned when it ran.
+    sql = "SELECT sum(x) AS s FROM raw_replanned"
+    raw.execute_update("CREATE TABLE raw_replanned (x BIGINT)")
+    raw.execute_update("INSERT INTO raw_replanned VALUES (1)")
+    handle, _, _ = raw.prepare(sql)
+    raw.execute_update("INSERT INTO raw_replanned VALUES (2)")
+    assert raw.execute_prepared(handle).column("s").to_pylist() == [3]
+
+    handle, _, _ = raw.prepare(sql)
+    raw.execute_update("DROP TABLE raw_replanned")
+    raw.execute_update("CREATE TABLE raw_replanned (x BIGINT)")
+    raw.execute_update("INSERT INTO raw_replanned VALUES (10), (20)")
+    assert raw.execute_prepared(handle).column("s").to_pylist() == [30]
+    assert raw.execute_prepared(handle).column("s").to_pylist() == [30]  # planned again
+
+    handle, _, _ = raw.prepare(sql)
+    raw.execute_update("CACHE TABLE raw_replanned")
+    raw.execute_update("INSERT INTO raw_replanned VALUES (5)")
+    assert raw.execute_prepared(handle).column("s").to_pylist() == [35]
+
+    handle, _, _ = raw.prepare(sql)
+    raw.execute_update("DROP TABLE raw_replanned")
+    with pytest.raises(Exception) as exc:
+        raw.execute_prepared(handle)
+    s.assert_flight_code(exc.value, "NOT_FOUND")
+    raw.close_prepared(handle)
+
+
 def test_prepared_update_several_parameter_rows(raw):
     raw.execute_update("CREATE TABLE raw_prep (id BIGINT, s VARCHAR)")
     handle, _, param_schema = raw.prepare("INSERT INTO raw_prep VALUES (?, ?)")

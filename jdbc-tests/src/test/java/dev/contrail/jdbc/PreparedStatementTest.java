@@ -58,6 +58,32 @@ class PreparedStatementTest {
         }
     }
 
+    /**
+     * The server keeps the plan made when a statement is prepared for its first
+     * execution; rows written and tables replaced in between must still show.
+     */
+    @Test
+    void aPreparedQuerySeesWhatChangedAfterItWasPrepared(ContrailServer server) throws SQLException {
+        String table = Jdbc.uniqueName("replanned");
+        String sql = "SELECT sum(x) AS s FROM " + table;
+        try (Connection conn = server.connect()) {
+            Jdbc.update(conn, "CREATE TABLE " + table + " (x BIGINT)");
+            Jdbc.update(conn, "INSERT INTO " + table + " VALUES (1)");
+            try (PreparedStatement ps = conn.prepareStatement(sql)) {
+                Jdbc.update(conn, "INSERT INTO " + table + " VALUES (2)");
+                assertEquals(List.of("3"), Jdbc.strings(ps.executeQuery(), "s"));
+            }
+            try (PreparedStatement ps = conn.prepareStatement(sql)) {
+                Jdbc.update(conn, "DROP TABLE " + table);
+                Jdbc.update(conn, "CREATE TABLE " + table + " (x BIGINT)");
+                Jdbc.update(conn, "INSERT INTO " + table + " VALUES (10), (20)");
+                assertEquals(List.of("30"), Jdbc.strings(ps.executeQuery(), "s"));
+                assertEquals(List.of("30"), Jdbc.strings(ps.executeQuery(), "s"), "executed again");
+            }
+            Jdbc.update(conn, "DROP TABLE " + table);
+        }
+    }
+
     @Test
     void updatesReportCounts(ContrailServer server) throws SQLException {
         String table = Jdbc.uniqueName("prep");
