@@ -13,9 +13,11 @@
 
 use std::time::{Duration, Instant};
 
-use contrail_planner::{Planned, SessionSettings};
+use contrail_planner::{Engine, Planned, SessionSettings};
 use dashmap::DashMap;
 use datafusion::prelude::SessionContext;
+
+use crate::error::Result;
 
 /// How long an unredeemed plan is kept.
 const TTL: Duration = Duration::from_secs(60);
@@ -28,6 +30,17 @@ pub(crate) struct Kept {
     pub(crate) catalog: u64,
     pub(crate) ctx: SessionContext,
     pub(crate) planned: Planned,
+}
+
+impl Kept {
+    /// Plan `sql` in a new context for `settings`, the catalog's version read
+    /// first (a table dropped while planning then makes the plan stale).
+    pub(crate) async fn plan(engine: &Engine, settings: &SessionSettings, sql: &str) -> Result<Self> {
+        let catalog = engine.catalog().version();
+        let ctx = engine.context(settings)?;
+        let planned = engine.plan_with(&ctx, sql).await?;
+        Ok(Self { catalog, ctx, planned })
+    }
 }
 
 struct Entry {
@@ -89,10 +102,7 @@ mod tests {
     use contrail_planner::{Engine, EngineOptions, SessionSettings};
 
     async fn plan(engine: &Engine, settings: &SessionSettings) -> Kept {
-        let catalog = engine.catalog().version();
-        let ctx = engine.context(settings).expect("context");
-        let planned = engine.plan_with(&ctx, "SELECT 1").await.expect("plan");
-        Kept { catalog, ctx, planned }
+        Kept::plan(engine, settings, "SELECT 1").await.expect("plan")
     }
 
     #[tokio::test]

@@ -176,10 +176,8 @@ impl SqlService {
                         Some(PipelineOutcome::Query(query)) => query,
                         None => sql,
                     };
-                    let catalog = engine.catalog().version();
-                    let ctx = engine.context(&settings)?;
-                    let planned = engine.plan_with(&ctx, &sql).await?;
-                    (sql, Kept { catalog, ctx, planned })
+                    let kept = Kept::plan(&engine, &settings, &sql).await?;
+                    (sql, kept)
                 }
             };
             let rows = match &params {
@@ -996,32 +994,30 @@ impl FlightSqlService for SqlService {
                     },
                     None => (sql, false),
                 };
-                let catalog = engine.catalog().version();
-                let ctx = engine.context(&s2)?;
-                let planned = engine.plan_with(&ctx, &sql).await?;
-                let params = planned.parameter_schema()?;
+                let kept = Kept::plan(&engine, &s2, &sql).await?;
+                let params = kept.planned.parameter_schema()?;
                 // Statements without a result set have an empty dataset schema:
                 // that is how clients (the JDBC driver) tell updates from queries.
-                if !planned.is_query() {
+                if !kept.planned.is_query() {
                     return Ok((Arc::new(arrow::datatypes::Schema::empty()), params, None));
                 }
-                let dataset = planned.schema(&s2);
+                let dataset = kept.planned.schema(&s2);
                 // A query's plan is kept for the handle's first execution; updates
                 // (and pipeline statements) plan again when they run.
-                let kept = (!is_pipeline).then_some(Kept { catalog, ctx, planned });
-                Ok((dataset, params, kept))
+                Ok((dataset, params, (!is_pipeline).then_some(kept)))
             })
             .await?;
-        let id = kept.as_ref().map(|_| uuid::Uuid::new_v4().to_string());
+        let id = kept.map(|kept| {
+            let id = uuid::Uuid::new_v4().to_string();
+            self.plans.insert(id.clone(), settings.clone(), kept);
+            id
+        });
         let handle = PreparedHandle {
             sql: query.query,
             settings,
             params: None,
-            id: id.clone(),
+            id,
         };
-        if let (Some(id), Some(kept)) = (id, kept) {
-            self.plans.insert(id, handle.settings.clone(), kept);
-        }
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: self.signer.encode_prepared(&handle)?,
             dataset_schema: schema_bytes(&dataset)?,
