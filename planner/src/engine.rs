@@ -23,14 +23,17 @@ use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::alias::AliasGenerator;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
+use datafusion::config::ConfigOptions;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement, WriteOp,
 };
+use datafusion::optimizer::OptimizerConfig;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions_mut};
@@ -90,24 +93,153 @@ pub struct Engine {
     /// DDL statements run one at a time.
     ddl: Mutex<()>,
     pipelines: Arc<PipelineStore>,
-    /// A built session state per distinct session settings (see [`Engine::context`]).
-    states: DashMap<String, SessionState>,
+    /// A built session state per distinct session settings (see [`Engine::statement`]).
+    states: DashMap<String, StatementContext>,
 }
 
 /// At most this many distinct session settings keep a built state; others
 /// build theirs per statement.
 const MAX_KEPT_STATES: usize = 64;
 
-/// What of a session's settings goes into its DataFusion state.
+/// A session's settings as the key of its DataFusion state: all of them, since
+/// the state lists Contrail's too (`SHOW contrail.x`).
 fn state_key(settings: &SessionSettings) -> String {
     let mut key = format!("{:?}\0{:?}", settings.catalog, settings.schema);
-    for (k, v) in settings.options.iter().filter(|(k, _)| k.starts_with("datafusion.")) {
+    for (k, v) in &settings.options {
         key.push('\0');
         key.push_str(k);
         key.push('=');
         key.push_str(v);
     }
     key
+}
+
+/// What a statement is planned and run in: the DataFusion state of its
+/// session's settings, built once and shared, not copied, by every statement
+/// with those settings (copying one costs about what planning `SELECT 1` does:
+/// DataFusion's function registries are hash maps). Nothing can change it: a
+/// query's own start time (`now()`) is given to the optimizer beside it
+/// ([`optimize`]); statements that need a state of their own (DDL, writes)
+/// take a copy with [`StatementContext::session`].
+#[derive(Clone)]
+pub struct StatementContext(Arc<SharedState>);
+
+struct SharedState {
+    state: SessionState,
+    /// What a query's operators run with, made once from `state`.
+    task: Arc<TaskContext>,
+}
+
+impl StatementContext {
+    fn new(mut state: SessionState) -> Self {
+        // Physical planning hands scalar functions the options of the state's
+        // execution properties (DataFusion's defaults where unset: a session's
+        // time zone would not reach `to_unixtime`); a copy sets them when made
+        // (`SessionContext::state`), this state once.
+        let options = Arc::clone(state.config_options());
+        state.execution_props_mut().mark_start_execution(options);
+        let task = Arc::new(TaskContext::from(&state));
+        Self(Arc::new(SharedState { state, task }))
+    }
+
+    /// The shared DataFusion state.
+    pub fn state(&self) -> &SessionState {
+        &self.0.state
+    }
+
+    /// A DataFusion context with a copy of the state, for a statement that may
+    /// change it or runs through an API that takes a context.
+    pub fn session(&self) -> SessionContext {
+        SessionContext::new_with_state(self.0.state.clone())
+    }
+}
+
+impl std::fmt::Debug for StatementContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatementContext")
+            .field("session_id", &self.0.state.session_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What DataFusion's optimizer reads of a statement: the shared state's options
+/// and functions, and the statement's own start time and alias generator (a
+/// state's own are set when it is copied: `SessionContext::state`).
+struct StatementConfig<'a> {
+    state: &'a SessionState,
+    started: chrono::DateTime<chrono::Utc>,
+    aliases: Arc<AliasGenerator>,
+}
+
+impl OptimizerConfig for StatementConfig<'_> {
+    fn query_execution_start_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        Some(self.started)
+    }
+
+    fn alias_generator(&self) -> &Arc<AliasGenerator> {
+        &self.aliases
+    }
+
+    fn options(&self) -> Arc<ConfigOptions> {
+        Arc::clone(self.state.config_options())
+    }
+
+    fn function_registry(&self) -> Option<&dyn FunctionRegistry> {
+        Some(self.state)
+    }
+}
+
+/// Run a query in its statement's context: DataFrame::execute_stream, with a
+/// constant row taken as it is. A projection of literals over one empty row
+/// (`SELECT 1`, a connection pool's validation query) is one before optimizing
+/// too, and the optimizer would leave it as it is: its ~40 rules cost more than
+/// the rest of such a statement's planning.
+async fn query(context: &StatementContext, plan: &LogicalPlan, view_types: bool) -> Result<Outcome> {
+    if let Some(row) = crate::light::constant_row(plan) {
+        return Ok(Outcome::Rows(crate::types::map_output_stream(
+            one_batch_stream(row),
+            view_types,
+        )));
+    }
+    let state = context.state();
+    let plan = optimize(state, plan)?;
+    let stream = match crate::light::constant_row(&plan) {
+        Some(row) => one_batch_stream(row),
+        None => {
+            let physical = state
+                .query_planner()
+                .create_physical_plan(&plan, state)
+                .await
+                .map_err(Error::plan)?;
+            datafusion::physical_plan::execute_stream(physical, Arc::clone(&context.0.task)).map_err(Error::plan)?
+        }
+    };
+    Ok(Outcome::Rows(crate::types::map_output_stream(stream, view_types)))
+}
+
+/// `SessionState::optimize` on a shared state, the statement starting now.
+fn optimize(state: &SessionState, plan: &LogicalPlan) -> Result<LogicalPlan> {
+    if let LogicalPlan::Explain(_) = plan {
+        // EXPLAIN lists every rule's output: DataFusion's own path, on a copy
+        // that starts now.
+        let mut copy = state.clone();
+        copy.execution_props_mut()
+            .mark_start_execution(Arc::clone(state.config_options()));
+        return copy.optimize(plan).map_err(Error::plan);
+    }
+    let config = StatementConfig {
+        state,
+        started: chrono::Utc::now(),
+        aliases: Arc::new(AliasGenerator::new()),
+    };
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+        .map_err(Error::plan)?;
+    state
+        .optimizer()
+        .optimize(analyzed, &config, |_, _| {})
+        .map_err(Error::plan)
 }
 
 /// A planned statement, ready to run. Planning has no side effects.
@@ -446,32 +578,28 @@ impl Engine {
         Ok(())
     }
 
-    /// A DataFusion context for `settings` over the shared catalog and runtime.
+    /// What a statement of a session with `settings` is planned and run in.
     ///
-    /// Each distinct set of settings builds its session state once (filling
+    /// Each distinct set of settings builds its DataFusion state once (filling
     /// DataFusion's function registries costs about as much as planning a short
-    /// query); later statements start from a copy of it. A copy, not the state
-    /// itself, so nothing one statement leaves in its state reaches another.
-    pub fn context(&self, settings: &SessionSettings) -> Result<SessionContext> {
+    /// query); the statements of every session with those settings share it.
+    pub fn statement(&self, settings: &SessionSettings) -> Result<StatementContext> {
         let key = state_key(settings);
-        let mut state = match self.states.get(&key) {
-            Some(kept) => kept.clone(),
-            None => {
-                let state = self.state_with(self.session_config(settings)?);
-                if self.states.len() < MAX_KEPT_STATES {
-                    self.states.insert(key, state.clone());
-                }
-                state
-            }
-        };
-        // Kept states are shared by sessions whose Contrail settings differ:
-        // each copy lists its own session's (`SHOW contrail.x`).
-        state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .insert(crate::settings::ContrailOptions::of(settings));
-        Ok(SessionContext::new_with_state(state))
+        if let Some(kept) = self.states.get(&key) {
+            return Ok(kept.clone());
+        }
+        let context = StatementContext::new(self.state_with(self.session_config(settings)?));
+        if self.states.len() < MAX_KEPT_STATES {
+            self.states.insert(key, context.clone());
+        }
+        Ok(context)
+    }
+
+    /// A DataFusion context of its own for `settings` over the shared catalog and
+    /// runtime: a copy of the kept state, so nothing one statement leaves in its
+    /// context reaches another.
+    pub fn context(&self, settings: &SessionSettings) -> Result<SessionContext> {
+        Ok(self.statement(settings)?.session())
     }
 
     fn context_with(&self, config: SessionConfig) -> SessionContext {
@@ -697,15 +825,13 @@ impl Engine {
 
     /// Parse and plan one statement. No side effects.
     pub async fn plan(&self, settings: &SessionSettings, sql: &str) -> Result<Planned> {
-        let ctx = self.context(settings)?;
-        self.plan_with(&ctx, sql).await
+        self.plan_with(&self.statement(settings)?, sql).await
     }
 
-    /// [`Engine::plan`] in a context from [`Engine::context`], which
-    /// [`Engine::execute_in`] can then reuse: building one costs about as much as
-    /// planning a short query.
-    pub async fn plan_with(&self, ctx: &SessionContext, sql: &str) -> Result<Planned> {
-        let state = ctx.state();
+    /// [`Engine::plan`] in a context from [`Engine::statement`], which
+    /// [`Engine::execute_in`] then runs it in.
+    pub async fn plan_with(&self, context: &StatementContext, sql: &str) -> Result<Planned> {
+        let state = context.state();
         let dialect = state.config().options().sql_parser.dialect;
         // sqlparser's CACHE TABLE takes anything after the name for a query, `;` too.
         let sql = sql.trim_end().trim_end_matches(';');
@@ -775,39 +901,22 @@ impl Engine {
     /// Call this on the runtime that should do the CPU work: DataFusion spawns its
     /// operators' tasks on the current runtime.
     pub async fn execute(&self, settings: &mut SessionSettings, planned: Planned) -> Result<Outcome> {
-        let ctx = self.context(settings)?;
-        self.execute_in(&ctx, settings, planned).await
+        let context = self.statement(settings)?;
+        self.execute_in(&context, settings, planned).await
     }
 
     /// [`Engine::execute`] in the context the statement was planned in
-    /// (see [`Engine::plan_with`]); `ctx` must come from `settings`.
+    /// (see [`Engine::plan_with`]); `context` must come from `settings`.
     pub async fn execute_in(
         &self,
-        ctx: &SessionContext,
+        context: &StatementContext,
         settings: &mut SessionSettings,
         planned: Planned,
     ) -> Result<Outcome> {
         match planned.kind {
-            Kind::Query(plan) => {
-                let view_types = settings.view_types();
-                // DataFrame::execute_stream, with a constant row taken as it is.
-                let state = ctx.state();
-                let plan = state.optimize(&plan).map_err(Error::plan)?;
-                let stream = match crate::light::constant_row(&plan) {
-                    Some(row) => one_batch_stream(row),
-                    None => {
-                        let physical = state
-                            .query_planner()
-                            .create_physical_plan(&plan, &state)
-                            .await
-                            .map_err(Error::plan)?;
-                        let task = Arc::new(TaskContext::from(&state));
-                        datafusion::physical_plan::execute_stream(physical, task).map_err(Error::plan)?
-                    }
-                };
-                Ok(Outcome::Rows(crate::types::map_output_stream(stream, view_types)))
-            }
+            Kind::Query(plan) => query(context, &plan, settings.view_types()).await,
             Kind::Write { plan, target } => {
+                let ctx = &context.session();
                 let count = run_count(ctx, plan).await?;
                 if let Some(target) = target {
                     if let Some(managed) = self.managed_for(ctx, &target).await? {
@@ -816,16 +925,16 @@ impl Engine {
                 }
                 Ok(Outcome::Count(count))
             }
-            Kind::Delete { target, plan } => self.delete(ctx, &target, plan).await,
-            Kind::Update { target, plan } => self.update(ctx, &target, plan).await,
+            Kind::Delete { target, plan } => self.delete(&context.session(), &target, plan).await,
+            Kind::Update { target, plan } => self.update(&context.session(), &target, plan).await,
             Kind::Ddl { ddl, sql } => {
                 let _guard = self.ddl.lock().await;
-                self.ddl(ctx, ddl, sql).await.map(Outcome::Count)
+                self.ddl(&context.session(), ddl, sql).await.map(Outcome::Count)
             }
             Kind::Set { key, value } => {
                 let mut next = settings.clone();
                 next.set(&key, &value)?;
-                self.context(&next)?; // validate DataFusion keys and values
+                self.statement(&next)?; // validate DataFusion keys and values
                 *settings = next;
                 Ok(Outcome::Count(0))
             }
@@ -838,7 +947,7 @@ impl Engine {
                 cache,
                 if_exists,
             } => self
-                .cache_table(ctx, &table, cache, if_exists)
+                .cache_table(&context.session(), &table, cache, if_exists)
                 .await
                 .map(Outcome::Count),
         }
@@ -1704,8 +1813,7 @@ mod tests {
         assert_eq!(ctx.copied_config().options().catalog.default_schema, "other");
         assert_eq!(engine.states.len(), 3);
 
-        // Contrail's own settings do not change DataFusion's state, but each
-        // context lists its session's values.
+        // Contrail's own settings: a state of their own too, which lists them.
         let mut mode = SessionSettings::default();
         mode.options.insert("contrail.execution_mode".into(), "inline".into());
         let listed = |ctx: &SessionContext| {
@@ -1721,7 +1829,80 @@ mod tests {
             listed(&engine.context(&plain).expect("context")).as_deref(),
             Some("auto")
         );
-        assert_eq!(engine.states.len(), 3);
+        assert_eq!(engine.states.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn statements_share_their_settings_state_and_each_starts_its_own_clock() {
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = Engine::open(EngineOptions::new(dir.path())).await.expect("open");
+        let mut settings = SessionSettings::default();
+        let first = engine.statement(&settings).expect("statement");
+        let second = engine.statement(&settings).expect("statement");
+        assert!(Arc::ptr_eq(&first.0, &second.0), "one state for the same settings");
+
+        // The shared state was built before `before`; a query's now() is its own start.
+        let before = chrono::Utc::now().timestamp_nanos_opt().expect("nanoseconds");
+        for sql in [
+            "SELECT now()",
+            "SELECT now() FROM (VALUES (1), (2)) AS v(x) WHERE x > 1",
+        ] {
+            let planned = engine.plan_with(&second, sql).await.expect("plan");
+            let Outcome::Rows(stream) = engine.execute_in(&second, &mut settings, planned).await.expect("run") else {
+                panic!("rows")
+            };
+            let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
+            let now = batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                .expect("a timestamp")
+                .value(0);
+            assert!(
+                now >= before,
+                "{sql}: now() {now} is before the statement started ({before})"
+            );
+        }
+
+        // Scalar functions see the session's options (`to_unixtime` its time zone).
+        let unix_time = async |settings: &mut SessionSettings| {
+            let sql = "SELECT to_unixtime(s) FROM (VALUES ('2024-01-01T00:00:00')) AS v(s)";
+            let context = engine.statement(settings).expect("statement");
+            let planned = engine.plan_with(&context, sql).await.expect("plan");
+            let Outcome::Rows(stream) = engine.execute_in(&context, settings, planned).await.expect("run") else {
+                panic!("rows")
+            };
+            let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
+            batches[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .expect("seconds")
+                .value(0)
+        };
+        let utc = unix_time(&mut settings).await;
+        let mut zoned = SessionSettings::default();
+        engine
+            .sql(&mut zoned, "SET datafusion.execution.time_zone = '+05:00'")
+            .await
+            .expect("set");
+        assert_eq!(utc - unix_time(&mut zoned).await, 5 * 3600);
+
+        // EXPLAIN lists the optimizer's rules, and the plan it shows has now() folded.
+        let planned = engine
+            .plan_with(&first, "EXPLAIN VERBOSE SELECT now()")
+            .await
+            .expect("plan");
+        let Outcome::Rows(stream) = engine.execute_in(&first, &mut settings, planned).await.expect("run") else {
+            panic!("rows")
+        };
+        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
+        let text = arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+        assert!(text.contains("simplify_expressions"), "{text}");
+        assert!(text.contains("TimestampNanosecond("), "{text}");
     }
 
     /// An engine with 2 target partitions, where every Parquet file is split into

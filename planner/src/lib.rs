@@ -48,7 +48,8 @@ pub mod types;
 
 pub use catalog::{CATALOG, Catalog, DEFAULT_SCHEMA};
 pub use engine::{
-    Engine, EngineOptions, FragmentedQuery, FragmentedWrite, IngestTarget, Outcome, Planned, Shape, count_schema,
+    Engine, EngineOptions, FragmentedQuery, FragmentedWrite, IngestTarget, Outcome, Planned, Shape, StatementContext,
+    count_schema,
 };
 pub use error::{Error, Result};
 pub use settings::SessionSettings;

@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks of the per-request fixed costs: signed tickets,
-//! SQL planning, and encoding record batches into Flight messages; and of
+//! SQL planning, a whole statement in the engine, and encoding record batches
+//! into Flight messages; and of
 //! turning `Utf8View` results into the `Utf8` clients get, against arrow's cast.
 //!
 //! `cargo bench -p contrail-server --bench micro`; the side-by-side system
@@ -143,5 +144,36 @@ fn view_results(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tickets, planning, flight_encoding, view_results);
+/// A statement's own cost in the engine, without gRPC: the shared state of its
+/// session's settings, planning and running `SELECT 1`; and, beside it, what a
+/// copy of a session state costs (what every statement paid before the state
+/// was shared).
+fn statement(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = rt
+        .block_on(Engine::open(EngineOptions::new(dir.path())))
+        .expect("engine");
+    let settings = SessionSettings::default();
+    let mut g = c.benchmark_group("statement");
+    let context = engine.statement(&settings).expect("statement context");
+    g.bench_function("copy of a session state", |b| b.iter(|| context.session()));
+    g.bench_function("select 1: plan and run", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut settings = settings.clone();
+                let context = engine.statement(&settings).expect("statement context");
+                let planned = engine.plan_with(&context, black_box("SELECT 1")).await.expect("plan");
+                let outcome = engine.execute_in(&context, &mut settings, planned).await.expect("run");
+                let contrail_planner::Outcome::Rows(rows) = outcome else {
+                    panic!("rows")
+                };
+                rows.try_collect::<Vec<_>>().await.expect("row")
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tickets, planning, statement, flight_encoding, view_results);
 criterion_main!(benches);

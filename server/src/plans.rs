@@ -5,7 +5,7 @@
 //!
 //! Tickets and handles stay self-contained: any server can redeem them by
 //! planning their SQL again. This only spares the server that planned one from
-//! doing so twice (a context, a parse and a logical plan: most of a short
+//! doing so twice (a parse and a logical plan: most of a short
 //! statement's cost, ~1.3 ms for a TPC-H query). A plan is handed out once, and
 //! only to a call with the settings it was planned under while the catalog is
 //! at the version it was planned at (no table created, dropped, cached or
@@ -13,9 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use contrail_planner::{Engine, Planned, SessionSettings};
+use contrail_planner::{Engine, Planned, SessionSettings, StatementContext};
 use dashmap::DashMap;
-use datafusion::prelude::SessionContext;
 
 use crate::error::Result;
 
@@ -28,18 +27,22 @@ const CAPACITY: usize = 1024;
 /// was made (`Catalog::version`).
 pub(crate) struct Kept {
     pub(crate) catalog: u64,
-    pub(crate) ctx: SessionContext,
+    pub(crate) context: StatementContext,
     pub(crate) planned: Planned,
 }
 
 impl Kept {
-    /// Plan `sql` in a new context for `settings`, the catalog's version read
+    /// Plan `sql` in the context of `settings`, the catalog's version read
     /// first (a table dropped while planning then makes the plan stale).
     pub(crate) async fn plan(engine: &Engine, settings: &SessionSettings, sql: &str) -> Result<Self> {
         let catalog = engine.catalog().version();
-        let ctx = engine.context(settings)?;
-        let planned = engine.plan_with(&ctx, sql).await?;
-        Ok(Self { catalog, ctx, planned })
+        let context = engine.statement(settings)?;
+        let planned = engine.plan_with(&context, sql).await?;
+        Ok(Self {
+            catalog,
+            context,
+            planned,
+        })
     }
 }
 

@@ -159,7 +159,14 @@ impl SqlService {
         let lane = Lane::sql(&sql, &settings);
         let kept = prepared.and_then(|id| self.plans.take(id, &settings, engine.catalog().version()));
         let route = async move {
-            let (sql, Kept { catalog, ctx, planned }) = match kept {
+            let (
+                sql,
+                Kept {
+                    catalog,
+                    context,
+                    planned,
+                },
+            ) = match kept {
                 // Planned by CreatePreparedStatement (only queries are kept).
                 Some(kept) => (sql, kept),
                 None => {
@@ -215,7 +222,16 @@ impl SqlService {
                 let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
                 let schema = planned.schema(&settings);
                 let body = TicketBody::Query { sql, params };
-                return Ok(Routed::Inline(schema, body, None, Some(Kept { catalog, ctx, planned })));
+                return Ok(Routed::Inline(
+                    schema,
+                    body,
+                    None,
+                    Some(Kept {
+                        catalog,
+                        context,
+                        planned,
+                    }),
+                ));
             }
             let mut settings = settings;
             let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
@@ -450,11 +466,11 @@ impl SqlService {
                 let mut planned_here = self
                     .plans
                     .take(&ticket.id, &settings, engine.catalog().version())
-                    .map(|kept| (kept.ctx, kept.planned));
-                if let Some((ctx, planned)) = planned_here.take_if(|(_, planned)| planned.is_light()) {
+                    .map(|kept| (kept.context, kept.planned));
+                if let Some((context, planned)) = planned_here.take_if(|(_, planned)| planned.is_light()) {
                     // Reads no table: run here, as it was planned (see contrail_planner::light).
                     let schema = planned.schema(&settings);
-                    return match engine.execute_in(&ctx, &mut settings, planned).await? {
+                    return match engine.execute_in(&context, &mut settings, planned).await? {
                         Outcome::Rows(rows) => {
                             let rows = rows.map_err(|e| Error::from(contrail_planner::Error::execution(e)));
                             Ok((schema, rows.boxed()))
@@ -466,23 +482,23 @@ impl SqlService {
                     .executor
                     .stream(Lane::session(&settings), ticket.id, timeout, async move {
                         // Planned by this server's GetFlightInfo, or planned now from the ticket.
-                        let (ctx, planned) = match planned_here {
+                        let (context, planned) = match planned_here {
                             Some(kept) => kept,
                             None => {
                                 let rows = match &params {
                                     Some(p) => param_rows(&decode_params(p)?)?,
                                     None => vec![],
                                 };
-                                let ctx = engine.context(&settings)?;
-                                let planned = engine.plan_with(&ctx, &sql).await?;
-                                (ctx, planned.bind(rows.into_iter().next().unwrap_or_default())?)
+                                let context = engine.statement(&settings)?;
+                                let planned = engine.plan_with(&context, &sql).await?;
+                                (context, planned.bind(rows.into_iter().next().unwrap_or_default())?)
                             }
                         };
                         if !planned.is_query() {
                             return Err(Error::invalid("ticket does not hold a query"));
                         }
                         let schema = planned.schema(&settings);
-                        match engine.execute_in(&ctx, &mut settings, planned).await? {
+                        match engine.execute_in(&context, &mut settings, planned).await? {
                             Outcome::Rows(s) => Ok((schema, s)),
                             Outcome::Count(_) => Err(Error::invalid("ticket does not hold a query")),
                         }
