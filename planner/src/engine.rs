@@ -1832,9 +1832,29 @@ mod tests {
         assert_eq!(engine.states.len(), 4);
     }
 
+    /// `sql`'s result, planned and run in `context`.
+    async fn rows_in(
+        engine: &Engine,
+        context: &StatementContext,
+        settings: &mut SessionSettings,
+        sql: &str,
+    ) -> Vec<RecordBatch> {
+        use futures::TryStreamExt;
+        let planned = engine.plan_with(context, sql).await.expect(sql);
+        let Outcome::Rows(stream) = engine.execute_in(context, settings, planned).await.expect(sql) else {
+            panic!("{sql}: no rows")
+        };
+        stream.try_collect().await.expect(sql)
+    }
+
+    /// The first value of the first column of `batches`, of type `T`.
+    fn first_value<T: arrow::datatypes::ArrowPrimitiveType>(batches: &[RecordBatch]) -> T::Native {
+        use arrow::array::AsArray;
+        batches[0].column(0).as_primitive::<T>().value(0)
+    }
+
     #[tokio::test]
     async fn statements_share_their_settings_state_and_each_starts_its_own_clock() {
-        use futures::TryStreamExt;
         let dir = tempfile::tempdir().expect("tmp");
         let engine = Engine::open(EngineOptions::new(dir.path())).await.expect("open");
         let mut settings = SessionSettings::default();
@@ -1848,17 +1868,9 @@ mod tests {
             "SELECT now()",
             "SELECT now() FROM (VALUES (1), (2)) AS v(x) WHERE x > 1",
         ] {
-            let planned = engine.plan_with(&second, sql).await.expect("plan");
-            let Outcome::Rows(stream) = engine.execute_in(&second, &mut settings, planned).await.expect("run") else {
-                panic!("rows")
-            };
-            let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
-            let now = batches[0]
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
-                .expect("a timestamp")
-                .value(0);
+            let now = first_value::<arrow::datatypes::TimestampNanosecondType>(
+                &rows_in(&engine, &second, &mut settings, sql).await,
+            );
             assert!(
                 now >= before,
                 "{sql}: now() {now} is before the statement started ({before})"
@@ -1866,38 +1878,19 @@ mod tests {
         }
 
         // Scalar functions see the session's options (`to_unixtime` its time zone).
-        let unix_time = async |settings: &mut SessionSettings| {
-            let sql = "SELECT to_unixtime(s) FROM (VALUES ('2024-01-01T00:00:00')) AS v(s)";
-            let context = engine.statement(settings).expect("statement");
-            let planned = engine.plan_with(&context, sql).await.expect("plan");
-            let Outcome::Rows(stream) = engine.execute_in(&context, settings, planned).await.expect("run") else {
-                panic!("rows")
-            };
-            let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
-            batches[0]
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-                .expect("seconds")
-                .value(0)
-        };
-        let utc = unix_time(&mut settings).await;
+        let sql = "SELECT to_unixtime(s) FROM (VALUES ('2024-01-01T00:00:00')) AS v(s)";
+        let utc = first_value::<arrow::datatypes::Int64Type>(&rows_in(&engine, &first, &mut settings, sql).await);
         let mut zoned = SessionSettings::default();
         engine
             .sql(&mut zoned, "SET datafusion.execution.time_zone = '+05:00'")
             .await
             .expect("set");
-        assert_eq!(utc - unix_time(&mut zoned).await, 5 * 3600);
+        let context = engine.statement(&zoned).expect("statement");
+        let there = first_value::<arrow::datatypes::Int64Type>(&rows_in(&engine, &context, &mut zoned, sql).await);
+        assert_eq!(utc - there, 5 * 3600);
 
         // EXPLAIN lists the optimizer's rules, and the plan it shows has now() folded.
-        let planned = engine
-            .plan_with(&first, "EXPLAIN VERBOSE SELECT now()")
-            .await
-            .expect("plan");
-        let Outcome::Rows(stream) = engine.execute_in(&first, &mut settings, planned).await.expect("run") else {
-            panic!("rows")
-        };
-        let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
+        let batches = rows_in(&engine, &first, &mut settings, "EXPLAIN VERBOSE SELECT now()").await;
         let text = arrow::util::pretty::pretty_format_batches(&batches)
             .expect("format")
             .to_string();
@@ -2073,13 +2066,7 @@ mod tests {
                 panic!("rows")
             };
             let batches: Vec<RecordBatch> = stream.try_collect().await.expect("rows");
-            let count = batches[0]
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-                .expect("a count")
-                .value(0);
-            assert_eq!(count, 200_000, "{sql}");
+            assert_eq!(first_value::<arrow::datatypes::Int64Type>(&batches), 200_000, "{sql}");
         }
         assert_eq!(
             chosen,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import time
 import warnings
 
 import adbc_driver_flightsql.dbapi as dbapi
@@ -106,6 +107,21 @@ def test_timestamp_with_time_zone(conn):
     assert pa.types.is_timestamp(t) and t.tz is not None
     value = tbl.column(0)[0].as_py()
     assert value == dt.datetime(2024, 3, 1, 10, 0, tzinfo=dt.timezone.utc)
+
+
+def test_now_is_each_statements_own_start_and_set_reaches_functions(conn):
+    """Statements of sessions with the same settings plan in one shared state:
+    now() is still each statement's own start, and a SET reaches the functions
+    evaluated per row."""
+    for _ in range(3):
+        before = time.time_ns()
+        now = query(conn, "SELECT now() AS t").column("t").cast(pa.int64())[0].as_py()
+        assert before <= now <= time.time_ns()
+    sql = "SELECT to_unixtime(s) FROM (VALUES ('2024-01-01T00:00:00')) AS v(s)"
+    utc = scalar(conn, sql)
+    assert utc == 1704067200
+    execute_update(conn, "SET datafusion.execution.time_zone = '+05:00'")
+    assert scalar(conn, sql) == utc - 5 * 3600
 
 
 def test_nested_types(conn):
