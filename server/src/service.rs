@@ -159,14 +159,7 @@ impl SqlService {
         let lane = Lane::sql(&sql, &settings);
         let kept = prepared.and_then(|id| self.plans.take(id, &settings, engine.catalog().version()));
         let route = async move {
-            let (
-                sql,
-                Kept {
-                    catalog,
-                    context,
-                    planned,
-                },
-            ) = match kept {
+            let (sql, kept) = match kept {
                 // Planned by CreatePreparedStatement (only queries are kept).
                 Some(kept) => (sql, kept),
                 None => {
@@ -191,17 +184,18 @@ impl SqlService {
                 Some(p) => param_rows(&decode_params(p)?)?,
                 None => vec![],
             };
-            if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, &planned)? {
+            let planned = &kept.planned;
+            if let Some(w) = distributed::wants_workflow(workflows.as_deref(), &engine, &settings, planned)? {
                 // `auto` only prefers a workflow: what cannot run as one runs inline.
                 let auto = settings.execution_mode() == ExecutionMode::Auto;
                 let routed = if !rows.is_empty() {
                     Err(Error::unimplemented("parameters in statements run as workflows"))
                 } else if planned.is_query() {
-                    distributed::prepare(&engine, &w.spool, &settings, &planned)
+                    distributed::prepare(&engine, &w.spool, &settings, planned)
                         .await
                         .map(|(input, schema)| Some(Routed::Workflow(input, schema)))
                 } else {
-                    distributed::prepare_write(&engine, &w.spool, &settings, &planned)
+                    distributed::prepare_write(&engine, &w.spool, &settings, planned)
                         .await
                         .map(|w| w.map(|(input, sink)| Routed::Write(input, sink)))
                 };
@@ -219,22 +213,13 @@ impl SqlService {
                         rows.len()
                     )));
                 }
-                let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
+                let planned = kept.planned.bind(rows.into_iter().next().unwrap_or_default())?;
                 let schema = planned.schema(&settings);
                 let body = TicketBody::Query { sql, params };
-                return Ok(Routed::Inline(
-                    schema,
-                    body,
-                    None,
-                    Some(Kept {
-                        catalog,
-                        context,
-                        planned,
-                    }),
-                ));
+                return Ok(Routed::Inline(schema, body, None, Some(Kept { planned, ..kept })));
             }
             let mut settings = settings;
-            let count = run_update(&engine, &mut settings, &sql, planned, rows).await?;
+            let count = run_update(&engine, &mut settings, &sql, kept.planned, rows).await?;
             Ok(Routed::Inline(
                 count_schema(),
                 TicketBody::Done { count },

@@ -590,7 +590,9 @@ impl Args {
 }
 
 fn slt_files() -> anyhow::Result<Vec<PathBuf>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("slt");
+    // Read when run, not when built (a build may be reused from a clone at another path).
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").context("cargo test sets CARGO_MANIFEST_DIR")?;
+    let dir = Path::new(&manifest_dir).join("tests").join("slt");
     let mut files = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();

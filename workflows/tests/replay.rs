@@ -21,7 +21,10 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 
 #[tokio::test]
 async fn recorded_histories_replay() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
+    // Read when run, not when built: a build reused from a clone at another path
+    // would otherwise look in that clone.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("tests/histories");
     let mut replayed = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .expect("histories directory")
