@@ -277,6 +277,15 @@ pub struct FileConfig {
     pub cache_max_bytes: Option<u64>,
     pub token_ttl_secs: Option<u64>,
     pub log: Option<String>,
+    pub temporal_namespace: Option<String>,
+    pub task_queue: Option<String>,
+    pub temporal_bin: Option<PathBuf>,
+    pub temporal_port: Option<u16>,
+    pub temporal_ui_port: Option<u16>,
+    pub proxy_results: Option<bool>,
+    pub advertise: Option<String>,
+    pub spool_ttl_secs: Option<u64>,
+    pub local_fragments: Option<usize>,
     #[serde(default)]
     pub auth: AuthConfig,
 }
@@ -329,15 +338,18 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let w = a.workflows;
         let workflows = WorkflowConfig {
             temporal: TemporalMode::parse(&w.temporal.or(file.temporal).unwrap_or_else(|| "embedded".into()))?,
-            namespace: w.temporal_namespace.unwrap_or_else(|| "default".into()),
-            task_queue: w.task_queue.unwrap_or_else(|| "contrail".into()),
-            temporal_bin: w.temporal_bin,
-            temporal_port: w.temporal_port.unwrap_or(0),
-            temporal_ui_port: w.temporal_ui_port,
-            proxy_results: w.proxy_results,
-            advertise: w.advertise,
-            spool_ttl: Duration::from_secs(w.spool_ttl_secs.unwrap_or(3600)),
-            local_fragments: w.local_fragments,
+            namespace: w
+                .temporal_namespace
+                .or(file.temporal_namespace)
+                .unwrap_or_else(|| "default".into()),
+            task_queue: w.task_queue.or(file.task_queue).unwrap_or_else(|| "contrail".into()),
+            temporal_bin: w.temporal_bin.or(file.temporal_bin),
+            temporal_port: w.temporal_port.or(file.temporal_port).unwrap_or(0),
+            temporal_ui_port: w.temporal_ui_port.or(file.temporal_ui_port),
+            proxy_results: w.proxy_results || file.proxy_results.unwrap_or(false),
+            advertise: w.advertise.or(file.advertise),
+            spool_ttl: Duration::from_secs(w.spool_ttl_secs.or(file.spool_ttl_secs).unwrap_or(3600)),
+            local_fragments: w.local_fragments.or(file.local_fragments),
         };
         let tls = match (a.tls.tls_cert.or(file.tls_cert), a.tls.tls_key.or(file.tls_key)) {
             (Some(c), Some(k)) => Some((c, k)),
@@ -386,4 +398,65 @@ fn physical_memory() -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeConfig> {
+        let cli = Cli::try_parse_from(["contrail", "serve"].iter().chain(args)).expect("flags parse");
+        match cli.command {
+            Command::Serve(a) => ServeConfig::try_from(*a),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_serve_setting_can_come_from_the_file_and_flags_override_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("contrail.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:6000"
+temporal = "off"
+temporal_namespace = "analytics"
+task_queue = "etl"
+temporal_bin = "/opt/temporal"
+temporal_port = 7300
+temporal_ui_port = 8300
+proxy_results = true
+advertise = "grpc+tcp://10.0.0.5:6000"
+spool_ttl_secs = 60
+local_fragments = 3
+"#,
+        )
+        .expect("write config");
+        let config = path.to_str().expect("utf-8 path");
+
+        let c = serve(&["--config", config]).expect("file config");
+        assert_eq!(c.listen.port(), 6000);
+        let w = &c.workflows;
+        assert_eq!((w.namespace.as_str(), w.task_queue.as_str()), ("analytics", "etl"));
+        assert_eq!(w.temporal_bin.as_deref(), Some(std::path::Path::new("/opt/temporal")));
+        assert_eq!((w.temporal_port, w.temporal_ui_port), (7300, Some(8300)));
+        assert!(w.proxy_results);
+        assert_eq!(w.advertise.as_deref(), Some("grpc+tcp://10.0.0.5:6000"));
+        assert_eq!((w.spool_ttl, w.local_fragments), (Duration::from_secs(60), Some(3)));
+
+        let c = serve(&["--config", config, "--task-queue", "adhoc", "--spool-ttl-secs", "5"]).expect("flags");
+        assert_eq!(c.workflows.task_queue, "adhoc");
+        assert_eq!(c.workflows.spool_ttl, Duration::from_secs(5));
+        assert_eq!(c.workflows.namespace, "analytics", "a flag overrides only its own key");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("contrail.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:6000\"\ntask_queues = \"etl\"\n").expect("write config");
+        let err = serve(&["--config", path.to_str().expect("utf-8 path")]).expect_err("unknown key");
+        assert!(err.to_string().contains("task_queues"), "{err}");
+    }
 }

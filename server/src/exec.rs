@@ -202,6 +202,11 @@ impl Executor {
     /// returns its output schema and stream. Returns the schema and a stream of
     /// batches; dropping the stream (client gone) stops the query, and so does
     /// `timeout` running out (the stream then ends with [`Error::Timeout`]).
+    ///
+    /// The returned stream ends cleanly only when the query ran to its end: a
+    /// query that failed, was cancelled, timed out or panicked ends it with an
+    /// error, after the batches already sent. So a client never mistakes a cut
+    /// result for a whole one.
     pub async fn stream<F>(
         self: &Arc<Self>,
         lane: Lane,
@@ -220,11 +225,16 @@ impl Executor {
         }
         let token = CancellationToken::new();
         self.running.insert(query_id.clone(), token.clone());
+        let registered = Registered {
+            executor: Arc::clone(self),
+            query_id,
+        };
         let (schema_tx, schema_rx) = oneshot::channel();
-        let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(CHANNEL_DEPTH);
-        let this = Arc::clone(self);
-        let id = query_id.clone();
+        let (tx, rx) = mpsc::channel::<RecordBatch>(CHANNEL_DEPTH);
+        // How the query ended; dropped unsent if its task panics.
+        let (end_tx, end_rx) = oneshot::channel::<Result<()>>();
         self.handle_of(lane).spawn(async move {
+            let id = &registered.query_id;
             let started = Instant::now();
             let (mut rows, mut batches) = (0usize, 0usize);
             let expired = async move {
@@ -237,60 +247,80 @@ impl Executor {
                 }
             };
             tokio::pin!(expired);
-            let started_query = tokio::select! {
-                started_query = start => started_query,
-                e = &mut expired => Err(e),
-            };
-            match started_query {
-                Err(e) => {
-                    let _ = schema_tx.send(Err(e));
-                }
-                Ok((schema, stream)) => {
-                    let _ = schema_tx.send(Ok(schema));
-                    let mut stream = crate::coalesce::ready_coalesce(stream);
-                    loop {
-                        let next = tokio::select! {
-                            biased;
-                            () = token.cancelled() => {
-                                let _ = tx.send(Err(contrail_planner::Error::Cancelled.into())).await;
-                                info!(query_id = %id, "query cancelled");
-                                break;
-                            }
-                            () = tx.closed() => {
-                                debug!(query_id = %id, "client went away; query stopped");
-                                break;
-                            }
-                            e = &mut expired => {
-                                info!(query_id = %id, error = %e, "query stopped");
-                                let _ = tx.send(Err(e)).await;
-                                break;
-                            }
-                            next = stream.next() => next,
-                        };
-                        match next {
-                            None => break,
-                            Some(Ok(batch)) => {
-                                rows += batch.num_rows();
-                                batches += 1;
-                                if tx.send(Ok(batch)).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Some(Err(e)) => {
-                                let _ = tx.send(Err(contrail_planner::Error::execution(e).into())).await;
-                                break;
-                            }
+            // Everything the query waits for (planning, its next batch, room
+            // in the channel while the client reads slowly) also waits for
+            // a cancel, the deadline and the client leaving.
+            macro_rules! or_stop {
+                ($wait:expr) => {
+                    tokio::select! {
+                        biased;
+                        () = token.cancelled() => {
+                            info!(query_id = %id, "query cancelled");
+                            Err(Some(contrail_planner::Error::Cancelled.into()))
                         }
+                        () = tx.closed() => {
+                            debug!(query_id = %id, "client went away; query stopped");
+                            Err(None)
+                        }
+                        e = &mut expired => {
+                            info!(query_id = %id, error = %e, "query stopped");
+                            Err(Some(e))
+                        }
+                        done = $wait => Ok(done),
                     }
+                };
+            }
+            let ended: std::result::Result<(), Option<Error>> = async {
+                let (schema, stream) = match or_stop!(start) {
+                    Ok(Ok(started)) => started,
+                    Ok(Err(e)) | Err(Some(e)) => {
+                        let _ = schema_tx.send(Err(e));
+                        return Err(None);
+                    }
+                    Err(None) => return Err(None),
+                };
+                let _ = schema_tx.send(Ok(schema));
+                let mut stream = crate::coalesce::ready_coalesce(stream);
+                loop {
+                    let batch = match or_stop!(stream.next())? {
+                        None => return Ok(()),
+                        Some(Ok(batch)) => batch,
+                        Some(Err(e)) => return Err(Some(contrail_planner::Error::execution(e).into())),
+                    };
+                    let permit = or_stop!(tx.reserve())?.map_err(|_| None)?;
+                    rows += batch.num_rows();
+                    batches += 1;
+                    permit.send(batch);
                 }
             }
-            this.running.remove(&id);
+            .await;
+            let _ = end_tx.send(match ended {
+                Ok(()) => Ok(()),
+                Err(Some(e)) => Err(e),
+                // The client left, or planning failed (reported with the schema).
+                Err(None) => Err(Error::Internal {
+                    message: "query stopped".into(),
+                }),
+            });
             debug!(query_id = %id, rows, batches, elapsed_ms = started.elapsed().as_millis() as u64, "query stream done");
         });
         let schema = schema_rx.await.map_err(|_| Error::Internal {
             message: "query task ended before planning finished".into(),
         })??;
-        Ok((schema, tokio_stream::wrappers::ReceiverStream::new(rx)))
+        let end = futures::stream::once(async move {
+            match end_rx.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Err(e)),
+                Err(_) => Some(Err(Error::Internal {
+                    message: "the query failed unexpectedly (its task panicked); the result is incomplete".into(),
+                })),
+            }
+        })
+        .filter_map(std::future::ready);
+        Ok((
+            schema,
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok).chain(end),
+        ))
     }
 
     /// Cancel a query, running or not yet started. Returns whether it was running.
@@ -316,6 +346,18 @@ impl Executor {
         for entry in self.running.iter() {
             entry.value().cancel();
         }
+    }
+}
+
+/// A query in [`Executor::running`], removed however its task ends (panics too).
+struct Registered {
+    executor: Arc<Executor>,
+    query_id: String,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.executor.running.remove(&self.query_id);
     }
 }
 
@@ -438,6 +480,96 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(nice, 15);
+    }
+
+    fn one_column() -> (SchemaRef, RecordBatch) {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).expect("batch");
+        (schema, batch)
+    }
+
+    /// Start `batches` as a query's output stream.
+    async fn streaming<S>(
+        executor: &Arc<Executor>,
+        id: &str,
+        timeout: Option<Duration>,
+        batches: S,
+    ) -> futures::stream::BoxStream<'static, Result<RecordBatch>>
+    where
+        S: futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static,
+    {
+        let (schema, _) = one_column();
+        let start = async move {
+            let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(Arc::clone(&schema), batches),
+            );
+            Ok((schema, stream))
+        };
+        let (_, rows) = executor
+            .stream(Lane::Normal, id.into(), timeout, start)
+            .await
+            .expect("started");
+        rows.boxed()
+    }
+
+    /// A query whose task panics halfway ends its result with an error, not
+    /// with a clean end that would pass a cut result off as whole.
+    #[tokio::test]
+    async fn a_panic_mid_query_ends_the_result_with_an_error() {
+        let executor = Arc::new(Executor::new(Some(1), 0).expect("executor"));
+        let (_, batch) = one_column();
+        let batches = futures::stream::iter([Ok(batch)]).chain(futures::stream::once(async {
+            panic!("a bug in an operator");
+        }));
+        let got: Vec<_> = streaming(&executor, "q-panic", None, batches).await.collect().await;
+        // The batch may still be held for coalescing when the panic comes.
+        let (last, sent) = got.split_last().expect("an end");
+        assert!(sent.len() <= 1 && sent.iter().all(Result::is_ok), "{got:?}");
+        let err = last.as_ref().expect_err("the panic is reported");
+        assert!(err.to_string().contains("incomplete"), "{err}");
+        assert_eq!(executor.running(), 0, "a panicked query leaves the registry");
+    }
+
+    /// Wait (bounded) until no query is registered as running.
+    async fn until_none_running(executor: &Executor) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while executor.running() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the query stopped");
+    }
+
+    /// A client that stops reading does not keep a query alive: a cancel and
+    /// the statement timeout stop it while it waits for room to send, and the
+    /// client then reads what was sent and the reason.
+    #[tokio::test]
+    async fn a_query_waiting_on_a_slow_client_can_be_cancelled_and_timed_out() {
+        let executor = Arc::new(Executor::new(Some(1), 0).expect("executor"));
+        let endless = || futures::stream::repeat_with(|| Ok(one_column().1));
+
+        let rows = streaming(&executor, "q-cancel", None, endless()).await;
+        assert_eq!(executor.running(), 1);
+        assert!(executor.cancel("q-cancel"));
+        until_none_running(&executor).await;
+        let got: Vec<_> = rows.collect().await;
+        let (last, sent) = got.split_last().expect("an end");
+        assert!(sent.iter().all(Result::is_ok) && sent.len() <= CHANNEL_DEPTH, "{got:?}");
+        assert!(
+            last.as_ref().is_err_and(|e| e.to_string().contains("cancel")),
+            "{last:?}"
+        );
+
+        let limit = Duration::from_millis(50);
+        let rows = streaming(&executor, "q-timeout", Some(limit), endless()).await;
+        until_none_running(&executor).await;
+        let got: Vec<_> = rows.collect().await;
+        let last = got.last().expect("an end");
+        assert!(matches!(last, Err(Error::Timeout { .. })), "{last:?}");
     }
 
     #[test]

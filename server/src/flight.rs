@@ -95,7 +95,7 @@ impl ContrailFlight {
             return Ok(self.do_get(request).await?.map(flight_frames));
         }
         let (request, rc) = self.admit(request)?;
-        let response = match self.inner.rows(request.get_ref()).await? {
+        let response = match self.inner.rows(&rc, request.get_ref()).await? {
             Some(rows) => Response::new(rows.frames()?),
             None => <Inner as FlightService>::do_get(&self.inner, request)
                 .await?

@@ -41,7 +41,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::auth::Authenticator;
 use crate::distributed::{self, Workflows};
@@ -146,6 +146,7 @@ impl SqlService {
     async fn statement_info(
         &self,
         rc: &RequestContext,
+        settings: SessionSettings,
         sql: String,
         params: Option<String>,
         prepared: Option<&str>,
@@ -153,7 +154,7 @@ impl SqlService {
     ) -> Result<Started> {
         let engine = self.engine.clone();
         let workflows = self.workflows.clone();
-        let settings = rc.session.settings();
+        let before = settings.clone();
         let timeout = settings.statement_timeout();
         // A query that reads no table is planned here: cheaper than two thread hops.
         let lane = Lane::sql(&sql, &settings);
@@ -244,15 +245,19 @@ impl SqlService {
             }
             Routed::Inline(schema, body, changed, plan) => (schema, body, changed, plan),
         };
-        if let Some(settings) = changed {
-            if settings != rc.session.settings() {
-                rc.update_settings(settings.clone());
+        // The ticket carries the settings the statement was planned with (or
+        // that it set), not whatever a concurrent request has set since.
+        let settings = match changed {
+            Some(changed) if changed != before => {
+                rc.update_settings(changed.clone());
+                changed
             }
-        }
+            _ => before,
+        };
         let ticket = StatementTicket {
             id: uuid::Uuid::new_v4().to_string(),
             body,
-            settings: rc.session.settings(),
+            settings,
         };
         let handle = self.signer.encode_ticket(&ticket)?;
         if let Some(kept) = plan {
@@ -274,7 +279,11 @@ impl SqlService {
     async fn write(&self, rc: &RequestContext, input: QueryInput, sink: Sink) -> Result<i64> {
         let timeout = rc.session.settings().statement_timeout();
         let rows = self.workflow_runtime()?.write(input, timeout).await?;
-        self.engine.written(&sink).await?;
+        // Committed: an error now must not tell the client the write failed (a
+        // retry would write the rows twice). Scans catch up with the log anyway.
+        if let Err(e) = self.engine.written(&sink).await {
+            warn!(error = %e, "a committed workflow write is not shown here yet");
+        }
         Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
@@ -321,11 +330,22 @@ impl SqlService {
             return Ok(None);
         };
         let started = match Command::try_from(any) {
-            Ok(Command::CommandStatementQuery(q)) => self.statement_info(rc, q.query, None, None, descriptor).await?,
+            Ok(Command::CommandStatementQuery(q)) => {
+                self.statement_info(rc, rc.session.settings(), q.query, None, None, descriptor)
+                    .await?
+            }
             Ok(Command::CommandPreparedStatementQuery(p)) => {
                 let handle = self.signer.decode_prepared(&p.prepared_statement_handle)?;
-                self.statement_info(rc, handle.sql, handle.params, handle.id.as_deref(), descriptor)
-                    .await?
+                let settings = prepared_settings(rc, &handle);
+                self.statement_info(
+                    rc,
+                    settings,
+                    handle.sql,
+                    handle.params,
+                    handle.id.as_deref(),
+                    descriptor,
+                )
+                .await?
             }
             _ => return Ok(None),
         };
@@ -364,9 +384,8 @@ impl SqlService {
     }
 
     /// The schema a statement would stream, without running it.
-    pub(crate) async fn statement_schema(&self, rc: &RequestContext, sql: String) -> Result<SchemaRef> {
+    pub(crate) async fn statement_schema(&self, settings: SessionSettings, sql: String) -> Result<SchemaRef> {
         let engine = self.engine.clone();
-        let settings = rc.session.settings();
         let lane = Lane::sql(&sql, &settings);
         self.executor
             .run_in(lane, settings.statement_timeout(), async move {
@@ -382,10 +401,11 @@ impl SqlService {
         let any = Any::decode(descriptor.cmd.as_ref()).map_err(|e| Error::decode("command", e))?;
         let command = Command::try_from(any).map_err(|e| Error::decode("command", e))?;
         Ok(match command {
-            Command::CommandStatementQuery(q) => self.statement_schema(rc, q.query).await?,
+            Command::CommandStatementQuery(q) => self.statement_schema(rc.session.settings(), q.query).await?,
             Command::CommandPreparedStatementQuery(p) => {
                 let handle = self.signer.decode_prepared(&p.prepared_statement_handle)?;
-                self.statement_schema(rc, handle.sql).await?
+                self.statement_schema(prepared_settings(rc, &handle), handle.sql)
+                    .await?
             }
             Command::CommandGetCatalogs(q) => q.into_builder().schema(),
             Command::CommandGetDbSchemas(q) => q.into_builder().schema(),
@@ -403,7 +423,7 @@ impl SqlService {
 
     /// The rows of a DoGet ticket, when it is a statement's (a query or a
     /// prepared statement); `None` for every other Flight SQL ticket.
-    pub async fn rows(&self, ticket: &Ticket) -> Result<Option<ResultRows>> {
+    pub async fn rows(&self, rc: &RequestContext, ticket: &Ticket) -> Result<Option<ResultRows>> {
         use arrow_flight::sql::Command;
         // Anything else, undecodable tickets included, takes the generic path.
         let Ok(any) = Any::decode(&*ticket.ticket) else {
@@ -411,22 +431,22 @@ impl SqlService {
         };
         let ticket = match Command::try_from(any) {
             Ok(Command::TicketStatementQuery(t)) => self.signer.decode_ticket(&t.statement_handle)?,
-            Ok(Command::CommandPreparedStatementQuery(cmd)) => self.prepared_ticket(&cmd)?,
+            Ok(Command::CommandPreparedStatementQuery(cmd)) => self.prepared_ticket(rc, &cmd)?,
             _ => return Ok(None),
         };
         self.redeem(ticket).await.map(Some)
     }
 
     /// A prepared statement's handle as a ticket to run it.
-    fn prepared_ticket(&self, cmd: &CommandPreparedStatementQuery) -> Result<StatementTicket> {
+    fn prepared_ticket(&self, rc: &RequestContext, cmd: &CommandPreparedStatementQuery) -> Result<StatementTicket> {
         let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
         Ok(StatementTicket {
             id: uuid::Uuid::new_v4().to_string(),
+            settings: prepared_settings(rc, &handle),
             body: TicketBody::Query {
                 sql: handle.sql,
                 params: handle.params,
             },
-            settings: handle.settings,
         })
     }
 
@@ -672,6 +692,17 @@ fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
         .ok_or_else(|| Status::internal("request reached the SQL service without a session"))
 }
 
+/// The settings a prepared statement runs with: its session's current ones, or,
+/// when the session is fresh (new, or evicted or lost in a restart since the
+/// prepare), the ones it was prepared with.
+fn prepared_settings(rc: &RequestContext, handle: &PreparedHandle) -> SessionSettings {
+    if rc.is_fresh() {
+        handle.settings.clone()
+    } else {
+        rc.session.settings()
+    }
+}
+
 /// Read a DoPut stream's record batches (the first message carries the schema).
 async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, PutStream)> {
     match read_optional_batches(stream).await? {
@@ -771,7 +802,14 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let rc = context(&request)?;
         let started = self
-            .statement_info(&rc, query.query, None, None, request.into_inner())
+            .statement_info(
+                &rc,
+                rc.session.settings(),
+                query.query,
+                None,
+                None,
+                request.into_inner(),
+            )
             .await?;
         Ok(Response::new(self.completed_info(&rc, started).await?))
     }
@@ -783,11 +821,10 @@ impl FlightSqlService for SqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let rc = context(&request)?;
         let handle = self.signer.decode_prepared(&cmd.prepared_statement_handle)?;
-        // The handle's settings were captured at prepare time; the session's own
-        // current settings win when the session still exists.
         let started = self
             .statement_info(
                 &rc,
+                prepared_settings(&rc, &handle),
                 handle.sql,
                 handle.params,
                 handle.id.as_deref(),
@@ -809,10 +846,11 @@ impl FlightSqlService for SqlService {
     async fn do_get_prepared_statement(
         &self,
         cmd: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let rc = context(&request)?;
         Ok(Response::new(
-            self.redeem(self.prepared_ticket(&cmd)?).await?.flight_data(),
+            self.redeem(self.prepared_ticket(&rc, &cmd)?).await?.flight_data(),
         ))
     }
 
@@ -824,6 +862,7 @@ impl FlightSqlService for SqlService {
         let rc = context(&request)?;
         let engine = self.engine.clone();
         let settings = rc.session.settings();
+        let before = settings.clone();
         let workflows = self.workflows.clone();
         let lane = Lane::session(&settings);
         let routed = self
@@ -858,9 +897,9 @@ impl FlightSqlService for SqlService {
             .await?;
         let (count, settings) = match routed {
             Ok(done) => done,
-            Err((input, sink)) => (self.write(&rc, input, sink).await?, rc.session.settings()),
+            Err((input, sink)) => (self.write(&rc, input, sink).await?, before.clone()),
         };
-        if settings != rc.session.settings() {
+        if settings != before {
             rc.update_settings(settings);
         }
         Ok(count)
@@ -935,7 +974,8 @@ impl FlightSqlService for SqlService {
             }
         }
         let engine = self.engine.clone();
-        let settings = rc.session.settings();
+        let settings = prepared_settings(&rc, &handle);
+        let before = settings.clone();
         let sql = handle.sql;
         let workflows = self.workflows.clone();
         let lane = Lane::session(&settings);
@@ -961,7 +1001,7 @@ impl FlightSqlService for SqlService {
             })
             .await?;
         // A prepared `SET` (how the JDBC driver runs every statement) changes the session.
-        if settings != rc.session.settings() {
+        if settings != before {
             rc.update_settings(settings);
         }
         Ok(count)

@@ -4,7 +4,10 @@
 //! cookie middleware and the JDBC driver send back), else by the bearer token.
 //! A request with neither gets a fresh session, announced with `Set-Cookie`
 //! on that response (clients do not all read cookies from every call, so the
-//! first response a client sees carries it). Idle sessions are evicted.
+//! first response a client sees carries it). A session enters the registry
+//! only when its settings change: until then it holds nothing a new session
+//! would not, so clients that never send the cookie back (plain
+//! `pyarrow.flight`, health checks) cost no memory. Idle sessions are evicted.
 //!
 //! The messages below are Flight's session-option protos (Flight.proto,
 //! `SetSessionOptionsRequest` and friends), which arrow-flight 59 does not
@@ -29,20 +32,20 @@ pub struct Session {
     id: String,
     settings: Mutex<SessionSettings>,
     last_used: AtomicU64,
-    /// Kept in the registry (has been announced or came with a cookie).
+    /// Kept in the registry: its settings have been changed.
     stored: AtomicBool,
     /// Needs a `Set-Cookie` on the current response.
     announce: AtomicBool,
 }
 
 impl Session {
-    fn new(id: String, stored: bool) -> Self {
+    fn new(id: String, announce: bool) -> Self {
         Self {
             id,
             settings: Mutex::new(SessionSettings::default()),
             last_used: AtomicU64::new(now()),
-            stored: AtomicBool::new(stored),
-            announce: AtomicBool::new(false),
+            stored: AtomicBool::new(false),
+            announce: AtomicBool::new(announce),
         }
     }
 
@@ -81,13 +84,29 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Persist a settings change, making the session durable if it was not.
+    /// Persist a settings change, entering the session in the registry if it
+    /// was not.
     pub fn update_settings(&self, settings: SessionSettings) {
-        self.session.set_settings(settings);
-        if !self.session.stored.swap(true, Ordering::AcqRel) {
-            self.sessions.map.insert(self.session.id.clone(), self.session.clone());
-            self.session.announce.store(true, Ordering::Release);
+        if self.session.stored.swap(true, Ordering::AcqRel) {
+            self.session.set_settings(settings);
+            return;
         }
+        // A concurrent request of the same new session may have entered its own
+        // copy first: the registry's copy takes the settings.
+        let stored = self
+            .sessions
+            .map
+            .entry(self.session.id.clone())
+            .or_insert_with(|| self.session.clone())
+            .clone();
+        stored.set_settings(settings.clone());
+        self.session.set_settings(settings);
+    }
+
+    /// Whether this session has never had its settings changed: a new one,
+    /// or one evicted or lost in a restart since.
+    pub fn is_fresh(&self) -> bool {
+        !self.session.stored.load(Ordering::Acquire)
     }
 
     /// Close the session: forget it and its settings.
@@ -120,23 +139,16 @@ impl Sessions {
                 .and_then(|i| i.token.as_ref())
                 .map(|t| format!("token-{}", short_hash(t)))
         });
-        let session = match key {
-            Some(key) => {
-                let s = self
-                    .map
-                    .entry(key.clone())
-                    .or_insert_with(|| Arc::new(Session::new(key, true)))
-                    .clone();
+        let found = key
+            .as_ref()
+            .and_then(|key| self.map.get(key).map(|s| Arc::clone(s.value())));
+        let session = match (found, key) {
+            (Some(s), _) => {
                 s.last_used.store(now(), Ordering::Relaxed);
                 s
             }
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                let s = Arc::new(Session::new(id.clone(), true));
-                s.announce.store(true, Ordering::Release);
-                self.map.insert(id, s.clone());
-                s
-            }
+            (None, Some(key)) => Arc::new(Session::new(key, false)),
+            (None, None) => Arc::new(Session::new(uuid::Uuid::new_v4().to_string(), true)),
         };
         RequestContext {
             identity,
@@ -293,11 +305,41 @@ mod tests {
         let rc = sessions.resolve(None, None);
         assert!(rc.session.take_announce());
         assert!(!rc.session.take_announce());
+        assert!(rc.is_fresh());
         let mut s = rc.session.settings();
         s.schema = Some("x".into());
         rc.update_settings(s);
+        assert!(!rc.is_fresh());
         assert_eq!(sessions.len(), 1);
         let again = sessions.resolve(Some(rc.session.id()), None);
         assert_eq!(again.session.settings().schema.as_deref(), Some("x"));
+        assert!(!again.is_fresh());
+    }
+
+    /// Requests that never change a setting leave nothing behind, with or
+    /// without a cookie, so clients that ignore cookies cost no memory.
+    #[test]
+    fn sessions_without_settings_are_not_kept() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        for _ in 0..100 {
+            assert!(sessions.resolve(None, None).is_fresh());
+        }
+        let cookie = sessions.resolve(Some("from-a-client"), None);
+        assert_eq!(cookie.session.id(), "from-a-client");
+        assert!(!cookie.session.take_announce(), "the client has the cookie already");
+        assert!(sessions.is_empty());
+
+        // Two concurrent requests of one new session, each with a SET: one copy
+        // is kept, with the last SET's settings.
+        let other = sessions.resolve(Some("from-a-client"), None);
+        let mut s = cookie.session.settings();
+        s.schema = Some("tpch".into());
+        cookie.update_settings(s);
+        let mut s = other.session.settings();
+        s.catalog = Some("other".into());
+        other.update_settings(s.clone());
+        let stored = sessions.resolve(Some("from-a-client"), None).session.settings();
+        assert_eq!(stored.catalog.as_deref(), Some("other"));
+        assert_eq!(sessions.len(), 1);
     }
 }

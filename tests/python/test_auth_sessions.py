@@ -326,3 +326,27 @@ def test_raw_session_round_trip(server, session_schema):
     assert after.get("schema") != session_schema, after
     with pytest.raises(Exception):
         raw.execute("SELECT s FROM only_here")
+
+
+def test_a_prepared_statement_runs_with_its_sessions_settings_or_those_it_was_prepared_with(server):
+    """A handle runs under its session's current settings (every way of running
+    it), and under the settings it was prepared with when its session is gone
+    (evicted, a restart, or a client that sends the handle without the cookie)."""
+    utc = 1577836800  # 2020-01-01T00:00:00 in UTC
+    five_east = utc - 5 * 3600
+    cookies = s.CookieMiddlewareFactory()
+    session = server.raw(middleware=[cookies])
+    session.execute_update("SET datafusion.execution.time_zone = '+05:00'")
+    assert cookies.cookies, "the SET made a session"
+    handle, _, _ = session.prepare("SELECT to_unixtime('2020-01-01T00:00:00') AS t")
+    t = lambda table: table.column("t").to_pylist()  # noqa: E731
+
+    assert t(session.execute_prepared(handle)) == [five_east]
+    assert t(server.raw().execute_prepared(handle)) == [five_east], "no session: the prepare's settings"
+
+    session.execute_update("SET datafusion.execution.time_zone = '+00:00'")
+    assert t(session.execute_prepared(handle)) == [utc]
+    direct = session.client.do_get(flight.Ticket(s.cmd_prepared_query(handle)), session.options)
+    assert t(s.read_stream(direct)) == [utc], "a DoGet of the handle itself, too"
+    assert session.schema(s.cmd_prepared_query(handle)).names == ["t"]
+    session.close_prepared(handle)
