@@ -1,7 +1,7 @@
 //! `CACHE TABLE`: a table's rows kept in memory, so its scans skip Parquet.
 //!
 //! ```text
-//! CACHE TABLE t ──> scan t, every partition on its own task ──> plain types, ~1.5 MiB batches
+//! CACHE TABLE t ──> scan t, every partition on its own task ──> plain types, ~1.75 MiB batches
 //!                   ──> TableCache["s.t"] = Cached { partitions, fingerprint }
 //!                   (bytes counted against --cache-max-bytes: over it, RESOURCE_EXHAUSTED)
 //! SELECT .. FROM t ──> CachingSchema::table(t) = CachedTable { t's own provider, its slot }

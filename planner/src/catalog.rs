@@ -71,7 +71,8 @@ struct CatalogFile {
 
 /// A number that changes whenever a name may resolve to another table: a
 /// table registered or dropped in any schema (DDL, or another process's seen
-/// by a refresh), a table cached or uncached. A plan made at one version may
+/// by a refresh), a table cached or uncached, a managed table's columns
+/// changed (replaced, or evolved by a write). A plan made at one version may
 /// be reused while the version is unchanged (see [`Catalog::version`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Version(Arc<AtomicU64>);
@@ -151,7 +152,7 @@ impl Catalog {
                     continue;
                 }
                 let url = dir_url(&dir)?;
-                let managed = ManagedTable::open(format!("{schema}.{table}"), url).await?;
+                let managed = ManagedTable::open(format!("{schema}.{table}"), url, catalog.version.clone()).await?;
                 catalog.register_managed(schema, &table, Arc::new(managed))?;
             }
         }
@@ -166,6 +167,11 @@ impl Catalog {
     /// table: managed tables show each write in place).
     pub fn version(&self) -> u64 {
         self.version.get()
+    }
+
+    /// The version itself, for the tables that change it.
+    pub(crate) fn version_handle(&self) -> Version {
+        self.version.clone()
     }
 
     /// The DataFusion catalog list every session shares.
@@ -388,7 +394,8 @@ impl Catalog {
             for table in read_dirs(&self.table_root(schema)).await? {
                 let dir = self.table_dir(schema, &table);
                 if self.managed(schema, &table).is_none() && is_committed_delta_table(&dir).await {
-                    let managed = ManagedTable::open(format!("{schema}.{table}"), dir_url(&dir)?).await?;
+                    let managed =
+                        ManagedTable::open(format!("{schema}.{table}"), dir_url(&dir)?, self.version.clone()).await?;
                     self.register_managed(schema, &table, Arc::new(managed))?;
                 }
             }

@@ -31,7 +31,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
-    DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement, WriteOp,
+    DdlStatement, DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, Statement as PlanStatement, Union, WriteOp,
 };
 use datafusion::optimizer::OptimizerConfig;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -400,20 +400,24 @@ impl Planned {
         if !matches!(dml.op, WriteOp::Insert(_)) || rows.is_empty() {
             return Ok(None);
         }
-        let mut inputs = rows.iter().map(|row| {
-            Arc::unwrap_or_clone(dml.input.clone())
-                .with_param_values(ParamValues::from(row.clone()))
-                .map_err(Error::plan)
-        });
-        let first = inputs
-            .next()
-            .transpose()?
-            .ok_or_else(|| Error::invalid("parameters", "no rows"))?;
-        let mut builder = LogicalPlanBuilder::from(first);
-        for input in inputs {
-            builder = builder.union(input?).map_err(Error::plan)?;
+        let mut inputs = rows
+            .iter()
+            .map(|row| {
+                Arc::unwrap_or_clone(dml.input.clone())
+                    .with_param_values(ParamValues::from(row.clone()))
+                    .map(Arc::new)
+                    .map_err(Error::plan)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // One union of every row (as `VALUES` would be), not a chain of
+        // pairs: a batch of thousands of rows must not make a plan that deep.
+        let input = match inputs.len() {
+            1 => inputs.pop().map(Arc::unwrap_or_clone),
+            _ => Some(LogicalPlan::Union(
+                Union::try_new_with_loose_types(inputs).map_err(Error::plan)?,
+            )),
         }
-        let input = builder.build().map_err(Error::plan)?;
+        .ok_or_else(|| Error::invalid("parameters", "no rows"))?;
         let insert = DmlStatement::new(
             dml.table_name.clone(),
             dml.target.clone(),
@@ -709,7 +713,7 @@ impl Engine {
         match self.catalog.managed(&sink.schema_name, &sink.table) {
             Some(managed) => managed.refresh().await,
             None => {
-                let managed = ManagedTable::open(sink.name(), sink.url.clone()).await?;
+                let managed = ManagedTable::open(sink.name(), sink.url.clone(), self.catalog.version_handle()).await?;
                 self.catalog
                     .register_managed(&sink.schema_name, &sink.table, Arc::new(managed))
             }
@@ -1355,7 +1359,9 @@ impl Engine {
         match exists {
             Some(managed) => managed.install(written).await?,
             None => {
-                let managed = ManagedTable::from_table(format!("{schema}.{table}"), url, written).await?;
+                let managed =
+                    ManagedTable::from_table(format!("{schema}.{table}"), url, written, self.catalog.version_handle())
+                        .await?;
                 self.catalog.register_managed(schema, table, Arc::new(managed))?;
             }
         }
@@ -1851,6 +1857,63 @@ mod tests {
     fn first_value<T: arrow::datatypes::ArrowPrimitiveType>(batches: &[RecordBatch]) -> T::Native {
         use arrow::array::AsArray;
         batches[0].column(0).as_primitive::<T>().value(0)
+    }
+
+    /// Run a statement that returns a count.
+    async fn count_of(engine: &Engine, settings: &mut SessionSettings, sql: &str) -> i64 {
+        let planned = engine.plan(settings, sql).await.expect(sql);
+        match engine.execute(settings, planned).await.expect(sql) {
+            Outcome::Count(n) => n,
+            Outcome::Rows(_) => panic!("{sql}: rows, not a count"),
+        }
+    }
+
+    /// A JDBC `executeBatch` of many rows is one INSERT: one commit, and a plan
+    /// that stays flat however many rows are bound.
+    #[tokio::test]
+    async fn an_insert_binds_a_large_batch_of_parameter_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = Engine::open(EngineOptions::new(dir.path())).await.expect("open");
+        let mut settings = SessionSettings::default();
+        count_of(&engine, &mut settings, "CREATE TABLE t (id BIGINT, s VARCHAR)").await;
+        let planned = engine
+            .plan(&settings, "INSERT INTO t VALUES ($1, $2)")
+            .await
+            .expect("plan");
+        let rows: Vec<Vec<ScalarValue>> = (0..20_000_i64)
+            .map(|i| vec![ScalarValue::Int64(Some(i)), ScalarValue::Utf8(Some(format!("row {i}")))])
+            .collect();
+        let batched = planned.bind_rows(&rows).expect("bind").expect("an INSERT batches");
+        let Outcome::Count(n) = engine.execute(&mut settings, batched).await.expect("insert") else {
+            panic!("no count")
+        };
+        assert_eq!(n, 20_000);
+        let context = engine.statement(&settings).expect("context");
+        let sum = rows_in(&engine, &context, &mut settings, "SELECT sum(id) FROM t").await;
+        assert_eq!(
+            first_value::<arrow::datatypes::Int64Type>(&sum),
+            (0..20_000).sum::<i64>()
+        );
+    }
+
+    /// A table replaced by one with other columns changes the catalog's
+    /// version (plans made before must not be reused); plain writes do not.
+    #[tokio::test]
+    async fn replacing_a_tables_columns_changes_the_catalog_version() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let engine = Engine::open(EngineOptions::new(dir.path())).await.expect("open");
+        let mut settings = SessionSettings::default();
+        count_of(&engine, &mut settings, "CREATE TABLE t (x BIGINT)").await;
+        let created = engine.catalog().version();
+        count_of(&engine, &mut settings, "INSERT INTO t VALUES (1)").await;
+        assert_eq!(engine.catalog().version(), created, "a write changes no plan");
+        count_of(
+            &engine,
+            &mut settings,
+            "CREATE OR REPLACE TABLE t AS SELECT 'a' AS label, CAST(7 AS BIGINT) AS x",
+        )
+        .await;
+        assert_ne!(engine.catalog().version(), created, "other columns");
     }
 
     #[tokio::test]

@@ -21,6 +21,12 @@ impl<T: Clone> Latest<T> {
     pub(crate) fn set(&self, value: T) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = value;
     }
+
+    /// Set `value` and return the one it replaced (one swap: concurrent
+    /// replacements each see the value the other left).
+    pub(crate) fn replace(&self, value: T) -> T {
+        std::mem::replace(&mut *self.0.write().unwrap_or_else(PoisonError::into_inner), value)
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 use url::Url;
 
+use crate::catalog::Version;
 use crate::distributed::{ManagedScanExec, ScansByReference};
 use crate::error::{Error, Result};
 use crate::latest::Latest;
@@ -28,6 +29,9 @@ pub struct ManagedTable {
     name: String,
     url: Url,
     current: Latest<Current>,
+    /// The catalog's version, bumped when a new snapshot changes the table's
+    /// columns: a plan made against the old ones must not be reused.
+    catalog_version: Version,
 }
 
 #[derive(Debug, Clone)]
@@ -38,24 +42,31 @@ struct Current {
 
 impl ManagedTable {
     /// Open the Delta table at `url` (a `file://` directory URL).
-    pub async fn open(name: impl Into<String>, url: Url) -> Result<Self> {
+    pub(crate) async fn open(name: impl Into<String>, url: Url, catalog_version: Version) -> Result<Self> {
         let name = name.into();
         let current = load(&name, &url).await?;
         Ok(Self {
             name,
             url,
             current: Latest::new(current),
+            catalog_version,
         })
     }
 
     /// Wrap a table a write operation just returned.
-    pub async fn from_table(name: impl Into<String>, url: Url, table: DeltaTable) -> Result<Self> {
+    pub(crate) async fn from_table(
+        name: impl Into<String>,
+        url: Url,
+        table: DeltaTable,
+        catalog_version: Version,
+    ) -> Result<Self> {
         let name = name.into();
         let provider = provider_of(&name, &table).await?;
         Ok(Self {
             name,
             url,
             current: Latest::new(Current { table, provider }),
+            catalog_version,
         })
     }
 
@@ -82,15 +93,24 @@ impl ManagedTable {
     /// Reload the latest committed version (after a write through DataFusion).
     pub async fn refresh(&self) -> Result<()> {
         let current = load(&self.name, &self.url).await?;
-        self.current.set(current);
+        self.set_current(current);
         Ok(())
     }
 
     /// Install the table a deltalake operation returned.
     pub async fn install(&self, table: DeltaTable) -> Result<()> {
         let provider = provider_of(&self.name, &table).await?;
-        self.current.set(Current { table, provider });
+        self.set_current(Current { table, provider });
         Ok(())
+    }
+
+    fn set_current(&self, current: Current) {
+        let schema = current.provider.schema();
+        let before = self.current.replace(current);
+        if before.provider.schema() != schema {
+            // Replaced by another table, or columns added (schema evolution).
+            self.catalog_version.bump();
+        }
     }
 
     /// The table's Delta id and latest committed version (loading it first if

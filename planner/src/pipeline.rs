@@ -520,18 +520,17 @@ pub fn parse_interval(text: &str) -> std::result::Result<Duration, String> {
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = rest[digits..].trim_start();
         let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
-        let seconds = match rest[..unit_len].to_ascii_lowercase().as_str() {
-            "ms" | "millisecond" | "milliseconds" => {
-                total += Duration::from_millis(n);
-                0
-            }
-            "s" | "sec" | "secs" | "second" | "seconds" => n,
-            "m" | "min" | "mins" | "minute" | "minutes" => n * 60,
-            "h" | "hour" | "hours" => n * 3600,
-            "d" | "day" | "days" => n * 86_400,
+        let per_unit: u64 = match rest[..unit_len].to_ascii_lowercase().as_str() {
+            "ms" | "millisecond" | "milliseconds" => 1,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+            "h" | "hour" | "hours" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
             _ => return Err(bad()),
         };
-        total += Duration::from_secs(seconds);
+        let too_long = || format!("invalid interval '{text}': too long");
+        let millis = n.checked_mul(per_unit).ok_or_else(too_long)?;
+        total = total.checked_add(Duration::from_millis(millis)).ok_or_else(too_long)?;
         rest = rest[unit_len..].trim_start();
     }
     if total < Duration::from_secs(1) {
@@ -805,6 +804,10 @@ mod tests {
         assert!(parse_interval("0 seconds").is_err());
         assert!(parse_interval("500ms").is_err());
         assert!(parse_interval("five minutes").is_err());
+        // Overflowing counts are refused, not wrapped or panicking.
+        assert!(parse_interval("18446744073709551615 d").is_err_and(|e| e.contains("too long")));
+        assert!(parse_interval("18446744073709551615 s").is_err_and(|e| e.contains("too long")));
+        assert_eq!(parse_interval("1 m 500 ms"), Ok(Duration::from_millis(60_500)));
         assert!(check_cron("*/15 0-6,22 1 jan-mar sun").is_ok());
         assert!(check_cron("0 24 * * *").is_err());
         assert!(check_cron("*/0 * * * *").is_err());

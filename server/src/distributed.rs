@@ -25,10 +25,10 @@ use contrail_planner::sink::Sink;
 use contrail_planner::{Engine, FragmentedQuery, FragmentedWrite, Planned, SessionSettings, Shape};
 use contrail_workflows::dataplane::{self, SpoolTicket};
 use contrail_workflows::{FragmentTicket, QueryInput, QueryOutput, QueryState, Spool, WorkflowClient};
-use futures::{Stream, TryStreamExt};
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::handle::Signer;
@@ -156,8 +156,15 @@ impl Workflows {
             Some(limit) => match tokio::time::timeout(limit, wait).await {
                 Ok(r) => Ok(r?),
                 Err(_) => {
-                    self.client.cancel(query_id).await?;
-                    Err(Error::Timeout { limit })
+                    if let Err(e) = self.client.cancel(query_id).await {
+                        warn!(%query_id, error = %e, "could not cancel a workflow past its timeout");
+                    }
+                    // A write may commit just before the cancel lands: its
+                    // outcome, not the timer, says whether it happened.
+                    match tokio::time::timeout(CANCEL_GRACE, self.client.wait(query_id)).await {
+                        Ok(Ok(output)) => Ok(output),
+                        _ => Err(Error::Timeout { limit }),
+                    }
                 }
             },
         }
@@ -235,8 +242,10 @@ impl Workflows {
                     .map_err(|e| Error::invalid(format!("bad worker location {location}: {e}")))?
                     .connect()
                     .await
-                    .map_err(|e| Error::Internal {
-                        message: format!("worker {location} holding this result is unreachable: {e}"),
+                    .map_err(|e| {
+                        relayed(Status::unavailable(format!(
+                            "worker {location} holding this result is unreachable: {e}"
+                        )))
                     })?;
                 let mut client = FlightServiceClient::new(channel)
                     .max_decoding_message_size(dataplane::MAX_MESSAGE)
@@ -249,14 +258,23 @@ impl Workflows {
                 let stream = client
                     .do_get(Ticket::new(forwarded.encode()))
                     .await
-                    .map_err(|s| Error::Internal {
-                        message: format!("worker {location}: {}", s.message()),
-                    })?
+                    .map_err(|s| relayed(Status::new(s.code(), format!("worker {location}: {}", s.message()))))?
                     .into_inner();
-                Ok(Box::pin(stream.map_err(|s| s)))
+                Ok(Box::pin(stream))
             }
             _ => Ok(dataplane::serve_spooled(&self.spool, ticket)?),
         }
+    }
+}
+
+/// How long a workflow cancelled at its timeout is given to end.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// A worker's answer passed on with its own code (an expired spool stays
+/// NOT_FOUND, a worker that is gone is UNAVAILABLE).
+fn relayed(status: Status) -> Error {
+    Error::Flight {
+        source: arrow_flight::error::FlightError::Tonic(Box::new(status)),
     }
 }
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! arrow-flight's `FlightSqlService` answers every method through one blanket
-//! `FlightService` impl; wrapping it here (STYLE.md #2) is also where methods the
+//! `FlightService` impl; wrapping it here is also where methods the
 //! trait hard-codes (PollFlightInfo) get their own implementation.
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! # contrail-server
 //!
 //! The `contrail` binary: configuration, the Flight SQL service, auth, TLS,
-//! sessions, and the single place where errors become gRPC statuses.
+//! sessions, and where errors become gRPC statuses (`error.rs`).
 //!
 //! ```text
 //!   Flight SQL client (ADBC, JDBC, pyarrow)
@@ -126,7 +126,7 @@ pub async fn serve(
         auth.clone(),
         workflows,
     )?);
-    let flight = FlightRouter::new(ContrailFlight::new(service, sessions.clone()), MAX_MESSAGE);
+    let flight = FlightRouter::new(ContrailFlight::new(Arc::clone(&service), sessions.clone()), MAX_MESSAGE);
 
     // Receive windows large enough for a whole ingest batch in flight: with
     // hyper's 1 MiB default a client's DoPut waits for our WINDOW_UPDATEs
@@ -149,12 +149,13 @@ pub async fn serve(
     }
 
     let evictor = {
-        let sessions = sessions.clone();
+        let (sessions, service) = (sessions.clone(), Arc::clone(&service));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
                 sessions.evict_idle();
+                service.evict_expired_plans();
             }
         })
     };
@@ -402,13 +403,26 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
         Err(e) => return Err(Error::invalid(format!("cannot read {}: {e}", path.display()))),
     }
     let secret: [u8; 32] = rand::random();
-    write_atomically(&path, &secret)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
+    write_private(&path, &secret)?;
     Ok(secret.to_vec())
+}
+
+/// Like [`write_atomically`], for a secret: readable by the owner only from
+/// the moment the file exists.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    // A leftover temporary file would keep its own mode.
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

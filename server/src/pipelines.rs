@@ -57,7 +57,8 @@ pub(crate) async fn run_statement(
         PipelineStatement::Create(create) => {
             let client = require(client)?;
             let name = create.definition.name.clone();
-            if let Some(existing) = store.get(&name)? {
+            let replaced = store.get(&name)?;
+            if let Some(existing) = &replaced {
                 if create.if_not_exists {
                     return Ok(Some(PipelineOutcome::Done));
                 }
@@ -65,7 +66,7 @@ pub(crate) async fn run_statement(
                     return Err(contrail_planner::Error::AlreadyExists { kind: "pipeline", name }.into());
                 }
                 engine.check_pipeline(&create.definition).await?;
-                client.drop_schedule(&existing, &store.running(&name)?).await?;
+                client.drop_schedule(existing, &store.running(&name)?).await?;
                 store.remove(&name)?;
             } else {
                 engine.check_pipeline(&create.definition).await?;
@@ -73,8 +74,15 @@ pub(crate) async fn run_statement(
             let pipeline = StoredPipeline::new(create.definition);
             store.put(&pipeline)?;
             if let Err(e) = client.create_schedule(&pipeline, true).await {
-                // Not created after all: leave nothing behind.
+                // Not created after all: leave what was there before.
                 let _ = store.remove(&name);
+                if let Some(existing) = replaced {
+                    store.put(&existing)?;
+                    if let Err(again) = client.create_schedule(&existing, false).await {
+                        // The store is the truth: the next start-up schedules it again.
+                        warn!(pipeline = %name, error = %again, "the replaced pipeline has no schedule until restart");
+                    }
+                }
                 return Err(e.into());
             }
             info!(pipeline = %name, schedule = ?pipeline.definition.schedule, "pipeline created");

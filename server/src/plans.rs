@@ -84,6 +84,12 @@ impl PlanCache {
         );
     }
 
+    /// Drop the plans kept past their TTL (tickets never redeemed, handles
+    /// never executed or closed), which hold their tables and literals.
+    pub(crate) fn evict_expired(&self) {
+        self.plans.retain(|_, e| e.made.elapsed() < TTL);
+    }
+
     /// Drop the plan of `id`, if still kept.
     pub(crate) fn forget(&self, id: &str) {
         self.plans.remove(id);
@@ -126,6 +132,23 @@ mod tests {
             cache.take("t0", &settings, version).is_none(),
             "a plan is handed out once"
         );
+    }
+
+    #[tokio::test]
+    async fn expired_plans_are_dropped_by_the_sweep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(EngineOptions::new(dir.path())).await.expect("engine");
+        let settings = SessionSettings::default();
+        let cache = PlanCache::default();
+        cache.insert("old".into(), settings.clone(), plan(&engine, &settings).await);
+        cache.insert("new".into(), settings.clone(), plan(&engine, &settings).await);
+        if let Some(mut old) = cache.plans.get_mut("old") {
+            old.made = Instant::now().checked_sub(TTL).expect("an instant a TTL ago");
+        }
+        cache.evict_expired();
+        let version = engine.catalog().version();
+        assert!(cache.take("old", &settings, version).is_none());
+        assert!(cache.take("new", &settings, version).is_some());
     }
 
     #[tokio::test]

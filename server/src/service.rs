@@ -120,6 +120,11 @@ pub struct SqlService {
 }
 
 impl SqlService {
+    /// Drop plans kept for tickets and handles that never came back.
+    pub fn evict_expired_plans(&self) {
+        self.plans.evict_expired();
+    }
+
     pub fn new(
         engine: Arc<Engine>,
         executor: Arc<Executor>,

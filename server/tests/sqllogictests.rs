@@ -1,5 +1,5 @@
-//! SQL behaviour tests: every `tests/slt/*.slt` file runs over Flight SQL
-//! against the real `contrail` binary (STYLE.md #9; the pattern of DataFusion's
+//! SQL behaviour tests: every `server/tests/slt/*.slt` file runs over Flight SQL
+//! against the real `contrail` binary (the pattern of DataFusion's
 //! `datafusion/sqllogictest`, postgres engine: a network client as the engine).
 //!
 //! ```text

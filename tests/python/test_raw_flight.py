@@ -127,6 +127,11 @@ def test_a_prepared_query_sees_what_changed_after_it_was_prepared(raw):
     raw.execute_update("INSERT INTO raw_replanned VALUES (5)")
     assert raw.execute_prepared(handle).column("s").to_pylist() == [35]
 
+    # Replaced in place with other columns: the handle's plan read the old ones.
+    handle, _, _ = raw.prepare("SELECT * FROM raw_replanned")
+    raw.execute_update("CREATE OR REPLACE TABLE raw_replanned AS SELECT 'a' AS label, CAST(7 AS BIGINT) AS x")
+    assert raw.execute_prepared(handle).to_pylist() == [{"label": "a", "x": 7}]
+
     handle, _, _ = raw.prepare(sql)
     raw.execute_update("DROP TABLE raw_replanned")
     with pytest.raises(Exception) as exc:

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! * [`workflow`]: `QueryWorkflow` (deterministic; replay-tested).
-//! * [`activities`]: the fragment activity.
+//! * [`activities`]: the fragment activity, and committing or discarding a write's files.
 //! * [`fragment`]: running one fragment into the spool.
 //! * [`spool`]: fragment outputs on local disk, with a TTL.
 //! * [`dataplane`]: spool tickets, serving and fetching outputs over Flight.
