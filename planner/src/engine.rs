@@ -44,7 +44,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use futures::StreamExt;
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::cache::{TableCache, is_cacheable};
 use crate::catalog::{CATALOG, Catalog, DEFAULT_SCHEMA, ObjectKind, StoredObject, dir_url};
@@ -924,7 +924,7 @@ impl Engine {
                 let count = run_count(ctx, plan).await?;
                 if let Some(target) = target {
                     if let Some(managed) = self.managed_for(ctx, &target).await? {
-                        managed.refresh().await?;
+                        committed(&target.to_string(), managed.refresh().await);
                     }
                 }
                 Ok(Outcome::Count(count))
@@ -1060,7 +1060,7 @@ impl Engine {
                         .await
                         .map_err(|e| Error::storage(&table_name, e))?;
                     let rows = added_rows(&table).await;
-                    managed.install(table).await?;
+                    committed(&table_name, managed.install(table).await);
                     return Ok(rows);
                 }
                 let sink = append_sink((schema_name, table_name), &managed)?;
@@ -1115,7 +1115,7 @@ impl Engine {
         // as a commit error can come after the log entry was written.
         crate::sink::commit(&sink, &statement, written.adds).await?;
         info!(table = %sink.name(), rows = written.rows, "ingested");
-        self.written(&Sink::Delta(sink)).await?;
+        committed(&sink.name(), self.written(&Sink::Delta(sink)).await);
         Ok(i64::try_from(written.rows).unwrap_or(i64::MAX))
     }
 
@@ -1357,7 +1357,7 @@ impl Engine {
         };
         let rows = added_rows(&written).await;
         match exists {
-            Some(managed) => managed.install(written).await?,
+            Some(managed) => committed(&format!("{schema}.{table}"), managed.install(written).await),
             None => {
                 let managed =
                     ManagedTable::from_table(format!("{schema}.{table}"), url, written, self.catalog.version_handle())
@@ -1386,7 +1386,7 @@ impl Engine {
             builder = builder.with_predicate(unqualify(p)?);
         }
         let (table, metrics) = builder.await.map_err(|e| Error::storage(target.table(), e))?;
-        managed.install(table).await?;
+        committed(&target.to_string(), managed.install(table).await);
         let count = metrics.num_deleted_rows.map_or(-1, |n| n as i64);
         debug!(table = %target, count, "delete done");
         Ok(Outcome::Count(count))
@@ -1420,7 +1420,7 @@ impl Engine {
             }
         }
         let (table, metrics) = builder.await.map_err(|e| Error::storage(target.table(), e))?;
-        managed.install(table).await?;
+        committed(&target.to_string(), managed.install(table).await);
         Ok(Outcome::Count(metrics.num_updated_rows as i64))
     }
 
@@ -1786,6 +1786,15 @@ fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result
     LogicalPlanBuilder::scan("ingest", datafusion::datasource::provider_as_source(table), None)
         .and_then(LogicalPlanBuilder::build)
         .map_err(Error::plan)
+}
+
+/// After a commit the rows are durable whatever happens next: failing to load
+/// the new version here is logged, not returned, as a client told its write
+/// failed would write it again. Scans load a version they see in the log.
+fn committed(table: &str, shown: Result<()>) {
+    if let Err(e) = shown {
+        warn!(%table, error = %e, "committed, but not loaded here yet");
+    }
 }
 
 #[cfg(test)]
