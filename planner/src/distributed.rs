@@ -302,7 +302,6 @@ impl UpstreamLost {
             DataFusionError::External(inner) => inner.downcast_ref::<UpstreamLost>(),
             DataFusionError::Context(_, inner) => Self::find(inner),
             DataFusionError::Shared(inner) => Self::find(inner),
-            DataFusionError::ArrowError(_, _) => None,
             _ => None,
         }
     }

@@ -1790,7 +1790,9 @@ fn one_shot_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result
 
 /// After a commit the rows are durable whatever happens next: failing to load
 /// the new version here is logged, not returned, as a client told its write
-/// failed would write it again. Scans load a version they see in the log.
+/// failed would write it again. Scans of a registered table load a version
+/// they see in the log; a new table this process failed to open shows after a
+/// restart.
 fn committed(table: &str, shown: Result<()>) {
     if let Err(e) = shown {
         warn!(%table, error = %e, "committed, but not loaded here yet");

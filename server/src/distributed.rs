@@ -163,7 +163,13 @@ impl Workflows {
                     // outcome, not the timer, says whether it happened.
                     match tokio::time::timeout(CANCEL_GRACE, self.client.wait(query_id)).await {
                         Ok(Ok(output)) => Ok(output),
-                        _ => Err(Error::Timeout { limit }),
+                        Ok(Err(contrail_workflows::Error::WorkflowCancelled { .. })) => Err(Error::Timeout { limit }),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => {
+                            // Still not ended: whether a write landed is unknown.
+                            warn!(%query_id, "a workflow past its timeout has not ended after its cancel");
+                            Err(Error::Timeout { limit })
+                        }
                     }
                 }
             },
@@ -273,9 +279,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// A worker's answer passed on with its own code (an expired spool stays
 /// NOT_FOUND, a worker that is gone is UNAVAILABLE).
 fn relayed(status: Status) -> Error {
-    Error::Flight {
-        source: arrow_flight::error::FlightError::Tonic(Box::new(status)),
-    }
+    Error::Relayed(status)
 }
 
 impl Workflows {

@@ -53,6 +53,11 @@ pub enum Error {
     #[error(transparent)]
     Workflow(#[from] contrail_workflows::Error),
 
+    /// Another process's answer (a worker holding a result), passed on with
+    /// its own code.
+    #[error("{}", .0.message())]
+    Relayed(Status),
+
     /// A workflow statement was asked for, but this server runs without Temporal.
     #[error("{message}")]
     WorkflowsOff { message: String },
@@ -107,6 +112,7 @@ impl From<Error> for Status {
                 _ => Code::Internal,
             },
             Error::Timeout { .. } => Code::DeadlineExceeded,
+            Error::Relayed(status) => status.code(),
             Error::Internal { .. } => Code::Internal,
             Error::WorkflowsOff { .. } => Code::FailedPrecondition,
             Error::Workflow(w) => {

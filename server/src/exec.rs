@@ -312,7 +312,9 @@ impl Executor {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(Err(e)),
                 Err(_) => Some(Err(Error::Internal {
-                    message: "the query failed unexpectedly (its task panicked); the result is incomplete".into(),
+                    message:
+                        "the query task ended unexpectedly (a panic, or the server stopping); the result is incomplete"
+                            .into(),
                 })),
             }
         })
@@ -530,7 +532,7 @@ mod tests {
         assert!(sent.len() <= 1 && sent.iter().all(Result::is_ok), "{got:?}");
         let err = last.as_ref().expect_err("the panic is reported");
         assert!(err.to_string().contains("incomplete"), "{err}");
-        assert_eq!(executor.running(), 0, "a panicked query leaves the registry");
+        until_none_running(&executor).await; // a panicked query leaves the registry
     }
 
     /// Wait (bounded) until no query is registered as running.
@@ -549,13 +551,36 @@ mod tests {
     /// client then reads what was sent and the reason.
     #[tokio::test]
     async fn a_query_waiting_on_a_slow_client_can_be_cancelled_and_timed_out() {
+        /// Set when the query's stream is dropped: the query has stopped.
+        struct Stopped(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        async fn until_stopped(stopped: &std::sync::atomic::AtomicBool) {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while !stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the query stopped while its client read nothing");
+        }
         let executor = Arc::new(Executor::new(Some(1), 0).expect("executor"));
-        let endless = || futures::stream::repeat_with(|| Ok(one_column().1));
+        let endless = |stopped: &Arc<std::sync::atomic::AtomicBool>| {
+            let guard = Stopped(Arc::clone(stopped));
+            futures::stream::repeat_with(move || {
+                let _alive = &guard;
+                Ok(one_column().1)
+            })
+        };
 
-        let rows = streaming(&executor, "q-cancel", None, endless()).await;
+        let stopped = Arc::default();
+        let rows = streaming(&executor, "q-cancel", None, endless(&stopped)).await;
         assert_eq!(executor.running(), 1);
         assert!(executor.cancel("q-cancel"));
-        until_none_running(&executor).await;
+        until_stopped(&stopped).await;
         let got: Vec<_> = rows.collect().await;
         let (last, sent) = got.split_last().expect("an end");
         assert!(sent.iter().all(Result::is_ok) && sent.len() <= CHANNEL_DEPTH, "{got:?}");
@@ -565,7 +590,9 @@ mod tests {
         );
 
         let limit = Duration::from_millis(50);
-        let rows = streaming(&executor, "q-timeout", Some(limit), endless()).await;
+        let stopped = Arc::default();
+        let rows = streaming(&executor, "q-timeout", Some(limit), endless(&stopped)).await;
+        until_stopped(&stopped).await;
         until_none_running(&executor).await;
         let got: Vec<_> = rows.collect().await;
         let last = got.last().expect("an end");

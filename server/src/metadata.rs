@@ -18,7 +18,6 @@ use datafusion::datasource::TableType;
 
 use crate::error::Result;
 
-/// Table types we report.
 /// Table types we report, ordered by name as Flight SQL asks.
 pub const TABLE_TYPES: [&str; 3] = ["SYSTEM TABLE", "TABLE", "VIEW"];
 

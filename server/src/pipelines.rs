@@ -77,7 +77,10 @@ pub(crate) async fn run_statement(
                 // Not created after all: leave what was there before.
                 let _ = store.remove(&name);
                 if let Some(existing) = replaced {
-                    store.put(&existing)?;
+                    if let Err(put) = store.put(&existing) {
+                        warn!(pipeline = %name, error = %put, "could not restore the replaced pipeline");
+                        return Err(e.into());
+                    }
                     if let Err(again) = client.create_schedule(&existing, false).await {
                         // The store is the truth: the next start-up schedules it again.
                         warn!(pipeline = %name, error = %again, "the replaced pipeline has no schedule until restart");

@@ -87,7 +87,14 @@ impl PlanCache {
     /// Drop the plans kept past their TTL (tickets never redeemed, handles
     /// never executed or closed), which hold their tables and literals.
     pub(crate) fn evict_expired(&self) {
-        self.plans.retain(|_, e| e.made.elapsed() < TTL);
+        // None only within a TTL of the clock's start: nothing is that old.
+        if let Some(cutoff) = Instant::now().checked_sub(TTL) {
+            self.evict_made_before(cutoff);
+        }
+    }
+
+    fn evict_made_before(&self, cutoff: Instant) {
+        self.plans.retain(|_, e| e.made >= cutoff);
     }
 
     /// Drop the plan of `id`, if still kept.
@@ -141,11 +148,9 @@ mod tests {
         let settings = SessionSettings::default();
         let cache = PlanCache::default();
         cache.insert("old".into(), settings.clone(), plan(&engine, &settings).await);
+        let cutoff = Instant::now();
         cache.insert("new".into(), settings.clone(), plan(&engine, &settings).await);
-        if let Some(mut old) = cache.plans.get_mut("old") {
-            old.made = Instant::now().checked_sub(TTL).expect("an instant a TTL ago");
-        }
-        cache.evict_expired();
+        cache.evict_made_before(cutoff);
         let version = engine.catalog().version();
         assert!(cache.take("old", &settings, version).is_none());
         assert!(cache.take("new", &settings, version).is_some());

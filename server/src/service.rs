@@ -8,6 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -97,11 +98,12 @@ enum Routed {
 pub(crate) enum Started {
     /// Inline: the FlightInfo is final.
     Ready(FlightInfo),
-    /// Running as a workflow.
+    /// Running as a workflow, under the statement's settings.
     Workflow {
         query_id: String,
         schema: SchemaRef,
         descriptor: FlightDescriptor,
+        settings: SessionSettings,
     },
 }
 
@@ -242,10 +244,11 @@ impl SqlService {
                     query_id,
                     schema,
                     descriptor,
+                    settings: before,
                 });
             }
             Routed::Write(input, sink) => {
-                let count = self.write(rc, input, sink).await?;
+                let count = self.write(before.statement_timeout(), input, sink).await?;
                 (count_schema(), TicketBody::Done { count }, None, None)
             }
             Routed::Inline(schema, body, changed, plan) => (schema, body, changed, plan),
@@ -281,8 +284,7 @@ impl SqlService {
     }
 
     /// Run a write workflow to its commit, then show the new data here.
-    async fn write(&self, rc: &RequestContext, input: QueryInput, sink: Sink) -> Result<i64> {
-        let timeout = rc.session.settings().statement_timeout();
+    async fn write(&self, timeout: Option<Duration>, input: QueryInput, sink: Sink) -> Result<i64> {
         let rows = self.workflow_runtime()?.write(input, timeout).await?;
         // Committed: an error now must not tell the client the write failed (a
         // retry would write the rows twice). Scans catch up with the log anyway.
@@ -299,15 +301,15 @@ impl SqlService {
     }
 
     /// GetFlightInfo: a workflow statement is waited for.
-    async fn completed_info(&self, rc: &RequestContext, started: Started) -> Result<FlightInfo> {
+    async fn completed_info(&self, started: Started) -> Result<FlightInfo> {
         match started {
             Started::Ready(info) => Ok(info),
             Started::Workflow {
                 query_id,
                 schema,
                 descriptor,
+                settings,
             } => {
-                let settings = rc.session.settings();
                 self.workflow_runtime()?
                     .wait_info(&query_id, &schema, descriptor, &settings)
                     .await
@@ -365,6 +367,7 @@ impl SqlService {
                 query_id,
                 schema,
                 descriptor,
+                ..
             } => {
                 // The first answer points at the poll descriptor; no need to ask Temporal yet.
                 PollInfo {
@@ -816,7 +819,7 @@ impl FlightSqlService for SqlService {
                 request.into_inner(),
             )
             .await?;
-        Ok(Response::new(self.completed_info(&rc, started).await?))
+        Ok(Response::new(self.completed_info(started).await?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -836,7 +839,7 @@ impl FlightSqlService for SqlService {
                 request.into_inner(),
             )
             .await?;
-        Ok(Response::new(self.completed_info(&rc, started).await?))
+        Ok(Response::new(self.completed_info(started).await?))
     }
 
     async fn do_get_statement(
@@ -902,7 +905,10 @@ impl FlightSqlService for SqlService {
             .await?;
         let (count, settings) = match routed {
             Ok(done) => done,
-            Err((input, sink)) => (self.write(&rc, input, sink).await?, before.clone()),
+            Err((input, sink)) => (
+                self.write(before.statement_timeout(), input, sink).await?,
+                before.clone(),
+            ),
         };
         if settings != before {
             rc.update_settings(settings);
