@@ -249,7 +249,7 @@ impl Workflows {
                     .connect()
                     .await
                     .map_err(|e| {
-                        relayed(Status::unavailable(format!(
+                        Error::Relayed(Status::unavailable(format!(
                             "worker {location} holding this result is unreachable: {e}"
                         )))
                     })?;
@@ -264,7 +264,7 @@ impl Workflows {
                 let stream = client
                     .do_get(Ticket::new(forwarded.encode()))
                     .await
-                    .map_err(|s| relayed(Status::new(s.code(), format!("worker {location}: {}", s.message()))))?
+                    .map_err(|s| Error::Relayed(Status::new(s.code(), format!("worker {location}: {}", s.message()))))?
                     .into_inner();
                 Ok(Box::pin(stream))
             }
@@ -275,12 +275,6 @@ impl Workflows {
 
 /// How long a workflow cancelled at its timeout is given to end.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
-
-/// A worker's answer passed on with its own code (an expired spool stays
-/// NOT_FOUND, a worker that is gone is UNAVAILABLE).
-fn relayed(status: Status) -> Error {
-    Error::Relayed(status)
-}
 
 impl Workflows {
     /// A spool ticket that names its worker, signed, for this process to relay.
