@@ -143,10 +143,17 @@ impl Catalog {
         file.schemas = schemas.clone();
         for schema in &schemas {
             catalog.register_schema(schema)?;
-            let mut tables = read_dirs(&catalog.table_root(schema)).await?;
+            let Ok(root) = catalog.table_root(schema) else {
+                warn!(schema, "ignoring a schema whose name cannot be a directory");
+                continue;
+            };
+            let mut tables = read_dirs(&root).await?;
             tables.sort();
             for table in tables {
-                let dir = catalog.table_dir(schema, &table);
+                let Ok(dir) = catalog.table_dir(schema, &table) else {
+                    warn!(schema, table, "ignoring a table whose name cannot be a directory");
+                    continue;
+                };
                 if !is_committed_delta_table(&dir).await {
                     warn!(table = %dir.display(), "ignoring table directory without a committed Delta log");
                     continue;
@@ -246,13 +253,16 @@ impl Catalog {
         })
     }
 
-    /// Directory of a managed table.
-    pub fn table_dir(&self, schema: &str, table: &str) -> PathBuf {
-        self.table_root(schema).join(table)
+    /// Directory of a managed table; refuses names that are not one safe path
+    /// component (see [`check_storage_name`]).
+    pub fn table_dir(&self, schema: &str, table: &str) -> Result<PathBuf> {
+        check_storage_name("table", table)?;
+        Ok(self.table_root(schema)?.join(table))
     }
 
-    fn table_root(&self, schema: &str) -> PathBuf {
-        self.data_dir.join("tables").join(schema)
+    fn table_root(&self, schema: &str) -> Result<PathBuf> {
+        check_storage_name("schema", schema)?;
+        Ok(self.data_dir.join("tables").join(schema))
     }
 
     /// The managed table `schema.table`, if it is one.
@@ -284,7 +294,7 @@ impl Catalog {
                 name: schema.to_string(),
             });
         }
-        let dir = self.table_root(schema);
+        let dir = self.table_root(schema)?;
         tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
         self.register_schema(schema)?;
         let mut file = self.file.lock().await;
@@ -322,7 +332,7 @@ impl Catalog {
         file.schemas.remove(schema);
         persist(&self.data_dir, &file).await?;
         drop(file);
-        let dir = self.table_root(schema);
+        let dir = self.table_root(schema)?;
         move_to_trash(&self.data_dir, &dir).await?;
         Ok(true)
     }
@@ -363,7 +373,7 @@ impl Catalog {
         self.managed.remove(&key(schema, table));
         if managed.is_some() {
             // Rename is atomic: after a crash the table is either fully there or gone.
-            move_to_trash(&self.data_dir, &self.table_dir(schema, table)).await?;
+            move_to_trash(&self.data_dir, &self.table_dir(schema, table)?).await?;
         }
         Ok(())
     }
@@ -391,8 +401,11 @@ impl Catalog {
         schemas.extend(read_dirs(&self.data_dir.join("tables")).await?);
         for schema in &schemas {
             self.register_schema(schema)?;
-            for table in read_dirs(&self.table_root(schema)).await? {
-                let dir = self.table_dir(schema, &table);
+            let Ok(root) = self.table_root(schema) else { continue };
+            for table in read_dirs(&root).await? {
+                let Ok(dir) = self.table_dir(schema, &table) else {
+                    continue;
+                };
                 if self.managed(schema, &table).is_none() && is_committed_delta_table(&dir).await {
                     let managed =
                         ManagedTable::open(format!("{schema}.{table}"), dir_url(&dir)?, self.version.clone()).await?;
@@ -444,6 +457,37 @@ impl Catalog {
     async fn persist_current(&self) -> Result<()> {
         let file = self.file.lock().await;
         persist(&self.data_dir, &file).await
+    }
+}
+
+/// Longest schema or table name, in bytes: one file name on common file systems.
+const MAX_NAME_BYTES: usize = 255;
+
+/// Refuse a schema or table name that cannot be one directory under the data
+/// directory as it is: empty, `.` or `..`, with a path separator, NUL or another
+/// control character, or longer than a file name may be. Such a name would
+/// otherwise resolve to the schema's own directory (`""`, `.`), its parent
+/// (`..`) or somewhere else entirely, and a DROP would take that with it.
+pub fn check_storage_name(kind: &'static str, name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' name directories")
+    } else if name.contains(['/', '\\']) {
+        Some("it contains a path separator ('/' or '\\')")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains a control character (NUL, newline...)")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("it is longer than 255 bytes")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(Error::invalid(
+            format!("{kind} name"),
+            format!("{}: {why}", crate::error::quoted_prefix(name)),
+        )),
     }
 }
 

@@ -55,6 +55,7 @@ use crate::pipeline_store::{PipelineStore, SYSTEM_SCHEMA};
 use crate::settings::SessionSettings;
 use crate::sink::{DeltaSink, FileSink, Sink};
 use crate::types::output_schema;
+use datafusion::physical_plan::ExecutionPlan;
 
 /// How the engine is set up; the server fills this from its configuration.
 #[derive(Debug, Clone)]
@@ -189,32 +190,109 @@ impl OptimizerConfig for StatementConfig<'_> {
     }
 }
 
-/// Run a query in its statement's context: DataFrame::execute_stream, with a
-/// constant row taken as it is. A projection of literals over one empty row
-/// (`SELECT 1`, a connection pool's validation query) is one before optimizing
-/// too, and the optimizer would leave it as it is: its ~40 rules cost more than
-/// the rest of such a statement's planning.
-async fn query(context: &StatementContext, plan: &LogicalPlan, view_types: bool) -> Result<Outcome> {
-    if let Some(row) = crate::light::constant_row(plan) {
-        return Ok(Outcome::Rows(crate::types::map_output_stream(
-            one_batch_stream(row),
-            view_types,
-        )));
-    }
-    let state = context.state();
-    let plan = optimize(state, plan)?;
-    let stream = match crate::light::constant_row(&plan) {
-        Some(row) => one_batch_stream(row),
-        None => {
-            let physical = state
-                .query_planner()
-                .create_physical_plan(&plan, state)
-                .await
-                .map_err(Error::plan)?;
-            datafusion::physical_plan::execute_stream(physical, Arc::clone(&context.0.task)).map_err(Error::plan)?
+/// A query made ready to run: its one constant row, or its physical plan.
+///
+/// Its schema is what running it produces, and so what a client is promised:
+/// the logical plan's schema can differ from the physical plan's (DataFusion
+/// computes some types and nullability again when it plans physically: a
+/// `CASE` of `Int32` and `Int64` branches, a `UNION` of `UInt32` and `Int16`,
+/// a scalar subquery that finds no row), and a client told one type and sent
+/// another decodes garbage.
+enum Ready {
+    Row(RecordBatch),
+    Plan(Arc<dyn ExecutionPlan>),
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ready::Row(row) => write!(f, "Row({:?})", row.schema()),
+            Ready::Plan(plan) => write!(f, "Plan({})", plan.name()),
         }
+    }
+}
+
+impl Ready {
+    /// Optimize and plan `plan` physically. A projection of literals over one
+    /// empty row (`SELECT 1`, a connection pool's validation query) is its row
+    /// before optimizing too, and the optimizer would leave it as it is: its ~40
+    /// rules cost more than the rest of such a statement's planning.
+    async fn make(context: &StatementContext, plan: &LogicalPlan) -> Result<Self> {
+        if let Some(row) = crate::light::constant_row(plan) {
+            return Ok(Self::Row(row));
+        }
+        let state = context.state();
+        let plan = optimize(state, plan)?;
+        Ok(match crate::light::constant_row(&plan) {
+            Some(row) => Self::Row(row),
+            None => Self::Plan(
+                state
+                    .query_planner()
+                    .create_physical_plan(&plan, state)
+                    .await
+                    .map_err(not_found_or_plan)?,
+            ),
+        })
+    }
+
+    fn schema(&self) -> SchemaRef {
+        match self {
+            Ready::Row(row) => row.schema(),
+            Ready::Plan(plan) => plan.schema(),
+        }
+    }
+
+    fn run(self, context: &StatementContext) -> Result<SendableRecordBatchStream> {
+        match self {
+            Ready::Row(row) => Ok(one_batch_stream(row)),
+            Ready::Plan(plan) => {
+                datafusion::physical_plan::execute_stream(plan, Arc::clone(&context.0.task)).map_err(Error::plan)
+            }
+        }
+    }
+}
+
+/// A query's [`Ready`] form, made once when it is planned (a query with
+/// parameters still unbound is made ready when it runs), and its schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Physical {
+    schema: SchemaRef,
+    /// Run at most once: a second run (a cloned [`Planned`]) plans again.
+    ready: Arc<std::sync::Mutex<Option<Ready>>>,
+}
+
+impl Physical {
+    fn new(ready: Ready) -> Self {
+        Self {
+            schema: ready.schema(),
+            ready: Arc::new(std::sync::Mutex::new(Some(ready))),
+        }
+    }
+
+    fn take(&self) -> Option<Ready> {
+        match self.ready.lock() {
+            Ok(mut ready) => ready.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+}
+
+/// Run a query in its statement's context, as it was made ready when planned
+/// (or made ready now), its batches cast to the result types the client sees.
+async fn query(
+    context: &StatementContext,
+    plan: &LogicalPlan,
+    physical: Option<&Physical>,
+    view_types: bool,
+) -> Result<Outcome> {
+    let ready = match physical.and_then(Physical::take) {
+        Some(ready) => ready,
+        None => Ready::make(context, plan).await?,
     };
-    Ok(Outcome::Rows(crate::types::map_output_stream(stream, view_types)))
+    Ok(Outcome::Rows(crate::types::map_output_stream(
+        ready.run(context)?,
+        view_types,
+    )))
 }
 
 /// `SessionState::optimize` on a shared state, the statement starting now.
@@ -246,6 +324,8 @@ fn optimize(state: &SessionState, plan: &LogicalPlan) -> Result<LogicalPlan> {
 #[derive(Debug, Clone)]
 pub struct Planned {
     pub(crate) kind: Kind,
+    /// A query's physical form and schema, once made (see [`Ready`]).
+    pub(crate) physical: Option<Physical>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,12 +434,25 @@ impl Planned {
     }
 
     /// The schema of the rows a query streams (after Contrail's type mapping),
-    /// or of the one-column count result of any other statement.
+    /// or of the one-column count result of any other statement. A query made
+    /// ready (planned without unbound parameters) answers its physical plan's
+    /// schema, which is what it sends; one with unbound parameters its logical
+    /// plan's, the best known before the values are.
     pub fn schema(&self, settings: &SessionSettings) -> SchemaRef {
-        match &self.kind {
-            Kind::Query(plan) => output_schema(plan.schema().inner(), settings.view_types()),
+        match (&self.kind, &self.physical) {
+            (Kind::Query(_), Some(physical)) => output_schema(&physical.schema, settings.view_types()),
+            (Kind::Query(plan), None) => output_schema(plan.schema().inner(), settings.view_types()),
             _ => count_schema(),
         }
+    }
+
+    /// This statement without its physical plan (its schema kept): for a plan
+    /// kept long, whose scans must see the tables as they are when it runs.
+    pub fn without_physical_plan(self) -> Self {
+        if let Some(physical) = &self.physical {
+            let _ = physical.take();
+        }
+        self
     }
 
     /// Parameters the statement takes (`$1`, `$2`, ... or `?`), in order, with the
@@ -429,10 +522,12 @@ impl Planned {
                 plan: LogicalPlan::Dml(insert),
                 target: target.clone(),
             },
+            physical: None,
         }))
     }
 
-    /// Bind positional parameter values.
+    /// Bind positional parameter values. A query bound to values is made
+    /// ready again by [`Engine::ready`].
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self> {
         if values.is_empty() {
             return Ok(self);
@@ -460,7 +555,7 @@ impl Planned {
                 ));
             }
         };
-        Ok(Self { kind })
+        Ok(Self { kind, physical: None })
     }
 }
 
@@ -611,14 +706,19 @@ impl Engine {
     }
 
     fn state_with(&self, config: SessionConfig) -> SessionState {
-        SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_catalog_list(self.catalog.catalog_list())
             .with_default_features()
             // Plans deltalake's own nodes (write metrics, delete/update scans).
-            .with_query_planner(DeltaPlanner::new())
-            .build()
+            .with_query_planner(DeltaPlanner::new());
+        // Writes' checked casts (also how workers decode them in fragment plans).
+        builder
+            .scalar_functions()
+            .get_or_insert_with(Vec::new)
+            .push(crate::exact::exact_cast_udf());
+        builder.build()
     }
 
     /// Cut a planned query into stages of fragments for a workflow (see [`distributed`]).
@@ -692,8 +792,9 @@ impl Engine {
                         name: format!("{schema_name}.{table}"),
                     });
                 }
-                let url = dir_url(&self.catalog.table_dir(&schema_name, &table))?;
+                let url = dir_url(&self.catalog.table_dir(&schema_name, &table)?)?;
                 let input = strip_view_types(create.input.as_ref().clone())?;
+                let input = crate::exact::storable(input, &format!("{schema_name}.{table}"))?;
                 let schema = input.schema().as_arrow().clone();
                 let sink = DeltaSink::new((schema_name, table), url, &schema, vec![], true)?;
                 (input, Sink::Delta(sink), false)
@@ -827,6 +928,28 @@ impl Engine {
         Ok(config)
     }
 
+    /// Refuse settings whose current catalog or schema does not exist (NOT
+    /// FOUND), so `SET schema = 'typo'` fails at once, not at the next query.
+    pub fn check_namespace(&self, settings: &SessionSettings) -> Result<()> {
+        if let Some(catalog) = settings.catalog.as_deref()
+            && catalog != CATALOG
+        {
+            return Err(Error::NotFound {
+                kind: "catalog",
+                name: catalog.to_string(),
+            });
+        }
+        if let Some(schema) = settings.schema.as_deref()
+            && self.catalog.schema_provider(schema).is_err()
+        {
+            return Err(Error::NotFound {
+                kind: "schema",
+                name: schema.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Parse and plan one statement. No side effects.
     pub async fn plan(&self, settings: &SessionSettings, sql: &str) -> Result<Planned> {
         self.plan_with(&self.statement(settings)?, sql).await
@@ -839,11 +962,12 @@ impl Engine {
         let dialect = state.config().options().sql_parser.dialect;
         // sqlparser's CACHE TABLE takes anything after the name for a query, `;` too.
         let sql = sql.trim_end().trim_end_matches(';');
+        crate::limits::check(sql)?;
         let mut statement = state.sql_to_statement(sql, &dialect).map_err(Error::plan)?;
         number_question_marks(&mut statement);
         check_supported(&statement)?;
         if let Some(kind) = cache_statement(&statement)? {
-            return Ok(Planned { kind });
+            return Ok(Planned { kind, physical: None });
         }
         let plan = state.statement_to_plan(statement).await.map_err(not_found_or_plan)?;
         let kind = match plan {
@@ -873,7 +997,8 @@ impl Engine {
                 ..
             }) => Kind::Write {
                 target: Some(table_name.clone()),
-                plan,
+                // A value that does not fit its column's type is refused, not rounded.
+                plan: crate::exact::check_casts(plan)?,
             },
             LogicalPlan::Dml(DmlStatement { ref op, .. }) => {
                 return Err(Error::unsupported(format!("{op} statements")));
@@ -897,7 +1022,22 @@ impl Engine {
             }
             query => Kind::Query(query),
         };
-        Ok(Planned { kind })
+        self.ready(context, Planned { kind, physical: None }).await
+    }
+
+    /// `planned`, a query among them made ready to run (see [`Ready`]) unless
+    /// it is already, or still has parameters to bind: what [`Planned::schema`]
+    /// then says is what the query sends. Call it after [`Planned::bind`].
+    pub async fn ready(&self, context: &StatementContext, planned: Planned) -> Result<Planned> {
+        let Planned { kind, physical } = planned;
+        let physical = match (&kind, physical) {
+            (_, Some(physical)) => Some(physical),
+            (Kind::Query(plan), None) if plan.get_parameter_fields().map_err(Error::plan)?.is_empty() => {
+                Some(Physical::new(Ready::make(context, plan).await?))
+            }
+            (_, None) => None,
+        };
+        Ok(Planned { kind, physical })
     }
 
     /// Run a planned statement. `settings` is updated by `SET`/`RESET`.
@@ -918,7 +1058,7 @@ impl Engine {
         planned: Planned,
     ) -> Result<Outcome> {
         match planned.kind {
-            Kind::Query(plan) => query(context, &plan, settings.view_types()).await,
+            Kind::Query(plan) => query(context, &plan, planned.physical.as_ref(), settings.view_types()).await,
             Kind::Write { plan, target } => {
                 let ctx = &context.session();
                 let count = run_count(ctx, plan).await?;
@@ -938,6 +1078,7 @@ impl Engine {
             Kind::Set { key, value } => {
                 let mut next = settings.clone();
                 next.set(&key, &value)?;
+                self.check_namespace(&next)?;
                 self.statement(&next)?; // validate DataFusion keys and values
                 *settings = next;
                 Ok(Outcome::Count(0))
@@ -1064,6 +1205,16 @@ impl Engine {
                     return Ok(rows);
                 }
                 let sink = append_sink((schema_name, table_name), &managed)?;
+                // Data that does not fit the table's columns: the table exists,
+                // not as this data needs it (ADBC: ALREADY_EXISTS).
+                if let Err(Error::InvalidInput { message, .. }) =
+                    crate::ingest::conform_to_table(input.clone(), sink.arrow_schema()?.as_ref(), &sink.name())
+                {
+                    return Err(Error::TableMismatch {
+                        table: sink.name(),
+                        message,
+                    });
+                }
                 self.write_ingest(&ctx, input, sink).await
             }
             None => {
@@ -1083,7 +1234,7 @@ impl Engine {
                 }
                 let name = format!("{schema_name}.{table_name}");
                 let table_schema = crate::ingest::table_schema_for(input.schema().as_arrow(), &name)?;
-                let url = dir_url(&self.catalog.table_dir(&schema_name, &table_name))?;
+                let url = dir_url(&self.catalog.table_dir(&schema_name, &table_name)?)?;
                 let sink = DeltaSink::new((schema_name, table_name), url, &table_schema, vec![], true)?;
                 self.write_ingest(&ctx, input, sink).await
             }
@@ -1304,7 +1455,7 @@ impl Engine {
         input: LogicalPlan,
         replace: bool,
     ) -> Result<i64> {
-        let dir = self.catalog.table_dir(schema, table);
+        let dir = self.catalog.table_dir(schema, table)?;
         let exists = self.catalog.managed(schema, table);
         if replace && exists.is_none() && self.catalog.schema_provider(schema)?.table_exist(table) {
             // Replacing a view or external table by a managed table.
@@ -1326,7 +1477,7 @@ impl Engine {
         } else {
             CommitProperties::default()
         };
-        let input = strip_view_types(input)?;
+        let input = crate::exact::storable(strip_view_types(input)?, &format!("{schema}.{table}"))?;
         let written = delta
             .write(Vec::<RecordBatch>::new())
             .with_commit_properties(properties)
@@ -1558,10 +1709,27 @@ fn cache_statement(statement: &DfStatement) -> Result<Option<Kind>> {
 
 fn check_supported(statement: &DfStatement) -> Result<()> {
     if let DfStatement::Statement(s) = statement {
-        if let ast::Statement::Delete(d) = s.as_ref() {
-            if d.using.is_some() || d.limit.is_some() || !d.order_by.is_empty() {
+        match s.as_ref() {
+            ast::Statement::Delete(d) if d.using.is_some() || d.limit.is_some() || !d.order_by.is_empty() => {
                 return Err(Error::unsupported("DELETE with USING, ORDER BY or LIMIT"));
             }
+            ast::Statement::CreateTable(c) if c.or_replace && c.if_not_exists => {
+                return Err(Error::invalid(
+                    "CREATE TABLE",
+                    "OR REPLACE and IF NOT EXISTS contradict each other: use one",
+                ));
+            }
+            ast::Statement::CreateTable(c) if c.columns.is_empty() && c.query.is_none() && c.like.is_none() => {
+                return Err(Error::invalid(
+                    "CREATE TABLE",
+                    format!(
+                        "table {} has no columns: list them, e.g. CREATE TABLE {} (id BIGINT, name VARCHAR), \
+                         or create it AS SELECT",
+                        c.name, c.name
+                    ),
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())

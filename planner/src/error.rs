@@ -31,6 +31,11 @@ pub enum Error {
     #[error("{kind} '{name}' already exists")]
     AlreadyExists { kind: &'static str, name: String },
 
+    /// Data for an existing table whose columns it does not fit (bulk ingest
+    /// appending: ADBC reports this as ALREADY_EXISTS).
+    #[error("table '{table}' exists with other columns: {message}")]
+    TableMismatch { table: String, message: String },
+
     /// A valid request we do not support (yet), with what to do instead.
     #[error("not supported: {what}")]
     Unsupported { what: String },
@@ -70,6 +75,21 @@ pub enum Error {
     /// The persisted catalog is corrupt.
     #[error("catalog file {path} is corrupt: {message}")]
     CatalogCorrupt { path: String, message: String },
+
+    /// A statement is past one of the server's limits (see `limits`).
+    #[error("{what} is {measured} {unit}, over the server's limit of {limit} (set by {flag})")]
+    LimitExceeded {
+        what: &'static str,
+        measured: usize,
+        limit: usize,
+        unit: &'static str,
+        flag: &'static str,
+    },
+
+    /// A result batch is not what its schema promised the client, and cannot
+    /// be made so without changing a value (a bug: see `types::conform`).
+    #[error("the result does not match its schema: {message}")]
+    ResultMismatch { message: String },
 
     /// `CACHE TABLE` would take the table cache past its limit.
     #[error(
@@ -150,6 +170,14 @@ impl Error {
                 message,
             };
         }
+        // A statement's own values failing inside deltalake's write (a checked
+        // cast, a division by zero): the statement's fault, as inline.
+        if data_error(&source) {
+            return Self::InvalidInput {
+                what: "data".into(),
+                message,
+            };
+        }
         if let DeltaTableError::Arrow { .. } = source {
             return Self::InvalidInput {
                 what: "data".into(),
@@ -164,10 +192,13 @@ impl Error {
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
+        if disk_full(self) {
+            return ErrorKind::ResourceExhausted;
+        }
         match self {
-            Self::Plan { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidArgument,
+            Self::Plan { .. } | Self::InvalidInput { .. } | Self::LimitExceeded { .. } => ErrorKind::InvalidArgument,
             Self::NotFound { .. } => ErrorKind::NotFound,
-            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::AlreadyExists { .. } | Self::TableMismatch { .. } => ErrorKind::AlreadyExists,
             Self::Unsupported { .. } => ErrorKind::Unimplemented,
             Self::Cancelled => ErrorKind::Cancelled,
             Self::CacheFull { .. } => ErrorKind::ResourceExhausted,
@@ -178,9 +209,11 @@ impl Error {
                 DataFusionError::ExecutionJoin(_) => ErrorKind::Cancelled,
                 _ => ErrorKind::Internal,
             },
-            Self::Storage { .. } | Self::Io { .. } | Self::CatalogIo { .. } | Self::CatalogCorrupt { .. } => {
-                ErrorKind::Internal
-            }
+            Self::Storage { .. }
+            | Self::Io { .. }
+            | Self::CatalogIo { .. }
+            | Self::CatalogCorrupt { .. }
+            | Self::ResultMismatch { .. } => ErrorKind::Internal,
         }
     }
 
@@ -194,6 +227,35 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// Whether `error` comes from a full disk (an `ENOSPC` anywhere in its chain of
+/// sources): a resource running out, not a bug.
+fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Whether `error`'s chain of sources holds a DataFusion execution error (bad
+/// values at run time).
+fn data_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(DataFusionError::Execution(_)) = e.downcast_ref::<DataFusionError>().map(DataFusionError::find_root)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn classify(e: DataFusionError, planning: bool) -> Error {
@@ -213,4 +275,21 @@ impl From<DataFusionError> for Error {
     fn from(e: DataFusionError) -> Self {
         Error::execution(e)
     }
+}
+
+/// Longest piece of client input an error message repeats.
+const ECHO_BYTES: usize = 64;
+
+/// `input` quoted for an error message, cut to its first 64 bytes (with its
+/// length said), control characters escaped: an error never sends a client's
+/// whole input back.
+pub fn quoted_prefix(input: &str) -> String {
+    if input.len() <= ECHO_BYTES {
+        return format!("{input:?}");
+    }
+    let mut end = ECHO_BYTES;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &input[..end], input.len())
 }

@@ -12,7 +12,7 @@
 use arrow::compute::can_cast_types;
 use arrow::datatypes::Schema;
 use datafusion::common::Column;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
 
@@ -63,7 +63,7 @@ pub(crate) fn conform_to_table(input: LogicalPlan, table: &Schema, name: &str) -
         exprs.push(if found.data_type() == field.data_type() {
             column
         } else {
-            cast(column, field.data_type().clone()).alias(field.name())
+            crate::exact::cast_exact(column, found.data_type(), field.data_type()).alias(field.name())
         });
     }
     if let Some(extra) = given.fields().iter().find(|f| table.field_with_name(f.name()).is_err()) {

@@ -14,9 +14,11 @@
 //!
 //! * [`engine`]: parse, plan, execute; DDL and DML on managed Delta tables.
 //! * [`catalog`]: the persistent catalog under the data directory.
+//! * [`exact`]: writes never round a value (checked casts to a column's type).
 //! * [`cache`]: `CACHE TABLE`: tables' rows held in memory, never older than the table.
 //! * [`distributed`]: physical plans cut into stages and fragments for workflows.
 //! * [`light`]: queries that read no table, run where they arrive.
+//! * [`limits`]: bounds on a statement's length and nesting, checked before parsing.
 //! * [`managed`]: the table provider for managed (Delta Lake) tables.
 //! * `ingest`: bulk ingest, written by every core and committed once.
 //! * [`settings`]: per-session settings, carried inside tickets and handles.
@@ -33,9 +35,11 @@ pub mod catalog;
 pub mod distributed;
 pub mod engine;
 pub mod error;
+pub mod exact;
 mod ingest;
 mod latest;
 pub mod light;
+pub mod limits;
 pub mod managed;
 pub mod pipeline;
 pub mod pipeline_run;

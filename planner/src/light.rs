@@ -35,7 +35,7 @@ const MAX_LIGHT_SQL: usize = 1024;
 /// Whether `sql` is one query that reads no table (see the module docs). A
 /// statement that does not parse is not light: the CPU runtime reports its error.
 pub fn is_light_sql(sql: &str) -> bool {
-    if sql.len() > MAX_LIGHT_SQL {
+    if sql.len() > MAX_LIGHT_SQL || crate::limits::check(sql).is_err() {
         return false;
     }
     let Ok(statements) = DFParser::parse_sql(sql) else {

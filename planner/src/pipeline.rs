@@ -145,6 +145,7 @@ pub(crate) fn definition_of(sql: &str) -> PipelineDefinition {
 
 /// Parse `sql` if it is a pipeline statement; `None` for any other statement.
 pub fn parse(sql: &str) -> Result<Option<PipelineStatement>> {
+    crate::limits::check(sql)?;
     let dialect = GenericDialect {};
     let Ok(parser) = Parser::new(&dialect).try_with_sql(sql) else {
         return Ok(None); // not even tokens: DataFusion reports it

@@ -323,7 +323,7 @@ fn bound(planned: Planned, source: &Incremental, from: Option<ScalarValue>, to: 
             ));
         }
     };
-    Ok(Planned { kind })
+    Ok(Planned { kind, physical: None })
 }
 
 #[cfg(test)]

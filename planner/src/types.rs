@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatch, RecordBatchOptions, StringArray};
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
@@ -175,7 +175,11 @@ pub fn compact_views(batch: RecordBatch) -> RecordBatch {
 
 /// `batch` with each column cast to `target`'s type (a no-op where they match).
 pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, ArrowError> {
-    let options = CastOptions::default();
+    // A value that does not fit is an error, never a NULL.
+    let options = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
     let columns = batch
         .columns()
         .iter()
@@ -248,6 +252,82 @@ fn plain_parts(views: &[u128], buffers: &[Buffer], nulls: Option<&NullBuffer>) -
     }
     values.truncate(at);
     Some((OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(values)))
+}
+
+/// `batch` exactly as `promised` (the schema a client was told) describes it,
+/// or an error: never a value changed on the way.
+///
+/// A client decodes every batch with the schema it was promised (FlightInfo,
+/// GetSchema, the stream's first message), so a batch encoded under another
+/// type is read as garbage (an `Int64` column read as `Int32`, a `UInt32` as an
+/// `Int16`...). Where a batch differs, a column is cast to the promised type only
+/// when casting it back gives the same values (a list's item named `element`
+/// instead of `item`, an `Int64` whose values fit an `Int32`); a lossy
+/// difference, or a NULL in a column promised NOT NULL, is an error naming the
+/// column. With the promise taken from the physical plan (see
+/// `Engine::output_schema`), this is a check that costs a pointer comparison.
+pub fn conform(batch: RecordBatch, promised: &SchemaRef) -> crate::Result<RecordBatch> {
+    let mismatch = |message: String| crate::Error::ResultMismatch { message };
+    if Arc::ptr_eq(batch.schema_ref(), promised) {
+        return Ok(batch);
+    }
+    if batch.schema().fields() == promised.fields() {
+        // Only the schema's own metadata can differ.
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        return RecordBatch::try_new_with_options(Arc::clone(promised), batch.columns().to_vec(), &options)
+            .map_err(|e| mismatch(e.to_string()));
+    }
+    if batch.num_columns() != promised.fields().len() {
+        return Err(mismatch(format!(
+            "a result batch has {} columns where its schema promised {}",
+            batch.num_columns(),
+            promised.fields().len()
+        )));
+    }
+    let options = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(promised.fields())
+        .map(|(column, field)| {
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(mismatch(format!(
+                    "column '{}' was promised NOT NULL but holds {} NULL values",
+                    field.name(),
+                    column.null_count()
+                )));
+            }
+            if column.data_type() == field.data_type() {
+                return Ok(Arc::clone(column));
+            }
+            let lossy = || {
+                mismatch(format!(
+                    "column '{}' was promised as {} but computed as {}, and its values do not all fit",
+                    field.name(),
+                    field.data_type(),
+                    column.data_type()
+                ))
+            };
+            let cast = cast_with_options(column, field.data_type(), &options).map_err(|_| lossy())?;
+            let back = cast_with_options(&cast, column.data_type(), &options).map_err(|_| lossy())?;
+            if back.as_ref() != column.as_ref() {
+                return Err(lossy());
+            }
+            Ok(cast)
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::clone(promised), columns).map_err(|e| mismatch(e.to_string()))
+}
+
+/// [`conform`] each batch of `stream` to `promised`.
+pub fn conform_stream(stream: SendableRecordBatchStream, promised: SchemaRef) -> SendableRecordBatchStream {
+    let out = Arc::clone(&promised);
+    let conformed =
+        stream.map(move |batch| conform(batch?, &promised).map_err(|e| DataFusionError::External(Box::new(e))));
+    Box::pin(RecordBatchStreamAdapter::new(out, conformed))
 }
 
 /// A table whose single partition is a stream that can be read once.
@@ -413,6 +493,72 @@ mod tests {
         let whole = RecordBatch::try_new(schema, vec![Arc::new(all) as ArrayRef]).expect("batch");
         let kept = compact_views(whole.clone());
         assert!(kept.column(0).to_data().buffers()[1].ptr_eq(&whole.column(0).to_data().buffers()[1]));
+    }
+
+    fn promised(field: Field) -> SchemaRef {
+        Arc::new(Schema::new(vec![field]))
+    }
+
+    #[test]
+    fn batches_conform_to_their_promise_or_fail_without_changing_a_value() {
+        use arrow::array::{Int32Array, Int64Array, ListArray, TimestampNanosecondArray};
+        use arrow::datatypes::{Int64Type, TimeUnit};
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![Some(3), None, Some(-7)]));
+        let batch = RecordBatch::try_from_iter([("r", Arc::clone(&ints))]).expect("batch");
+
+        // The same fields: the promise's schema, nothing else changed.
+        let same = promised(Field::new("r", DataType::Int64, true));
+        assert!(Arc::ptr_eq(
+            conform(batch.clone(), &same).expect("same").schema_ref(),
+            &same
+        ));
+
+        // Values that fit the promised type are cast, exactly.
+        let narrower = promised(Field::new("r", DataType::Int32, true));
+        let cast = conform(batch.clone(), &narrower).expect("fits");
+        assert_eq!(
+            cast.column(0).as_ref(),
+            &Int32Array::from(vec![Some(3), None, Some(-7)]) as &dyn Array
+        );
+
+        // Values that do not fit: an error, never a wrapped or NULLed value.
+        let big: ArrayRef = Arc::new(Int64Array::from(vec![3_000_000_000i64]));
+        let big = RecordBatch::try_from_iter([("r", big)]).expect("batch");
+        let e = conform(big, &narrower).expect_err("does not fit");
+        assert!(e.to_string().contains("'r'"), "{e}");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Internal);
+
+        // Sub-microsecond timestamps promised as microseconds: refused.
+        let nanos: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![1_000_000_001i64]));
+        let nanos = RecordBatch::try_from_iter([("t", nanos)]).expect("batch");
+        let micros = promised(Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true));
+        assert!(conform(nanos, &micros).is_err());
+
+        // A NULL in a column promised NOT NULL: refused.
+        let not_null = promised(Field::new("r", DataType::Int64, false));
+        assert!(
+            conform(batch, &not_null)
+                .expect_err("null")
+                .to_string()
+                .contains("NOT NULL")
+        );
+
+        // A list whose item is named otherwise: relabelled, same values.
+        let list = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![Some(vec![Some(1), Some(2)])]);
+        let list = RecordBatch::try_from_iter([("l", Arc::new(list) as ArrayRef)]).expect("batch");
+        let element = Arc::new(Field::new("element", DataType::Int64, true));
+        let as_element = promised(Field::new("l", DataType::List(element), true));
+        let relabelled = conform(list, &as_element).expect("relabel");
+        assert_eq!(relabelled.schema_ref(), &as_element);
+        assert_eq!(
+            relabelled
+                .column(0)
+                .as_list::<i32>()
+                .value(0)
+                .as_primitive::<Int64Type>()
+                .values(),
+            &[1, 2]
+        );
     }
 
     #[test]

@@ -4,9 +4,23 @@
 //! Tokens are `base64url(user:expiry_unix:nonce).base64url(hmac)`, signed with
 //! the server secret: no server-side token table, and tokens stay valid across
 //! a restart. With no users configured, authentication is off.
+//!
+//! Password checks (argon2, ~20 ms of CPU each) run on blocking threads, at
+//! most [`CONCURRENT_CHECKS`] at once, never on the threads that serve gRPC
+//! calls. An unknown user costs a check against a decoy hash, so the time of
+//! an answer does not tell which users exist. After [`FREE_FAILURES`] failed
+//! logins in a row for one user or from one address, further attempts are
+//! refused without a check for a time that doubles with each failure (up to
+//! [`MAX_LOCKOUT`]); a success clears the user's and the address's count.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::Semaphore;
+use tracing::warn;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -35,12 +49,41 @@ pub struct Identity {
     pub token: Option<String>,
 }
 
+/// Password checks running at once (each takes a core for ~20 ms).
+pub const CONCURRENT_CHECKS: usize = 2;
+/// Failed logins in a row (per user, per address) before attempts are delayed.
+pub const FREE_FAILURES: u32 = 5;
+/// The longest an attempt is refused after failures.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(60);
+/// Failure records kept at most (one per user name or address tried).
+const MAX_FAILURE_RECORDS: usize = 100_000;
+
+/// Failed logins in a row of one user or address.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+impl Failures {
+    /// Until when attempts are refused, if they are.
+    fn locked_until(&self) -> Option<Instant> {
+        let over = self.count.checked_sub(FREE_FAILURES)?;
+        let lockout = Duration::from_secs(1u64 << over.min(16)).min(MAX_LOCKOUT);
+        Some(self.last + lockout)
+    }
+}
+
 /// Checks credentials and tokens.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     users: HashMap<String, String>,
     signer: Signer,
     token_ttl: Duration,
+    /// What an unknown user's password is checked against.
+    decoy: Arc<String>,
+    checks: Arc<Semaphore>,
+    failures: Arc<DashMap<String, Failures>>,
 }
 
 impl Authenticator {
@@ -55,11 +98,76 @@ impl Authenticator {
             })?;
             map.insert(u.name.clone(), u.password_hash.clone());
         }
+        // Only needed to make unknown users as slow as known ones.
+        let decoy = if map.is_empty() {
+            String::new()
+        } else {
+            hash_password(&format!("{:032x}", rand::random::<u128>()))?
+        };
         Ok(Self {
             users: map,
             signer,
             token_ttl,
+            decoy: Arc::new(decoy),
+            checks: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            failures: Arc::new(DashMap::new()),
         })
+    }
+
+    /// [`Authenticator::login_basic`] as the handshake runs it: the password
+    /// check on a blocking thread, failures counted per user and per `peer`,
+    /// attempts past [`FREE_FAILURES`] refused for a while.
+    pub async fn login_basic_from(&self, header: &str, peer: Option<IpAddr>) -> Result<(String, String)> {
+        let (user, password) = basic_credentials(header)?;
+        let keys = [Some(format!("user:{user}")), peer.map(|p| format!("peer:{p}"))];
+        let now = Instant::now();
+        for key in keys.iter().flatten() {
+            if let Some(until) = self.failures.get(key).and_then(|f| f.locked_until())
+                && until > now
+            {
+                return Err(Error::TooManyLogins {
+                    retry_after: until - now,
+                });
+            }
+        }
+        let permit = Arc::clone(&self.checks)
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal { message: e.to_string() })?;
+        let this = self.clone();
+        let login_user = user.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.login(&login_user, &password)
+        })
+        .await
+        .map_err(|e| Error::Internal {
+            message: format!("password check failed: {e}"),
+        })?;
+        match &checked {
+            Ok(_) => {
+                for key in keys.iter().flatten() {
+                    self.failures.remove(key);
+                }
+            }
+            Err(_) => {
+                if self.failures.len() >= MAX_FAILURE_RECORDS {
+                    self.failures.retain(|_, f| f.last.elapsed() < MAX_LOCKOUT);
+                }
+                for key in keys.iter().flatten() {
+                    let mut entry = self.failures.entry(key.clone()).or_insert(Failures {
+                        count: 0,
+                        last: Instant::now(),
+                    });
+                    entry.count = entry.count.saturating_add(1);
+                    entry.last = Instant::now();
+                    if entry.count >= FREE_FAILURES {
+                        warn!(who = %key, failures = entry.count, "repeated failed logins: attempts are delayed");
+                    }
+                }
+            }
+        }
+        checked
     }
 
     /// Whether authentication is required.
@@ -67,30 +175,26 @@ impl Authenticator {
         !self.users.is_empty()
     }
 
-    /// Check `Authorization: Basic ...` and issue a token.
+    /// Check `Authorization: Basic ...` and issue a token (here, on this
+    /// thread: see [`Authenticator::login_basic_from`]).
     pub fn login_basic(&self, header: &str) -> Result<(String, String)> {
-        let encoded = strip_scheme(header, "basic")
-            .ok_or_else(|| Error::unauthenticated("expected 'Authorization: Basic' credentials in the handshake"))?;
-        // Some clients (ADBC's Go driver) send base64 without padding.
-        let encoded = encoded.trim().trim_end_matches('=');
-        let decoded = STANDARD_NO_PAD
-            .decode(encoded)
-            .map_err(|_| Error::unauthenticated("malformed Basic credentials"))?;
-        let decoded = String::from_utf8(decoded).map_err(|_| Error::unauthenticated("malformed Basic credentials"))?;
-        let (user, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| Error::unauthenticated("malformed Basic credentials"))?;
-        self.login(user, password)
+        let (user, password) = basic_credentials(header)?;
+        self.login(&user, &password)
     }
 
-    /// Check a user's password and issue a token.
+    /// Check a user's password and issue a token. An unknown user's password is
+    /// checked too, against a decoy, so both take the same time.
     pub fn login(&self, user: &str, password: &str) -> Result<(String, String)> {
         let bad = || Error::unauthenticated("invalid user name or password");
-        let hash = self.users.get(user).ok_or_else(bad)?;
+        let (hash, known) = match self.users.get(user) {
+            Some(hash) => (hash.as_str(), true),
+            None => (self.decoy.as_str(), false),
+        };
         let parsed = PasswordHash::new(hash).map_err(|_| bad())?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .map_err(|_| bad())?;
+        let matches = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        if !(known && matches) {
+            return Err(bad());
+        }
         Ok((user.to_string(), self.issue(user)?))
     }
 
@@ -149,6 +253,19 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| Error::Internal { message: e.to_string() })
 }
 
+/// The user and password of `Authorization: Basic ...`.
+fn basic_credentials(header: &str) -> Result<(String, String)> {
+    let encoded = strip_scheme(header, "basic")
+        .ok_or_else(|| Error::unauthenticated("expected 'Authorization: Basic' credentials in the handshake"))?;
+    // Some clients (ADBC's Go driver) send base64 without padding.
+    let encoded = encoded.trim().trim_end_matches('=');
+    let malformed = || Error::unauthenticated("malformed Basic credentials");
+    let decoded = STANDARD_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (user, password) = decoded.split_once(':').ok_or_else(malformed)?;
+    Ok((user.to_string(), password.to_string()))
+}
+
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = header.trim().split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest)
@@ -192,5 +309,45 @@ mod tests {
         assert!(auth.verify_bearer("Bearer x.y").is_err());
         let other = Authenticator::new(&[], Signer::new(b"other"), Duration::from_secs(60)).expect("auth");
         assert!(other.verify_bearer(&format!("Bearer {token}")).is_err());
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_lock_out_the_user_and_the_address_and_success_clears_them() {
+        let auth = Authenticator::new(
+            &[User {
+                name: "alice".into(),
+                password_hash: hash_password("s3cret").expect("hash"),
+            }],
+            Signer::new(b"k"),
+            Duration::from_secs(60),
+        )
+        .expect("auth");
+        let basic = |user: &str, password: &str| format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        for _ in 0..FREE_FAILURES {
+            let e = auth.login_basic_from(&basic("alice", "wrong"), Some(peer)).await;
+            assert!(matches!(e, Err(Error::Unauthenticated { .. })), "{e:?}");
+        }
+        // Now refused without a check: even the right password, from anywhere.
+        let locked = auth.login_basic_from(&basic("alice", "s3cret"), None).await;
+        assert!(matches!(locked, Err(Error::TooManyLogins { .. })), "{locked:?}");
+        let from_peer = auth.login_basic_from(&basic("bob", "x"), Some(peer)).await;
+        assert!(matches!(from_peer, Err(Error::TooManyLogins { .. })), "{from_peer:?}");
+        // Another user from another address is not affected.
+        let e = auth.login_basic_from(&basic("carol", "x"), None).await;
+        assert!(matches!(e, Err(Error::Unauthenticated { .. })), "{e:?}");
+
+        // Once the lockout has passed, a success clears the count.
+        for key in ["user:alice", "peer:10.0.0.1"] {
+            if let Some(mut f) = auth.failures.get_mut(key) {
+                f.last -= MAX_LOCKOUT;
+            }
+        }
+        assert!(
+            auth.login_basic_from(&basic("alice", "s3cret"), Some(peer))
+                .await
+                .is_ok()
+        );
+        assert!(auth.failures.get("user:alice").is_none());
     }
 }

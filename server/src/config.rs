@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use contrail_planner::limits::{self, StatementLimits};
 use serde::Deserialize;
 
 use crate::auth::User;
@@ -240,7 +241,18 @@ pub struct EngineArgs {
     /// Lifetime of bearer tokens in seconds (default 86400).
     #[arg(long, env = "CONTRAIL_TOKEN_TTL_SECS")]
     pub token_ttl_secs: Option<u64>,
+    /// Longest statement text accepted, in bytes (default 16 MiB).
+    #[arg(long, env = "CONTRAIL_MAX_STATEMENT_BYTES")]
+    pub max_statement_bytes: Option<usize>,
+    /// Deepest nesting of a statement's expressions, subqueries, UNIONs, joins
+    /// and CTEs (default 4096, at most 16384): `1+1+...+1` of N terms is N deep.
+    #[arg(long, env = "CONTRAIL_MAX_NESTING")]
+    pub max_nesting: Option<usize>,
 }
+
+/// The highest `--max-nesting`: the deepest shapes measured at 4x it still fit
+/// in `contrail_planner::limits::THREAD_STACK_BYTES` (server `limits` tests).
+pub const MAX_NESTING: usize = 16_384;
 
 /// Sample datasets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -276,6 +288,8 @@ pub struct FileConfig {
     pub memory_limit: Option<usize>,
     pub cache_max_bytes: Option<u64>,
     pub token_ttl_secs: Option<u64>,
+    pub max_statement_bytes: Option<usize>,
+    pub max_nesting: Option<usize>,
     pub log: Option<String>,
     pub temporal_namespace: Option<String>,
     pub task_queue: Option<String>,
@@ -313,6 +327,8 @@ pub struct ServeConfig {
     pub memory_limit: Option<usize>,
     pub cache_max_bytes: u64,
     pub token_ttl: Duration,
+    /// Bounds on every statement's text.
+    pub limits: StatementLimits,
     pub users: Vec<User>,
     pub log: String,
     pub workflows: WorkflowConfig,
@@ -362,16 +378,54 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 "--normal-nice {normal_nice}: expected 0 (off) to 19 (lowest priority)"
             )));
         }
+        let limits = StatementLimits {
+            max_statement_bytes: a
+                .engine
+                .max_statement_bytes
+                .or(file.max_statement_bytes)
+                .unwrap_or(limits::DEFAULT_MAX_STATEMENT_BYTES),
+            max_nesting: a
+                .engine
+                .max_nesting
+                .or(file.max_nesting)
+                .unwrap_or(limits::DEFAULT_MAX_NESTING),
+        };
+        let token_ttl_secs = a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400);
+        if token_ttl_secs == 0 {
+            return Err(Error::invalid(
+                "--token-ttl-secs 0: every token would be expired when issued",
+            ));
+        }
+        if limits.max_statement_bytes == 0 {
+            return Err(Error::invalid("--max-statement-bytes 0: no statement would fit"));
+        }
+        if !(1..=MAX_NESTING).contains(&limits.max_nesting) {
+            return Err(Error::invalid(format!(
+                "--max-nesting {}: expected 1 to {MAX_NESTING} (the thread stacks are sized for that)",
+                limits.max_nesting
+            )));
+        }
+        let data_dir = a
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./contrail-data"));
+        if let Some(scheme) = data_dir
+            .to_str()
+            .and_then(|d| d.split_once("://"))
+            .map(|(scheme, _)| scheme)
+        {
+            return Err(Error::invalid(format!(
+                "--data-dir {}: {scheme}:// locations are not supported yet; give a local directory",
+                data_dir.display()
+            )));
+        }
         let sample = a
             .sample
             .or(file.sample)
             .map(|s| (s, a.sample_scale.or(file.sample_scale).unwrap_or(0.1)));
         Ok(Self {
             listen,
-            data_dir: a
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./contrail-data")),
+            data_dir,
             port_file: a.port_file.or(file.port_file),
             sample,
             tls,
@@ -384,7 +438,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 .cache_max_bytes
                 .or(file.cache_max_bytes)
                 .unwrap_or_else(|| physical_memory().map_or(1 << 30, |total| total / 4)),
-            token_ttl: Duration::from_secs(a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400)),
+            token_ttl: Duration::from_secs(token_ttl_secs),
+            limits,
             users: file.auth.users,
             log: a.log.or(file.log).unwrap_or_else(|| DEFAULT_LOG.into()),
             workflows,
@@ -458,5 +513,21 @@ local_fragments = 3
         std::fs::write(&path, "listen = \"127.0.0.1:6000\"\ntask_queues = \"etl\"\n").expect("write config");
         let err = serve(&["--config", path.to_str().expect("utf-8 path")]).expect_err("unknown key");
         assert!(err.to_string().contains("task_queues"), "{err}");
+    }
+
+    #[test]
+    fn nonsensical_settings_are_refused_at_start() {
+        for (flags, names) in [
+            (&["--token-ttl-secs", "0"][..], "--token-ttl-secs"),
+            (&["--max-nesting", "0"][..], "--max-nesting"),
+            (&["--max-nesting", "100000"][..], "--max-nesting"),
+            (&["--max-statement-bytes", "0"][..], "--max-statement-bytes"),
+            (&["--data-dir", "s3://bucket/x"][..], "s3://"),
+        ] {
+            let err = serve(flags).expect_err(names);
+            assert!(err.to_string().contains(names), "{err}");
+        }
+        let c = serve(&["--max-nesting", "100", "--max-statement-bytes", "4096"]).expect("limits");
+        assert_eq!((c.limits.max_nesting, c.limits.max_statement_bytes), (100, 4096));
     }
 }

@@ -23,6 +23,10 @@ pub enum Error {
     #[error("{message}")]
     Unauthenticated { message: String },
 
+    /// Too many failed logins of a user or from an address: refused unchecked.
+    #[error("too many failed logins for this user or from this address; retry in {} s", .retry_after.as_secs().max(1))]
+    TooManyLogins { retry_after: std::time::Duration },
+
     /// Authenticated but not allowed.
     #[error("{message}")]
     PermissionDenied { message: String },
@@ -101,6 +105,7 @@ impl From<Error> for Status {
             Error::Planner(p) => kind_code(p.kind()),
             Error::Decode { .. } | Error::InvalidRequest { .. } => Code::InvalidArgument,
             Error::Unauthenticated { .. } => Code::Unauthenticated,
+            Error::TooManyLogins { .. } => Code::ResourceExhausted,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::Unimplemented { .. } => Code::Unimplemented,
             Error::Arrow { .. } => Code::InvalidArgument,
@@ -129,14 +134,44 @@ impl From<Error> for Status {
                 }
             }
         };
-        let message = e.to_string();
+        // The log keeps what a client is not sent: a backtrace some errors
+        // carry (delta-kernel's, with RUST_BACKTRACE set), and more of a long message.
+        let full = e.to_string();
+        let logged = cut(&full, MAX_LOGGED_BYTES);
         match code {
-            Code::Internal | Code::Unknown => error!(%message, "request failed"),
-            Code::ResourceExhausted => warn!(%message, "request failed"),
-            _ => debug!(?code, %message, "request failed"),
+            Code::Internal | Code::Unknown => error!(message = %logged, "request failed"),
+            Code::ResourceExhausted => warn!(message = %logged, "request failed"),
+            _ => debug!(?code, message = %logged, "request failed"),
         }
-        Status::new(code, message)
+        Status::new(code, cut(without_backtrace(&full), MAX_MESSAGE_BYTES))
     }
+}
+
+/// Longest error message sent: messages can quote a client's input (a name,
+/// a literal), and one that repeats a 100 MB statement would not fit a gRPC
+/// message, so the client would get RESOURCE_EXHAUSTED instead of the error.
+const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest error message logged.
+const MAX_LOGGED_BYTES: usize = 64 << 10;
+
+/// `message` up to where a Rust backtrace starts (its first frame, `   0: `).
+fn without_backtrace(message: &str) -> &str {
+    match message.find("\n   0: ") {
+        Some(at) => message[..at].trim_end(),
+        None => message,
+    }
+}
+
+/// `message`, cut to `limit` bytes (saying how long it was).
+fn cut(message: &str, limit: usize) -> String {
+    if message.len() <= limit {
+        return message.to_string();
+    }
+    let mut end = limit;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (message cut: {} bytes)", &message[..end], message.len())
 }
 
 /// The gRPC code of a kind of failure, wherever it happened (inline or in a fragment).
@@ -149,5 +184,23 @@ fn kind_code(kind: ErrorKind) -> Code {
         ErrorKind::Cancelled => Code::Cancelled,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_sent_are_short_and_carry_no_backtrace() {
+        let huge = Error::invalid(format!("table '{}' not found", "x".repeat(1 << 20)));
+        let status = Status::from(huge);
+        assert!(status.message().len() < MAX_MESSAGE_BYTES + 100);
+        assert!(status.message().ends_with("bytes)"), "{}", &status.message()[4000..]);
+
+        let traced = Error::invalid(
+            "Generic delta kernel error: bad log\n   0: std::backtrace::Backtrace::capture\n             at /rustc/x/backtrace.rs:296:13\n   1: main",
+        );
+        assert_eq!(Status::from(traced).message(), "Generic delta kernel error: bad log");
     }
 }

@@ -131,6 +131,8 @@ impl Executor {
             if nice > 0 {
                 b.on_thread_start(move || lower_priority(nice));
             }
+            // Deep statements recurse deeply (see contrail_planner::limits).
+            b.thread_stack_size(contrail_planner::limits::THREAD_STACK_BYTES);
             match b.thread_name(name).enable_all().build() {
                 Ok(rt) => runtimes.push(rt),
                 Err(e) => {

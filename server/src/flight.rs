@@ -78,6 +78,22 @@ fn announce<T>(rc: &RequestContext, mut response: Response<T>) -> Response<T> {
     response
 }
 
+/// A descriptor's command must decode before the generic dispatch sees it:
+/// arrow-flight reports a command it cannot read as INTERNAL, and it is the
+/// client's (INVALID_ARGUMENT).
+fn check_command(descriptor: &FlightDescriptor) -> Result<(), Status> {
+    use arrow_flight::flight_descriptor::DescriptorType;
+    use arrow_flight::sql::{Any, Command};
+    use prost::Message;
+    if descriptor.r#type != DescriptorType::Cmd as i32 {
+        return Ok(());
+    }
+    let undecodable = |e: String| Status::invalid_argument(format!("the descriptor's command cannot be read: {e}"));
+    let any = Any::decode(&*descriptor.cmd).map_err(|e| undecodable(e.to_string()))?;
+    Command::try_from(any).map_err(|e| undecodable(e.to_string()))?;
+    Ok(())
+}
+
 macro_rules! delegate {
     ($self:ident, $method:ident, $request:ident) => {{
         let (request, rc) = $self.admit($request)?;
@@ -128,13 +144,17 @@ impl FlightService for ContrailFlight {
     }
 
     async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        delegate!(self, get_flight_info, request)
+        let (request, rc) = self.admit(request)?;
+        check_command(request.get_ref())?;
+        let response = <Inner as FlightService>::get_flight_info(&self.inner, request).await?;
+        Ok(announce(&rc, response))
     }
 
     async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
         // Statements start here; workflow statements answer at once with progress
         // and a descriptor to poll again. Anything else completes within the call.
         let (request, rc) = self.admit(request)?;
+        check_command(request.get_ref())?;
         if let Some(poll) = self.inner.poll(&rc, request.get_ref().clone()).await? {
             return Ok(announce(&rc, Response::new(poll)));
         }
@@ -152,6 +172,7 @@ impl FlightService for ContrailFlight {
 
     async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
         let (request, rc) = self.admit(request)?;
+        check_command(request.get_ref())?;
         let schema = self.inner.schema_of(&rc, request.get_ref()).await?;
         let options = arrow::ipc::writer::IpcWriteOptions::default();
         let result = SchemaResult::try_from(arrow_flight::SchemaAsIpc::new(&schema, &options))

@@ -81,6 +81,7 @@ pub async fn serve(
     // Two rustls crypto providers are linked (ring for gRPC, aws-lc via
     // deltalake's HTTP stack): pick one for the process, or TLS setup panics.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    contrail_planner::limits::configure(config.limits);
     let executor = Arc::new(Executor::new(config.cpu_threads, config.normal_nice)?);
     let mut options = EngineOptions::new(&config.data_dir);
     options.target_partitions = config.target_partitions;
@@ -104,7 +105,7 @@ pub async fn serve(
 
     let signer = Signer::new(&load_or_create_secret(&config.data_dir)?);
     let auth = Authenticator::new(&config.users, signer.clone(), config.token_ttl)?;
-    let sessions = Sessions::new(Duration::from_secs(3600));
+    let sessions = Sessions::new(Duration::from_secs(3600), signer.clone());
 
     let listener = TcpListener::bind(config.listen)
         .await

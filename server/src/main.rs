@@ -47,10 +47,13 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-/// The runtime for network I/O (query execution has its own, see `exec`).
+/// The runtime for network I/O (query execution has its own, see `exec`). Its
+/// threads parse statements and plan light ones: they get the large stacks that
+/// `contrail_planner::limits` sizes statements for.
 fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(contrail_planner::limits::THREAD_STACK_BYTES)
         .thread_name("contrail-io")
         .build()
 }

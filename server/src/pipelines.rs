@@ -5,7 +5,7 @@
 //! ALTER ... PAUSE   store: paused -> pause the schedule, signal running runs (RESUME: the reverse)
 //! ALTER ... SET     store: options -> (overlap, paused: the schedule too)
 //! RUN PIPELINE      trigger the schedule now
-//! DROP PIPELINE     delete the schedule, cancel running runs -> store: removed
+//! DROP PIPELINE     delete the schedule, cancel running runs, wait for them to end -> store: removed
 //! SHOW PIPELINES / DESCRIBE PIPELINE   queries over system.pipelines
 //! ```
 //!

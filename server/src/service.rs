@@ -222,6 +222,7 @@ impl SqlService {
                     )));
                 }
                 let planned = kept.planned.bind(rows.into_iter().next().unwrap_or_default())?;
+                let planned = engine.ready(&kept.context, planned).await?;
                 let schema = planned.schema(&settings);
                 let body = TicketBody::Query { sql, params };
                 return Ok(Routed::Inline(schema, body, None, Some(Kept { planned, ..kept })));
@@ -504,7 +505,9 @@ impl SqlService {
                                 };
                                 let context = engine.statement(&settings)?;
                                 let planned = engine.plan_with(&context, &sql).await?;
-                                (context, planned.bind(rows.into_iter().next().unwrap_or_default())?)
+                                let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
+                                let planned = engine.ready(&context, planned).await?;
+                                (context, planned)
                             }
                         };
                         if !planned.is_query() {
@@ -578,6 +581,8 @@ impl SqlService {
                         errors.insert(key, SetSessionOptionsError { value: code });
                     }
                 }
+                // A catalog or schema that does not exist fails the call (NOT_FOUND).
+                self.engine.check_namespace(&settings)?;
                 // DataFusion validates its own keys when a context is built.
                 if let Err(e) = self.engine.context(&settings) {
                     return Err(e.into());
@@ -722,7 +727,9 @@ async fn read_batches(stream: PeekableFlightDataStream) -> Result<(SchemaRef, Pu
 /// Like [`read_batches`], for streams that may hold only the command (no schema).
 async fn read_optional_batches(stream: PeekableFlightDataStream) -> Result<(Option<SchemaRef>, PutStream)> {
     // Clients may send the command alone (no schema, no data): skip empty messages.
-    let stream = stream.try_filter(|fd| futures::future::ready(!fd.data_header.is_empty() || !fd.data_body.is_empty()));
+    let stream = stream
+        .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty() || !fd.data_body.is_empty()))
+        .and_then(|fd| futures::future::ready(checked_ipc(fd)));
     let mut batches =
         FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s)))).peekable();
     // Peeking reads messages until the schema (and maybe the first batch) arrives.
@@ -734,6 +741,52 @@ async fn read_optional_batches(stream: PeekableFlightDataStream) -> Result<(Opti
 }
 
 type PutStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;
+
+/// The largest buffer a compressed DoPut message may declare (its uncompressed size).
+const MAX_DECOMPRESSED_BUFFER: i64 = 1 << 30;
+
+/// `fd` if its IPC body holds every buffer its header declares; INVALID_ARGUMENT
+/// otherwise. arrow-ipc slices the body where the header says (a short body
+/// panics in the buffer code) and allocates what a compressed buffer says it
+/// holds, so a client's message is checked before it is decoded.
+fn checked_ipc(fd: arrow_flight::FlightData) -> Result<arrow_flight::FlightData, Status> {
+    use arrow::ipc::{CompressionType, root_as_message};
+    let bad = |what: String| Status::invalid_argument(format!("malformed DoPut message: {what}"));
+    let message = root_as_message(&fd.data_header).map_err(|e| bad(format!("unreadable IPC header ({e})")))?;
+    let batch = match (message.header_as_record_batch(), message.header_as_dictionary_batch()) {
+        (Some(batch), _) => batch,
+        (None, Some(dictionary)) => dictionary
+            .data()
+            .ok_or_else(|| bad("a dictionary batch without data".into()))?,
+        (None, None) => return Ok(fd), // a schema: arrow-ipc checks it as it reads it
+    };
+    let body = &fd.data_body;
+    let compressed = batch
+        .compression()
+        .is_some_and(|c| matches!(c.codec(), CompressionType::LZ4_FRAME | CompressionType::ZSTD));
+    for buffer in batch.buffers().into_iter().flatten() {
+        let (offset, length) = (buffer.offset(), buffer.length());
+        let end = offset.checked_add(length).filter(|_| offset >= 0 && length >= 0);
+        let Some(end) = end.and_then(|e| usize::try_from(e).ok()).filter(|&e| e <= body.len()) else {
+            return Err(bad(format!(
+                "a buffer at {offset}+{length} lies outside the {}-byte body",
+                body.len()
+            )));
+        };
+        if compressed && length >= 8 {
+            let start = end - length as usize;
+            let mut prefix = [0u8; 8];
+            prefix.copy_from_slice(&body[start..start + 8]);
+            let size = i64::from_le_bytes(prefix);
+            if size > MAX_DECOMPRESSED_BUFFER {
+                return Err(bad(format!(
+                    "a compressed buffer says it holds {size} bytes (at most {MAX_DECOMPRESSED_BUFFER} per buffer)"
+                )));
+            }
+        }
+    }
+    Ok(fd)
+}
 
 /// Ingested data as a DataFusion stream. Schema and field metadata (pandas
 /// attaches some) are dropped: tables store types, not client annotations.
@@ -747,7 +800,9 @@ fn to_df_stream(schema: SchemaRef, stream: PutStream) -> (SchemaRef, datafusion:
     ));
     let target = plain.clone();
     let s = stream.map(move |r| {
-        let batch = r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        // What the client sent cannot be read: its fault (INVALID_ARGUMENT), not ours.
+        let batch =
+            r.map_err(|e| datafusion::error::DataFusionError::Execution(format!("cannot read DoPut data: {e}")))?;
         RecordBatch::try_new(target.clone(), batch.columns().to_vec())
             .map_err(|e| datafusion::error::DataFusionError::ArrowError(Box::new(e), None))
     });
@@ -794,7 +849,8 @@ impl FlightSqlService for SqlService {
                     "credentials required: send Basic auth in the handshake",
                 ))
             })?;
-        let (user, token) = self.auth.login_basic(header)?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        let (user, token) = self.auth.login_basic_from(header, peer).await?;
         info!(%user, "authenticated");
         let value = format!("Bearer {token}")
             .parse()
@@ -1055,7 +1111,13 @@ impl FlightSqlService for SqlService {
                 }
                 let dataset = kept.planned.schema(&s2);
                 // A query's plan is kept for the handle's first execution; updates
-                // (and pipeline statements) plan again when they run.
+                // (and pipeline statements) plan again when they run. Its scans
+                // are planned again then too: a handle may run long after it
+                // was prepared, and must see the tables as they are by then.
+                let kept = Kept {
+                    planned: kept.planned.without_physical_plan(),
+                    ..kept
+                };
                 Ok((dataset, params, (!is_pipeline).then_some(kept)))
             })
             .await?;

@@ -122,6 +122,7 @@ pub fn batch_frames(
     batches: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
     encoding: Encoding,
 ) -> Result<Frames> {
+    let batches = conformed(&schema, batches);
     if schema.fields().iter().any(|f| has_dictionary(f.data_type())) {
         return Ok(flight_frames(flight_data(schema, batches, encoding.options())));
     }
@@ -167,6 +168,17 @@ pub fn batch_frames(
     Ok(stream::once(async { Ok(head) }).chain(body).boxed())
 }
 
+/// `batches`, each checked (or losslessly cast) against the schema the client
+/// was promised and the stream's first message declares: the one place every
+/// DoGet result passes before it is encoded (see `contrail_planner::types::conform`).
+fn conformed(
+    schema: &SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+) -> impl Stream<Item = Result<RecordBatch>> + Send + 'static {
+    let promised = Arc::clone(schema);
+    batches.map(move |batch| Ok(contrail_planner::types::conform(batch?, &promised)?))
+}
+
 /// One batch (without dictionaries) as one IPC message with compressed buffers.
 /// Its body is new memory anyway, so it is built whole and lent to HTTP/2 as one buffer.
 fn compressed_frame(batch: &RecordBatch, options: &IpcWriteOptions) -> Result<Frame> {
@@ -193,6 +205,7 @@ pub fn flight_data(
     batches: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
     options: IpcWriteOptions,
 ) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
+    let batches = conformed(&schema, batches);
     let batches = batches.map_err(|e| FlightError::Tonic(Box::new(Status::from(e))));
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema)

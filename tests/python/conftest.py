@@ -57,6 +57,7 @@ class Server:
         extra_args: tuple[str, ...] = (),
         temporal: str = "off",
         listen: str = "127.0.0.1:0",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.base = pathlib.Path(base)
         self.data_dir = self.base / "data"
@@ -68,6 +69,7 @@ class Server:
         self.extra_args = tuple(extra_args)
         self.temporal = temporal
         self.listen = listen
+        self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
         self.starts = 0
@@ -102,6 +104,7 @@ class Server:
         self.log_path = self.base / f"contrail-{self.starts}.log"
         log = open(self.log_path, "wb")
         env = dict(os.environ)
+        env.update(self.env)
         env.setdefault("RUST_BACKTRACE", "1")
         env.setdefault("NO_COLOR", "1")
         self.proc = subprocess.Popen(

@@ -5,12 +5,14 @@
 * :class:`RawFlightSql`, a Flight SQL client on top of ``pyarrow.flight`` that
   builds every command by hand, so the tests see exactly what goes on the wire;
 * :class:`CookieMiddlewareFactory`, the session cookie jar for ``pyarrow.flight``;
-* small utilities: ``wait_until``, process CPU / memory probes, ADBC helpers.
+* small utilities: ``wait_until``, :class:`Hold` (the worker's test hold), process
+  CPU / memory probes, ADBC helpers.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import struct
 import time
 from typing import Any, Callable, Iterable
@@ -38,6 +40,41 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
         time.sleep(interval)
+
+
+class Hold:
+    """The worker's test hold (``CONTRAIL_TEST_HOLD_DIR``, workflows/src/hold.rs).
+
+    A server started with ``env=hold.env()`` holds every write workflow its
+    worker runs twice: at ``fragments`` (its final fragments wrote their files,
+    the commit is not decided: a cancel now stops the write) and at ``commit``
+    (the commit activity started: a cancel no longer stops it), each until the
+    test releases it. Give such a server a task queue of its own, so that no
+    other worker takes its activities.
+    """
+
+    VAR = "CONTRAIL_TEST_HOLD_DIR"
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.dir = pathlib.Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        return {self.VAR: str(self.dir)}
+
+    def waiting(self, point: str, prefix: str = "") -> list[str]:
+        """Query ids held (or once held) at ``point`` whose id starts with ``prefix``."""
+        suffix = f".{point}.waiting"
+        return sorted(p.name[: -len(suffix)] for p in self.dir.glob(f"{prefix}*{suffix}"))
+
+    def wait(self, point: str, prefix: str = "", timeout: float = 90) -> str:
+        """The query id of the one workflow starting with ``prefix`` that reached ``point``."""
+        (query_id,) = wait_until(lambda: self.waiting(point, prefix), timeout,
+                                 f"a workflow {prefix}* to reach the {point} hold")
+        return query_id
+
+    def release(self, query_id: str, point: str) -> None:
+        (self.dir / f"{query_id}.{point}.go").touch()
 
 
 # --------------------------------------------------------------------------

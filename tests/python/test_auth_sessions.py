@@ -228,7 +228,7 @@ def test_bad_value_of_a_contrail_setting_is_refused_and_changes_nothing(server, 
         assert scalar(c, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'tables'") == 1, \
             "the session goes on"
     # The same through Flight SQL session options.
-    raw = server.raw(headers=[(b"cookie", f"arrow_flight_session_id=options-{key}".encode())])
+    raw = server.raw(middleware=[s.CookieMiddlewareFactory()])
     raw.set_session_options({key: good})
     errors = raw.set_session_options({key: bad})
     assert key in errors, errors

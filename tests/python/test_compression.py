@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from support import query, received
+from support import CookieMiddlewareFactory, query, received
 
 LINEITEM = "SELECT * FROM tpch.lineitem ORDER BY l_orderkey, l_linenumber"
 
@@ -48,8 +48,8 @@ def test_adbc_reads_compressed_results(tpch_server, plain_lineitem, codec):
 
 
 def test_pyarrow_reads_compressed_results(tpch_server, plain_lineitem):
-    # The raw client keeps its session by sending the session cookie itself.
-    raw = tpch_server.raw(headers=[(b"cookie", b"arrow_flight_session_id=pyarrow-zstd")])
+    # The raw client keeps its session by sending back the cookie the server set.
+    raw = tpch_server.raw(middleware=[CookieMiddlewareFactory()])
     raw.execute("SET contrail.result_compression = 'zstd'")
     assert raw.execute(LINEITEM).equals(plain_lineitem)
 

@@ -134,6 +134,20 @@ def test_create_append(conn, name):
     assert_same(read_back(conn, name), pa.concat_tables([first, second]))
 
 
+def test_create_append_with_other_columns_is_already_exists(conn, name):
+    """ADBC: appending data whose columns the existing table does not have is
+    ALREADY_EXISTS, and the table keeps its rows."""
+    data = sample_table(0, 4)
+    with conn.cursor() as cur:
+        cur.adbc_ingest(name, data, mode="create")
+        for mode in ("create_append", "append"):
+            with pytest.raises(dbapi.Error) as exc:
+                cur.adbc_ingest(name, pa.table({"id": [1], "elsewhere": ["x"]}), mode=mode)
+            assert adbc_status(exc.value) == Status.ALREADY_EXISTS, exc.value
+            assert "elsewhere" in str(exc.value) or "other" in str(exc.value), exc.value
+    assert_same(read_back(conn, name), data)
+
+
 def test_ingest_into_other_schema(conn, name):
     schema = f"ing_{name}"
     execute_update(conn, f"CREATE SCHEMA {schema}")

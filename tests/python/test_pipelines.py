@@ -6,14 +6,19 @@
 * schedules fire; PAUSE / RESUME / SET / RUN / DROP do what they say
 * on_error = 'fail' stops the pipeline and shows the error; 'skip' goes on
 * COPY pipelines add files per run, never twice
+* DROP of a running run: cancelled before its commit, nothing is committed and its
+  workflows end CANCELED; a commit that started finishes, and the run completes as
+  succeeded (runs held at those points by the worker's test hold, support.Hold)
 * every error path gets the right gRPC code and the server keeps serving
 * the definition survives restarts, including a fresh Temporal dev server
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
+import threading
 import time
 
 import adbc_driver_manager
@@ -313,35 +318,130 @@ def test_definitions_survive_restarts_and_a_fresh_temporal(contrail_binary, tmp_
         dev.stop()
 
 
-SLOW_BODY = ("AS INSERT INTO {dst} SELECT a.value, 'x' FROM generate_series(1, 6000) a, generate_series(1, 6000) b "
-             "WHERE a.value + b.value = 12000")
-
-
 def workflow_of(run: dict) -> str:
     """The run's workflow id (the run id ends with '-' and 8 characters of Temporal's run id)."""
     return run["run_id"][:-9]
 
 
-def test_pause_signals_and_drop_cancels_a_running_run(conn, temporal):
-    sql(conn, "CREATE TABLE slow_dst (id BIGINT, v VARCHAR)")
-    sql(conn, "CREATE PIPELINE slow " + SLOW_BODY.format(dst="slow_dst"))
-    run = support.wait_until(lambda: next((r for r in runs(conn, "slow") if r["state"] == "running"), None),
-                             RUN_TIMEOUT, "the run to start", interval=0.05)
-    sql(conn, "ALTER PIPELINE slow PAUSE")
-    history = temporal.history(workflow_of(run))
-    signals = [e for e in history["events"] if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"]
-    assert signals and signals[0]["workflowExecutionSignaledEventAttributes"]["signalName"] == "set_paused"
-    sql(conn, "ALTER PIPELINE slow RESUME")
-    (done,) = wait_runs(conn, "slow", 1)
-    assert done["rows_written"] == 1
-    assert rows(conn, "SELECT id FROM slow_dst") == [{"id": 6000}]
+# Runs held at known points by the worker's test hold (support.Hold): no test
+# here depends on how long a query or a commit takes.
 
-    sql(conn, "CREATE TABLE slow_dst2 (id BIGINT, v VARCHAR)")
-    sql(conn, "CREATE PIPELINE slow2 " + SLOW_BODY.format(dst="slow_dst2"))
-    run = support.wait_until(lambda: next((r for r in runs(conn, "slow2") if r["state"] == "running"), None),
-                             RUN_TIMEOUT, "the run to start", interval=0.05)
-    sql(conn, "DROP PIPELINE slow2")
-    support.wait_until(lambda: temporal.status(workflow_of(run)) == "WORKFLOW_EXECUTION_STATUS_CANCELED", 30,
-                       "the dropped pipeline's run to be cancelled", interval=0.1)
-    assert rows(conn, "SELECT count(*) AS n FROM slow_dst2") == [{"n": 0}]
-    sql(conn, "DROP PIPELINE slow")
+@pytest.fixture(scope="module")
+def held(contrail_binary, temporal, tmp_path_factory):
+    """A server whose worker holds every write (on a task queue of its own, so the
+    module's other server never takes its activities), and its hold."""
+    base = tmp_path_factory.mktemp("contrail-pl-held")
+    hold = support.Hold(base / "hold")
+    srv = Server(base, temporal=temporal.address, env=hold.env(),
+                 extra_args=("--task-queue", "contrail-pl-held")).start()
+    yield srv, hold
+    _shutdown(srv)
+
+
+def held_run(conn, hold: support.Hold, name: str, n: int) -> tuple[str, dict]:
+    """Create pipeline ``name`` from ``<name>_src`` (n rows) into ``<name>_dst``; its
+    first run, held with its data files written and its commit not decided yet:
+    (the query workflow's id, the run's record)."""
+    create_source(conn, f"{name}_src", f"{name}_dst", n)
+    sql(conn, f"CREATE PIPELINE {name} INCREMENTAL BY id AS INSERT INTO {name}_dst SELECT id, v FROM {name}_src")
+    query_id = hold.wait("fragments", f"pipeline-{name}-")
+    (run,) = [r for r in runs(conn, name) if r["state"] == "running"]
+    return query_id, run
+
+
+def status(temporal, workflow_id: str) -> str:
+    return temporal.status(workflow_id).removeprefix("WORKFLOW_EXECUTION_STATUS_")
+
+
+def events(temporal, workflow_id: str, kind: str) -> list[dict]:
+    return [e for e in temporal.history(workflow_id)["events"] if e["eventType"] == f"EVENT_TYPE_{kind}"]
+
+
+def scheduled_activities(temporal, workflow_id: str) -> list[str]:
+    return [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            for e in events(temporal, workflow_id, "ACTIVITY_TASK_SCHEDULED")]
+
+
+def test_pause_signals_a_running_run(held, temporal):
+    srv, hold = held
+    conn = srv.connect()
+    try:
+        query_id, run = held_run(conn, hold, "pausing", 20)
+        sql(conn, "ALTER PIPELINE pausing PAUSE")
+        signals = events(temporal, workflow_of(run), "WORKFLOW_EXECUTION_SIGNALED")
+        assert [s["workflowExecutionSignaledEventAttributes"]["signalName"] for s in signals] == ["set_paused"]
+        sql(conn, "ALTER PIPELINE pausing RESUME")
+        hold.release(query_id, "fragments")
+        hold.wait("commit", query_id)
+        hold.release(query_id, "commit")
+        (done,) = wait_runs(conn, "pausing", 1)
+        assert (done["run_id"], done["rows_written"]) == (run["run_id"], 20)
+        same_rows(conn, "pausing_src", "pausing_dst")
+        sql(conn, "DROP PIPELINE pausing")
+    finally:
+        conn.close()
+
+
+def test_drop_before_the_commit_cancels_the_run_and_commits_nothing(held, temporal):
+    """Cancelled before its commit point, a run commits nothing, and says so."""
+    srv, hold = held
+    conn = srv.connect()
+    try:
+        query_id, run = held_run(conn, hold, "dropfirst", 20)
+        sql(conn, "DROP PIPELINE dropfirst")  # returns once the run has ended
+        assert status(temporal, workflow_of(run)) == "CANCELED"
+        assert status(temporal, query_id) == "CANCELED"
+        assert "commit_write" not in " ".join(scheduled_activities(temporal, query_id))
+        # Nothing is left to commit, released or not.
+        hold.release(query_id, "fragments")
+        hold.release(query_id, "commit")
+        assert hold.waiting("commit", query_id) == []
+        assert rows(conn, "SELECT count(*) AS n FROM dropfirst_dst") == [{"n": 0}]
+        assert len(delta_commits(srv.data_dir, "dropfirst_dst")) == 1  # its CREATE TABLE only
+    finally:
+        conn.close()
+
+
+def test_drop_during_the_commit_lets_it_finish_and_the_run_succeeds(held, temporal):
+    """A commit that started when the cancel came finishes, and the run reports it
+    committed (its workflows completed, not cancelled); DROP returns after it."""
+    srv, hold = held
+    conn = srv.connect()
+    try:
+        query_id, run = held_run(conn, hold, "dropmid", 20)
+        hold.release(query_id, "fragments")
+        hold.wait("commit", query_id)
+        dropped: dict = {}
+
+        def drop() -> None:
+            c = srv.connect()
+            try:
+                sql(c, "DROP PIPELINE dropmid")
+                dropped["ok"] = True
+            except Exception as e:  # noqa: BLE001  (reported by the assertion below)
+                dropped["error"] = e
+            finally:
+                c.close()
+
+        dropping = threading.Thread(target=drop)
+        dropping.start()
+        try:
+            support.wait_until(lambda: events(temporal, query_id, "WORKFLOW_EXECUTION_CANCEL_REQUESTED"), 30,
+                               "the cancel to reach the run's query workflow", interval=0.1)
+            assert dropping.is_alive(), dropped  # DROP waits for the run, which waits for its commit
+        finally:
+            hold.release(query_id, "commit")
+            dropping.join(RUN_TIMEOUT)
+        assert not dropping.is_alive() and dropped == {"ok": True}, dropped
+        assert status(temporal, query_id) == "COMPLETED"
+        assert status(temporal, workflow_of(run)) == "COMPLETED"
+        (completed,) = events(temporal, workflow_of(run), "WORKFLOW_EXECUTION_COMPLETED")
+        payload = completed["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0]["data"]
+        outcome = json.loads(base64.b64decode(payload))
+        assert (outcome["state"], outcome["rows_written"]) == ("succeeded", 20)
+        same_rows(conn, "dropmid_src", "dropmid_dst")
+        commits = delta_commits(srv.data_dir, "dropmid_dst")
+        assert len(commits) == 2
+        assert [a["txn"]["appId"] for a in commits[1] if "txn" in a][0].startswith("contrail-pipeline-dropmid-")
+    finally:
+        conn.close()

@@ -6,6 +6,8 @@ real ``contrail worker`` processes.
 * kill -9 of a worker mid-query: the query still completes, correctly (recovery timed)
 * kill -9 and restart of ``serve`` mid-query: polling with the descriptor gets the result
 * no row ever enters a workflow history (payload sizes, history size vs result size)
+* a write cancelled before its commit commits nothing (CANCELED); one cancelled while
+  its commit runs commits and completes (held at those points: support.Hold)
 * ``--temporal embedded`` starts, uses and stops its own dev server
 """
 
@@ -764,6 +766,100 @@ def test_copy_to_as_workflow_publishes_files_at_commit(wf_server, workers, tempo
                 cur.fetchall()
             assert "divide by zero" in str(err.value).lower(), err.value
             assert not failed_dir.exists() or list(failed_dir.iterdir()) == []
+    finally:
+        conn.close()
+
+
+# Writes cancelled at a known point, held there by the worker's test hold
+# (support.Hold): cancelled before the commit point, nothing is committed and the
+# workflow ends CANCELED; once the commit started, it finishes and the workflow
+# completes (the statement reports its rows). Status and table always agree.
+
+
+@pytest.fixture(scope="module")
+def held(contrail_binary, temporal, tmp_path_factory):
+    """A server whose worker holds every write, on a task queue of its own."""
+    base = tmp_path_factory.mktemp("contrail-wf-held")
+    hold = support.Hold(base / "hold")
+    srv = Server(base, temporal=temporal.address, env=hold.env(), extra_args=("--task-queue", own_queue())).start()
+    yield srv, hold
+    _shutdown(srv)
+
+
+class HeldWrite:
+    """A write statement run on its own connection and thread, to its end."""
+
+    def __init__(self, srv: Server, hold: support.Hold, sql: str) -> None:
+        self.outcome: dict = {}
+        known = set(hold.waiting("fragments"))
+
+        def run() -> None:
+            conn = srv.connect()
+            try:
+                set_mode(conn, "workflow")
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                    self.outcome["rows"] = cur.fetchall()
+            except Exception as e:  # noqa: BLE001  (the test asserts on it)
+                self.outcome["error"] = e
+            finally:
+                conn.close()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        (self.query_id,) = support.wait_until(lambda: set(hold.waiting("fragments")) - known, 90,
+                                              "the write to reach its fragments hold")
+
+    def result(self) -> dict:
+        self.thread.join(90)
+        assert not self.thread.is_alive(), "the write statement did not end"
+        return self.outcome
+
+
+def cancel_requested(temporal, workflow_id: str) -> bool:
+    return any(e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED"
+               for e in temporal.history(workflow_id)["events"])
+
+
+def held_tables(conn, name: str, n: int) -> None:
+    run_sql(conn, f"CREATE TABLE {name}_src AS SELECT value AS id FROM generate_series(1, {n})")
+    run_sql(conn, f"CREATE TABLE {name}_dst (id BIGINT)")
+
+
+def test_a_write_cancelled_before_its_commit_commits_nothing(held, temporal):
+    srv, hold = held
+    conn = srv.connect()
+    try:
+        held_tables(conn, "wcut", 100)
+        write = HeldWrite(srv, hold, "INSERT INTO wcut_dst SELECT id FROM wcut_src")
+        temporal.cli("workflow", "cancel", "-w", write.query_id)
+        outcome = write.result()
+        assert support.adbc_status(outcome.get("error")) == support.Status.CANCELLED, outcome
+        assert temporal.status(write.query_id) == "WORKFLOW_EXECUTION_STATUS_CANCELED"
+        assert "commit_write" not in json.dumps(temporal.history(write.query_id))
+        hold.release(write.query_id, "fragments")
+        hold.release(write.query_id, "commit")
+        assert run_sql(conn, "SELECT count(*) AS n FROM wcut_dst").to_pylist() == [{"n": 0}]
+        assert len(delta_commits(srv, "wcut_dst")) == 1  # its CREATE TABLE only
+    finally:
+        conn.close()
+
+
+def test_a_write_cancelled_during_its_commit_commits_and_says_so(held, temporal):
+    srv, hold = held
+    conn = srv.connect()
+    try:
+        held_tables(conn, "wmid", 100)
+        write = HeldWrite(srv, hold, "INSERT INTO wmid_dst SELECT id FROM wmid_src")
+        hold.release(write.query_id, "fragments")
+        hold.wait("commit", write.query_id)
+        temporal.cli("workflow", "cancel", "-w", write.query_id)
+        assert cancel_requested(temporal, write.query_id)
+        hold.release(write.query_id, "commit")
+        assert write.result() == {"rows": [(100,)]}
+        assert temporal.status(write.query_id) == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+        assert run_sql(conn, "SELECT count(*) AS n FROM wmid_dst").to_pylist() == [{"n": 100}]
+        assert len(delta_commits(srv, "wmid_dst")) == 2
     finally:
         conn.close()
 

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::fragment::{FragmentRunner, FragmentTask, FragmentTicket};
+use crate::hold::{HoldPoint, hold};
 use crate::workflow::{HEARTBEAT_TIMEOUT, UPSTREAM_LOST, fragment_failed_type};
 
 /// Activities a worker offers. Fragments run on `cpu`, not on the worker's poller.
@@ -34,6 +35,8 @@ impl FragmentActivities {
         task: FragmentTask,
     ) -> Result<FragmentTicket, ActivityError> {
         let what = format!("{}/{}/{}", task.query_id, task.stage, task.fragment);
+        // A final fragment of a write: the test hook may hold it once its files are written.
+        let held = (task.is_final && task.sink.is_some()).then(|| task.query_id.clone());
         let attempt = ctx.info().attempt;
         if attempt > 1 || task.rerun > 0 {
             // Recovery from a lost worker or output: worth a line at the default level.
@@ -57,6 +60,9 @@ impl FragmentActivities {
                     return match finished {
                         Ok(Ok(ticket)) => {
                             debug!(fragment = %what, rows = ticket.rows, "fragment done");
+                            if let Some(query_id) = &held {
+                                hold(&ctx, query_id, HoldPoint::Fragments).await?;
+                            }
                             Ok(ticket)
                         }
                         Ok(Err(e)) => Err(failure(&what, e)),
@@ -97,6 +103,7 @@ impl CommitActivities {
     /// `COPY`'s files into place (idempotent too; returns how many).
     #[activity]
     pub async fn commit_write(self: Arc<Self>, ctx: ActivityContext, task: CommitTask) -> Result<u64, ActivityError> {
+        hold(&ctx, &task.query_id, HoldPoint::Commit).await?;
         let files = task.adds.len() + task.files.len();
         let job = self.cpu.spawn(async move {
             match &task.sink {

@@ -195,6 +195,8 @@ impl FragmentRunner {
             stream = contrail_planner::types::map_output_stream(stream, task.settings.view_types());
         }
         let schema = stream.schema();
+        // The spool holds exactly the schema its readers are told.
+        stream = contrail_planner::types::conform_stream(stream, Arc::clone(&schema));
         let mut partitioner = partitioning
             .map(|p| BatchPartitioner::try_new(p, metrics::Time::new(), task.fragment as usize, partitions))
             .transpose()

@@ -27,6 +27,7 @@
 //! * [`client`]: starting, polling and cancelling workflows.
 //! * [`worker`]: the Temporal worker thread.
 //! * [`embedded`]: the supervised `temporal server start-dev`.
+//! * [`hold`]: a test hook holding write workflows at known points (inert unless set).
 
 pub mod activities;
 pub mod client;
@@ -34,6 +35,7 @@ pub mod dataplane;
 pub mod embedded;
 pub mod error;
 pub mod fragment;
+pub mod hold;
 pub mod pipeline;
 pub mod schedule;
 pub mod spool;

@@ -13,7 +13,11 @@
 //! ```
 //!
 //! A `set_paused` signal (ALTER PIPELINE ... PAUSE / RESUME) holds the run before
-//! its next step. Only the pipeline's name, bounds and tickets enter the history.
+//! its next step. Cancellation (DROP PIPELINE, CREATE OR REPLACE) reaches the child
+//! query workflow and waits for it to end: cancelled before its commit point, the
+//! run commits nothing and ends CANCELED (record: cancelled); a commit that started
+//! finishes, and the run completes as succeeded (see `QueryWorkflow`). Only the
+//! pipeline's name, bounds and tickets enter the history.
 #![allow(unreachable_pub)]
 
 use std::sync::Arc;
@@ -28,14 +32,15 @@ use temporalio_client::schedules::PauseScheduleOptions;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext, WorkflowContext, WorkflowResult,
+    ActivityOptions, ApplicationFailure, ChildWorkflowCancellationType, ChildWorkflowOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowResult, WorkflowTermination,
 };
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
 use crate::activities::heartbeating;
 use crate::spool::Spool;
-use crate::workflow::{QueryInput, QueryWorkflow};
+use crate::workflow::{QueryInput, QueryWorkflow, shielded};
 
 /// What a schedule starts: which pipeline (and which incarnation of it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +181,9 @@ impl PipelineWorkflow {
                         .id_reuse_policy(temporalio_sdk::WorkflowIdReusePolicy::AllowDuplicate)
                         // A worker killed mid-task: the next worker takes over in seconds.
                         .task_timeout(crate::schedule::RUN_TASK_TIMEOUT)
+                        // Cancelled (DROP PIPELINE), the run waits for its query
+                        // workflow to end: a commit that started finishes first.
+                        .cancel_type(ChildWorkflowCancellationType::WaitCancellationCompleted)
                         .build();
                     let result = match ctx.start_child_workflow(QueryWorkflow::run, input, options).await {
                         Ok(started) => started
@@ -195,13 +203,37 @@ impl PipelineWorkflow {
                                 rows_written: Some(rows),
                                 error: None,
                             };
-                            ctx.execute_activity(PipelineActivities::finish_run, finish, bookkeeping_options())
-                                .await?;
+                            // Committed: the run says so, even if it was cancelled
+                            // while the commit ran (its record is written regardless).
+                            ctx.execute_activity(
+                                PipelineActivities::finish_run,
+                                finish,
+                                shielded(bookkeeping_options()),
+                            )
+                            .await?;
                             return Ok(RunOutcome {
                                 state: RunState::Succeeded,
                                 seq: Some(seq),
                                 rows_written: rows,
                             });
+                        }
+                        Err(error) if ctx.cancellation_token().is_cancelled() => {
+                            // Cancelled before its commit: nothing was committed.
+                            let finish = FinishRunTask {
+                                pipeline: tick.pipeline.clone(),
+                                run_id: run_id.clone(),
+                                state: RunState::Cancelled,
+                                attempts: attempt,
+                                rows_written: Some(0),
+                                error: Some(format!("cancelled before its commit, nothing committed ({error})")),
+                            };
+                            ctx.execute_activity(
+                                PipelineActivities::finish_run,
+                                finish,
+                                shielded(bookkeeping_options()),
+                            )
+                            .await?;
+                            return Err(WorkflowTermination::cancelled());
                         }
                         Err(error) => (error, Some(seq)),
                     }

@@ -10,12 +10,15 @@ use temporalio_client::schedules::{
     CreateScheduleOptions, DeleteScheduleOptions, PauseScheduleOptions, ScheduleAction, ScheduleError,
     ScheduleOverlapPolicy, ScheduleSpec, TriggerScheduleOptions, UnpauseScheduleOptions,
 };
-use temporalio_client::{RpcOptions, WorkflowCancelOptions, WorkflowSignalOptions};
+use temporalio_client::{RpcOptions, WorkflowCancelOptions, WorkflowGetResultOptions, WorkflowSignalOptions};
 use tracing::{info, warn};
 
 use crate::client::WorkflowClient;
 use crate::error::{Error, Result};
 use crate::pipeline::{PipelineTick, PipelineWorkflow};
+
+/// How long DROP PIPELINE waits for the runs it cancelled to end.
+pub const DROP_WAIT: Duration = Duration::from_secs(60);
 
 /// The workflow task timeout of pipeline runs.
 pub const RUN_TASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -199,10 +202,14 @@ impl WorkflowClient {
             .map_err(Error::temporal)
     }
 
-    /// Delete the schedule and cancel its running runs (see [`Self::set_schedule_paused`]).
+    /// Delete the schedule, cancel its running runs (see [`Self::set_schedule_paused`])
+    /// and wait (up to [`DROP_WAIT`]) for them to end: a run cancelled before its
+    /// commit commits nothing; one whose commit started finishes it first. Either
+    /// way, nothing lands in the sink after this returns.
     pub async fn drop_schedule(&self, pipeline: &StoredPipeline, running: &[String]) -> Result<()> {
         let running = self.running_runs(pipeline, running).await?;
         self.delete_schedule(pipeline).await?;
+        let mut cancelled = Vec::new();
         for run in running {
             info!(run = %run, "cancelling the run of a dropped pipeline");
             let cancel = self
@@ -210,8 +217,18 @@ impl WorkflowClient {
                 .get_workflow_handle::<PipelineWorkflow>(&run)
                 .cancel(WorkflowCancelOptions::default())
                 .await;
-            if let Err(e) = cancel {
-                warn!(run = %run, error = %e, "could not cancel a pipeline run");
+            match cancel {
+                Ok(()) => cancelled.push(run),
+                Err(e) => warn!(run = %run, error = %e, "could not cancel a pipeline run"),
+            }
+        }
+        for run in cancelled {
+            let handle = self.client().get_workflow_handle::<PipelineWorkflow>(&run);
+            let ended = handle.get_result(WorkflowGetResultOptions::default());
+            match tokio::time::timeout(DROP_WAIT, ended).await {
+                Ok(Ok(outcome)) => info!(run = %run, state = outcome.state.as_str(), "a dropped pipeline's run ended"),
+                Ok(Err(e)) => info!(run = %run, outcome = %e, "a dropped pipeline's run ended"),
+                Err(_) => warn!(run = %run, "a dropped pipeline's run has not ended yet; it may still commit"),
             }
         }
         Ok(())

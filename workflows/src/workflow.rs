@@ -7,7 +7,14 @@
 //!         a fragment that finds an input gone (UpstreamLost) -> recompute that
 //!         input, then run the fragment again
 //!   -> QueryOutput { the final stage's tickets }
+//!   a write: then ONE commit_write activity (the commit point)
 //! ```
+//!
+//! Cancellation (CancelFlightInfo, a statement timeout, DROP PIPELINE): before the
+//! commit point, fragments stop and the workflow ends CANCELED with nothing
+//! committed; once the commit is scheduled it is shielded: it finishes, and the
+//! workflow completes with its version (or fails with its error), not CANCELED.
+//! Status and table always agree.
 //!
 //! Only plans and tickets enter the history: no rows. The `progress` query reports
 //! fragments done and the final fragments finished so far (PollFlightInfo).
@@ -27,8 +34,8 @@ use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflows::join_all;
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowContextView, WorkflowResult,
-    WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 use crate::activities::{CommitActivities, CommitTask, DiscardTask, FragmentActivities};
@@ -175,6 +182,13 @@ fn commit_options() -> ActivityOptions {
         .heartbeat_timeout(HEARTBEAT_TIMEOUT)
         .retry_policy(retry_policy(20, &[]))
         .build()
+}
+
+/// `options` on a cancellation token of their own: the workflow's cancellation
+/// does not reach the activity, and the workflow waits for its result.
+pub(crate) fn shielded(mut options: ActivityOptions) -> ActivityOptions {
+    options.cancellation_token = Some(WorkflowCancellationToken::new());
+    options
 }
 
 /// Retries 200 ms apart, doubling up to 2 s. Failures marked non-retryable (a
@@ -339,7 +353,7 @@ impl QueryWorkflow {
                 // Best effort: the statement's own error is what the client gets.
                 let task = DiscardTask { files };
                 let _ = ctx
-                    .execute_activity(CommitActivities::discard_files, task, commit_options())
+                    .execute_activity(CommitActivities::discard_files, task, shielded(commit_options()))
                     .await;
             }
             for ((stage, fragment), result) in finished {
@@ -392,8 +406,22 @@ impl QueryWorkflow {
             adds: results.iter_mut().flat_map(|t| std::mem::take(&mut t.adds)).collect(),
             files: results.iter_mut().flat_map(|t| std::mem::take(&mut t.files)).collect(),
         };
+        // The commit point. Cancelled before it: nothing is committed and the
+        // workflow ends cancelled (a COPY's staged files are removed).
+        if ctx.cancellation_token().is_cancelled() {
+            if !task.files.is_empty() {
+                let discard = DiscardTask { files: task.files };
+                let _ = ctx
+                    .execute_activity(CommitActivities::discard_files, discard, shielded(commit_options()))
+                    .await;
+            }
+            return Err(WorkflowTermination::cancelled());
+        }
+        // Past it, the commit is shielded from cancellation: a cancel that comes
+        // while it runs waits for it, and the workflow ends with what it did (its
+        // commit, or its failure), so its status never contradicts the table.
         let version = ctx
-            .execute_activity(CommitActivities::commit_write, task, commit_options())
+            .execute_activity(CommitActivities::commit_write, task, shielded(commit_options()))
             .await
             .map_err(fragment_failed)?;
         Ok(QueryOutput {
