@@ -360,8 +360,8 @@ CODECS = ["none", "lz4", "zstd"]
 
 def compressed_query(uri: str, codec: str, sql: str) -> pa.Table:
     """`sql` read by pyarrow's client after `SET contrail.result_compression`, in one session."""
-    session = f"arrow_flight_session_id=bench-{codec}-{os.getpid()}".encode()
-    raw = support.RawFlightSql(flight.connect(uri), headers=[(b"cookie", session)])
+    # The session the server mints (its Set-Cookie), kept by the cookie jar.
+    raw = support.RawFlightSql(flight.connect(uri, middleware=[support.CookieMiddlewareFactory()]))
     raw.execute(f"SET contrail.result_compression = '{codec}'")
     return raw.execute(sql)
 

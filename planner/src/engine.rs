@@ -1371,6 +1371,11 @@ impl Engine {
             DdlStatement::CreateCatalogSchema(create) => {
                 let name = match create.schema_name.split_once('.') {
                     Some((catalog, schema)) if catalog == CATALOG => schema.to_string(),
+                    // `"."`, `".."`, `"../x"`: not qualified by a catalog, path-like.
+                    Some(("", _)) => {
+                        crate::catalog::check_storage_name("schema", &create.schema_name)?;
+                        create.schema_name.clone()
+                    }
                     Some((catalog, _)) => {
                         return Err(Error::NotFound {
                             kind: "catalog",

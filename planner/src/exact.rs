@@ -97,24 +97,38 @@ impl ScalarUDFImpl for ExactCast {
 }
 
 /// `array` cast to `to`, refused if any value changes on the way.
+///
+/// The error is an Arrow cast error, so it reads as the statement's fault
+/// (INVALID_ARGUMENT) wherever it surfaces, deltalake's writer included.
 fn exact(array: &ArrayRef, to: &DataType) -> datafusion::common::Result<ArrayRef> {
-    let options = CastOptions {
+    let strict = CastOptions {
         safe: false,
         ..CastOptions::default()
     };
-    let cast = cast_with_options(array, to, &options)?;
-    let back = cast_with_options(&cast, array.data_type(), &options)?;
-    if back.as_ref() == array.as_ref() {
+    let cast = cast_with_options(array, to, &strict)?;
+    // What the values are at full precision, and what the cast keeps of them.
+    let (reference, kept) = match (array.data_type(), to) {
+        // Text: parsed to nanoseconds (NULL where it is out of their range:
+        // those have no digits past a microsecond to lose).
+        (from, DataType::Timestamp(_, tz)) if !matches!(from, DataType::Timestamp(..)) => {
+            let nanos = DataType::Timestamp(TimeUnit::Nanosecond, tz.clone());
+            let reference = cast_with_options(array, &nanos, &CastOptions::default())?;
+            (reference, cast_with_options(&cast, &nanos, &strict)?)
+        }
+        _ => (Arc::clone(array), cast_with_options(&cast, array.data_type(), &strict)?),
+    };
+    let changed = |i: usize| reference.is_valid(i) && kept.slice(i, 1).as_ref() != reference.slice(i, 1).as_ref();
+    let Some(at) = (0..array.len()).find(|&i| changed(i)) else {
         return Ok(cast);
-    }
-    let at = (0..array.len())
-        .find(|&i| array.is_valid(i) && back.slice(i, 1).as_ref() != array.slice(i, 1).as_ref())
-        .unwrap_or(0);
+    };
     let value = array_value_to_string(array, at).unwrap_or_else(|_| "a value".to_string());
-    Err(DataFusionError::Execution(format!(
-        "{value} does not fit the column's type {to} without losing precision \
-         (tables keep timestamps in microseconds): round it first, e.g. date_trunc('microsecond', ...)"
-    )))
+    Err(DataFusionError::ArrowError(
+        Box::new(arrow::error::ArrowError::CastError(format!(
+            "{value} does not fit the column's type {to} without losing precision \
+             (tables keep timestamps in microseconds): round it first, e.g. date_trunc('microsecond', ...)"
+        ))),
+        None,
+    ))
 }
 
 /// Whether converting `from` to `to` can drop precision this module checks: a
@@ -130,6 +144,10 @@ pub fn narrows(from: &DataType, to: &DataType) -> bool {
     }
     match (from, to) {
         (DataType::Timestamp(a, _), DataType::Timestamp(b, _)) => rank(a) > rank(b),
+        // Text parsed as a timestamp may carry nanoseconds.
+        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, DataType::Timestamp(b, _)) => {
+            *b != TimeUnit::Nanosecond
+        }
         _ => false,
     }
 }
@@ -151,8 +169,10 @@ pub fn cast_exact(expr: Expr, from: &DataType, to: &DataType) -> Expr {
 /// other in the plan.
 pub fn check_casts(plan: LogicalPlan) -> crate::Result<LogicalPlan> {
     plan.transform_up(|node| {
-        let Some(schema) = node.inputs().first().map(|input| Arc::clone(input.schema())) else {
-            return Ok(Transformed::no(node));
+        // Expressions read their node's input (VALUES has none: literals only).
+        let schema = match node.inputs().first() {
+            Some(input) => Arc::clone(input.schema()),
+            None => Arc::new(datafusion::common::DFSchema::empty()),
         };
         node.map_expressions(|expr| expr.transform_up(|e| checked(e, schema.as_ref())))
     })
@@ -236,10 +256,28 @@ mod tests {
     }
 
     #[test]
+    fn text_with_nanoseconds_is_refused_and_text_that_fits_passes() {
+        use arrow::array::StringArray;
+        let fits: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("2020-01-01T00:00:00.000001"),
+            None,
+            Some("2020-01-01 00:00:00"),
+            Some("3000-01-01T00:00:00"),
+        ]));
+        let cast = exact(&fits, &micros()).expect("whole microseconds fit, in any spelling");
+        assert_eq!(cast.null_count(), 1);
+        let lossy: ArrayRef = Arc::new(StringArray::from(vec!["2020-01-01T00:00:00.000000001"]));
+        let e = exact(&lossy, &micros()).expect_err("a nanosecond is refused");
+        assert!(matches!(e, DataFusionError::ArrowError(..)), "{e}");
+    }
+
+    #[test]
     fn only_coarser_timestamps_narrow() {
         let nanos = DataType::Timestamp(TimeUnit::Nanosecond, None);
         assert!(narrows(&nanos, &micros()));
         assert!(!narrows(&micros(), &nanos));
         assert!(!narrows(&DataType::Int64, &DataType::Int32));
+        assert!(narrows(&DataType::Utf8, &micros()));
+        assert!(!narrows(&DataType::Utf8, &nanos));
     }
 }

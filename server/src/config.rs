@@ -245,14 +245,14 @@ pub struct EngineArgs {
     #[arg(long, env = "CONTRAIL_MAX_STATEMENT_BYTES")]
     pub max_statement_bytes: Option<usize>,
     /// Deepest nesting of a statement's expressions, subqueries, UNIONs, joins
-    /// and CTEs (default 4096, at most 16384): `1+1+...+1` of N terms is N deep.
+    /// and CTEs (default and most: 4096): `1+1+...+1` of N terms is N deep.
     #[arg(long, env = "CONTRAIL_MAX_NESTING")]
     pub max_nesting: Option<usize>,
 }
 
-/// The highest `--max-nesting`: the deepest shapes measured at 4x it still fit
-/// in `contrail_planner::limits::THREAD_STACK_BYTES` (server `limits` tests).
-pub const MAX_NESTING: usize = 16_384;
+/// The highest `--max-nesting`: each deep shape of `tests/python/test_hostile.py`
+/// runs at it; a chain of 16,000 CTEs took all of a 24 GiB machine's memory.
+pub const MAX_NESTING: usize = limits::DEFAULT_MAX_NESTING;
 
 /// Sample datasets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -401,7 +401,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         }
         if !(1..=MAX_NESTING).contains(&limits.max_nesting) {
             return Err(Error::invalid(format!(
-                "--max-nesting {}: expected 1 to {MAX_NESTING} (the thread stacks are sized for that)",
+                "--max-nesting {}: expected 1 to {MAX_NESTING} (deeper statements take the server's stack or memory)",
                 limits.max_nesting
             )));
         }

@@ -511,8 +511,21 @@ async fn results_are_compressed_when_the_session_asks() {
     use arrow::ipc::CompressionType;
     let server = TestServer::start(&[]);
     let mut c = server.client().await;
-    // One session for SET and the queries after it (what ADBC's cookie middleware does).
-    c.set_header("cookie", "arrow_flight_session_id=compressed-results");
+    // One session for SET and the queries after it (what ADBC's cookie middleware
+    // does): the one the server mints and announces with Set-Cookie.
+    let announced = c
+        .inner_mut()
+        .list_actions(arrow_flight::Empty {})
+        .await
+        .expect("list_actions");
+    let cookie = announced
+        .metadata()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session announced")
+        .to_string();
+    c.set_header("cookie", cookie);
     let sql = "SELECT value AS id, value % 7 AS small, concat('row ', CAST(value % 1000 AS VARCHAR)) AS label \
                FROM range(300000) ORDER BY id";
     let size =

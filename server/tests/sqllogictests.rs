@@ -303,17 +303,18 @@ struct Contrail {
     client: FlightSqlServiceClient<Channel>,
     /// The server generation `client` is connected to.
     generation: u64,
+    /// The session's cookie, minted by the server.
     session: String,
     data_dir: String,
 }
 
 impl Contrail {
-    async fn connect(server: Arc<Mutex<Server>>, session: String) -> Result<Self, SltError> {
+    async fn connect(server: Arc<Mutex<Server>>) -> Result<Self, SltError> {
         let (addr, generation, data_dir) = {
             let s = server.lock().await;
             (s.addr.clone(), s.generation, s.data_dir.to_string_lossy().into_owned())
         };
-        let client = flight_sql_client(&addr, &session).await?;
+        let (client, session) = flight_sql_client(&addr, None).await?;
         Ok(Self {
             server,
             client,
@@ -330,7 +331,8 @@ impl Contrail {
             (s.addr.clone(), s.generation)
         };
         if generation != self.generation {
-            self.client = flight_sql_client(&addr, &self.session).await?;
+            // The same session (its id stays valid across restarts; its settings do not).
+            self.client = flight_sql_client(&addr, Some(&self.session)).await?.0;
             self.generation = generation;
         }
         Ok(())
@@ -389,15 +391,37 @@ impl Contrail {
     }
 }
 
-async fn flight_sql_client(addr: &str, session: &str) -> Result<FlightSqlServiceClient<Channel>, SltError> {
+/// A client of `addr` in the session `cookie` (`arrow_flight_session_id=...`);
+/// with none, in a new session the server mints (only the server makes session
+/// ids: it announces one with `Set-Cookie`). Returns the client and its cookie.
+async fn flight_sql_client(
+    addr: &str,
+    cookie: Option<&str>,
+) -> Result<(FlightSqlServiceClient<Channel>, String), SltError> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .map_err(|e| SltError::Client(format!("bad address {addr}: {e}")))?
         .connect()
         .await?;
-    let inner = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let mut inner = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+    let cookie = match cookie {
+        Some(cookie) => cookie.to_string(),
+        None => {
+            let response = inner
+                .list_actions(arrow_flight::Empty {})
+                .await
+                .map_err(|e| SltError::Client(format!("list_actions: {e}")))?;
+            response
+                .metadata()
+                .get("set-cookie")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .map(str::to_string)
+                .ok_or_else(|| SltError::Client("the server announced no session".into()))?
+        }
+    };
     let mut client = FlightSqlServiceClient::new_from_inner(inner);
-    client.set_header("cookie", format!("arrow_flight_session_id={session}"));
-    Ok(client)
+    client.set_header("cookie", cookie.clone());
+    Ok((client, cookie))
 }
 
 #[async_trait]
@@ -637,11 +661,7 @@ async fn run_file(path: &Path, complete: bool) -> anyhow::Result<()> {
     let server = Arc::new(Mutex::new(Server::start().await?));
     let result = {
         let srv = server.clone();
-        let mut sessions = 0u32;
-        let mut runner = Runner::new(move || {
-            sessions += 1;
-            Contrail::connect(srv.clone(), format!("slt-{}", sessions))
-        });
+        let mut runner = Runner::new(move || Contrail::connect(srv.clone()));
         runner.with_column_validator(strict_column_validator);
         let result = if complete {
             runner
