@@ -113,7 +113,7 @@ fn exact(array: &ArrayRef, to: &DataType) -> datafusion::common::Result<ArrayRef
         (from, DataType::Timestamp(_, tz)) if !matches!(from, DataType::Timestamp(..)) => {
             let nanos = DataType::Timestamp(TimeUnit::Nanosecond, tz.clone());
             let reference = cast_with_options(array, &nanos, &CastOptions::default())?;
-            (reference, cast_with_options(&cast, &nanos, &strict)?)
+            (reference, cast_with_options(&cast, &nanos, &CastOptions::default())?)
         }
         _ => (Arc::clone(array), cast_with_options(&cast, array.data_type(), &strict)?),
     };

@@ -572,3 +572,72 @@ async fn results_are_compressed_when_the_session_asks() {
     query(&mut c, "RESET contrail.result_compression").await;
     assert!(codecs(&raw_messages(&mut c, sql).await).iter().all(Option::is_none));
 }
+
+/// Malformed input is the client's fault (INVALID_ARGUMENT), never a panic: a
+/// DoPut whose batch body is shorter than its header says, and a descriptor
+/// whose command is not a readable Flight SQL command. The server serves on.
+#[tokio::test]
+async fn malformed_requests_are_invalid_arguments_and_the_server_serves_on() {
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use arrow_flight::sql::ProstMessageExt;
+    use arrow_flight::{FlightData, FlightDescriptor};
+    use prost::Message;
+
+    let server = TestServer::start(&[]);
+    let mut c = server.client().await;
+    let cmd = CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: TableNotExistOption::Create as i32,
+            if_exists: TableExistsOption::Fail as i32,
+        }),
+        table: "short_body".into(),
+        ..Default::default()
+    };
+    let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let batch = RecordBatch::try_from_iter([(
+        "id",
+        Arc::new(Int64Array::from_iter_values(0..1000)) as arrow::array::ArrayRef,
+    )])
+    .expect("batch");
+    let mut frames: Vec<FlightData> = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(futures::stream::iter([Ok(batch)]))
+        .try_collect()
+        .await
+        .expect("frames");
+    let last = frames.last_mut().expect("a batch frame");
+    assert!(last.data_body.len() > 64, "the batch has a body to cut");
+    last.data_body = last.data_body.slice(0..16);
+    let status = match c.inner_mut().do_put(futures::stream::iter(frames)).await {
+        Err(status) => status,
+        Ok(response) => response
+            .into_inner()
+            .try_collect::<Vec<_>>()
+            .await
+            .expect_err("a cut body is refused"),
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    assert!(status.message().contains("outside"), "{status}");
+
+    // Garbage inside a well-formed Any: a query that is not UTF-8.
+    let mut any = arrow_flight::sql::CommandStatementQuery::default().as_any();
+    any.value = vec![10u8, 2, 0xff, 0xfe].into();
+    let garbage = FlightDescriptor::new_cmd(any.encode_to_vec());
+    let status = c
+        .inner_mut()
+        .get_flight_info(garbage)
+        .await
+        .expect_err("an unreadable command is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+
+    assert_eq!(
+        query(&mut c, "SELECT 1 AS one").await,
+        "+-----+\n| one |\n+-----+\n| 1   |\n+-----+"
+    );
+    let tables = query(
+        &mut c,
+        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'short_body'",
+    )
+    .await;
+    assert!(tables.contains("| 0 "), "nothing was created: {tables}");
+}
