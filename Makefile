@@ -14,7 +14,7 @@ BENCH_VENV := benches/.venv
 SF       ?= 1
 ROUNDS   ?= 5
 
-.PHONY: serve worker test bench build system-deps py-deps jdbc-deps bench-deps test-rust test-python test-jdbc clean-data
+.PHONY: serve worker test fuzz bench build system-deps py-deps jdbc-deps bench-deps test-rust test-python test-jdbc clean-data
 
 TEMPORAL_PORT ?= 7233
 TEMPORAL_UI_PORT ?= 8233
@@ -85,3 +85,11 @@ test-jdbc: jdbc-deps py-deps
 
 clean-data:
 	rm -rf $(DATA_DIR)
+
+## fuzz: the Flight SQL fuzzer of server/tests/fuzz.rs for longer, from a random seed
+## (`make test` runs 20,000 requests from a fixed one); failures land in server/tests/fuzz-corpus/
+FUZZ_ITERATIONS ?= 100000
+fuzz: build
+	CONTRAIL_FUZZ_SEED=$${CONTRAIL_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	CONTRAIL_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) \
+	cargo test --release --workspace --test fuzz -- --nocapture

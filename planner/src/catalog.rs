@@ -392,6 +392,43 @@ impl Catalog {
         Ok(())
     }
 
+    /// Remove what writes that never committed left under the data directory
+    /// (see [`crate::orphans`]): unreferenced data files of managed tables, and
+    /// table directories without a commit, all older than `grace`.
+    pub async fn sweep_orphans(&self, grace: std::time::Duration) -> crate::orphans::Swept {
+        let mut swept = crate::orphans::Swept::default();
+        let tables: Vec<Arc<ManagedTable>> = self.managed.iter().map(|m| Arc::clone(m.value())).collect();
+        for managed in tables {
+            let Ok(dir) = managed.url().to_file_path() else { continue };
+            let table = managed.delta();
+            swept += tokio::task::spawn_blocking(move || crate::orphans::sweep_table(&table, &dir, grace))
+                .await
+                .unwrap_or_default();
+        }
+        let schemas = read_dirs(&self.data_dir.join("tables")).await.unwrap_or_default();
+        for schema in schemas {
+            let Ok(root) = self.table_root(&schema) else { continue };
+            for table in read_dirs(&root).await.unwrap_or_default() {
+                let Ok(dir) = self.table_dir(&schema, &table) else { continue };
+                if self.managed(&schema, &table).is_some() || is_committed_delta_table(&dir).await {
+                    continue;
+                }
+                let check = dir.clone();
+                if tokio::task::spawn_blocking(move || crate::orphans::abandoned(&check, grace))
+                    .await
+                    .unwrap_or(false)
+                {
+                    info!(table = %dir.display(), "removing a table directory no commit ever created");
+                    match move_to_trash(&self.data_dir, &dir).await {
+                        Ok(()) => swept.files += 1,
+                        Err(e) => warn!(table = %dir.display(), error = %e, "could not remove"),
+                    }
+                }
+            }
+        }
+        swept
+    }
+
     /// Pick up what other processes changed since this one loaded the catalog:
     /// new schemas and managed tables, dropped managed tables; returns views and
     /// external tables it has not registered yet (the engine replays them).

@@ -569,6 +569,9 @@ impl Engine {
     pub async fn open(options: EngineOptions) -> Result<Arc<Self>> {
         let cache = Arc::new(TableCache::new(options.cache_limit));
         let catalog = Arc::new(Catalog::open(&options.data_dir, Arc::clone(&cache)).await?);
+        // Files of writes killed before their commit: removed in the background.
+        let sweeping = Arc::clone(&catalog);
+        tokio::spawn(async move { sweeping.sweep_orphans(crate::orphans::GRACE).await });
         // No list-files cache: an external table over a folder must see files
         // added after its first scan.
         let mut rt = RuntimeEnvBuilder::new().with_cache_manager(
@@ -609,6 +612,10 @@ impl Engine {
             // `SET` DataFusion's own values back.
             o.optimizer.hash_join_single_partition_threshold = 64 << 20;
             o.optimizer.hash_join_single_partition_threshold_rows = 2_000_000;
+            // Sessions start in UTC, as Flight SQL clients and their conformance
+            // tests expect: `TIMESTAMP WITH TIME ZONE` values and TIMESTAMPTZ
+            // columns come back zoned (DataFusion's default leaves them zone-less).
+            o.execution.time_zone = Some("UTC".into());
         }
 
         let pipelines = Arc::new(PipelineStore::open(catalog.data_dir())?);
@@ -964,6 +971,7 @@ impl Engine {
         let sql = sql.trim_end().trim_end_matches(';');
         crate::limits::check(sql)?;
         let mut statement = state.sql_to_statement(sql, &dialect).map_err(Error::plan)?;
+        check_width(&statement)?;
         number_question_marks(&mut statement);
         check_supported(&statement)?;
         if let Some(kind) = cache_statement(&statement)? {
@@ -1191,10 +1199,11 @@ impl Engine {
                 }
                 if target.replace {
                     // New contents *and* the new data's schema, in one commit.
+                    let input = crate::exact::storable(strip_view_types(input)?, &format!("{schema_name}.{table_name}"))?;
                     let table = managed
                         .delta()
                         .write(Vec::<RecordBatch>::new())
-                        .with_input_plan(strip_view_types(input)?)
+                        .with_input_plan(input)
                         .with_session_state(Arc::new(ctx.state()))
                         .with_save_mode(SaveMode::Overwrite)
                         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
@@ -1741,6 +1750,19 @@ fn check_supported(statement: &DfStatement) -> Result<()> {
 }
 
 /// Rewrite JDBC/ODBC-style `?` placeholders into DataFusion's `$1`, `$2`, ...
+/// A statement's `SELECT` lists against `--max-select-items` (see [`crate::limits`]).
+fn check_width(statement: &DfStatement) -> Result<()> {
+    match statement {
+        DfStatement::Statement(s) => crate::limits::check_parsed(s),
+        DfStatement::Explain(e) => check_width(&e.statement),
+        DfStatement::CopyTo(copy) => match &copy.source {
+            datafusion::sql::parser::CopyToSource::Query(query) => crate::limits::check_parsed(query.as_ref()),
+            datafusion::sql::parser::CopyToSource::Relation(_) => Ok(()),
+        },
+        DfStatement::CreateExternalTable(_) | DfStatement::Reset(_) => Ok(()),
+    }
+}
+
 fn number_question_marks(statement: &mut DfStatement) {
     let mut next = 0usize;
     let mut rewrite = |expr: &mut ast::Expr| {
@@ -1986,7 +2008,7 @@ mod tests {
         // A statement changing its own state leaves the next statement's alone.
         first.state_ref().write().config_mut().options_mut().execution.time_zone = Some("+01:00".into());
         let second = engine.context(&plain).expect("context");
-        assert_eq!(second.copied_config().options().execution.time_zone, None);
+        assert_eq!(second.copied_config().options().execution.time_zone.as_deref(), Some("UTC"));
         assert_eq!(engine.states.len(), 1);
 
         // Other DataFusion settings, or another schema: a state of their own.

@@ -101,10 +101,7 @@ impl ScalarUDFImpl for ExactCast {
 /// The error is an Arrow cast error, so it reads as the statement's fault
 /// (INVALID_ARGUMENT) wherever it surfaces, deltalake's writer included.
 fn exact(array: &ArrayRef, to: &DataType) -> datafusion::common::Result<ArrayRef> {
-    let strict = CastOptions {
-        safe: false,
-        ..CastOptions::default()
-    };
+    let strict = crate::types::STRICT_CAST;
     let cast = cast_with_options(array, to, &strict)?;
     // What the values are at full precision, and what the cast keeps of them.
     let (reference, kept) = match (array.data_type(), to) {
@@ -197,19 +194,23 @@ fn checked(expr: Expr, schema: &dyn ExprSchema) -> datafusion::common::Result<Tr
     }
 }
 
-/// `plan` (rows for a new table) with each column whose table type is coarser
-/// (see [`narrows`]) converted by [`cast_exact`]; `plan` itself when none is.
+/// `plan` (rows for a new table) in the types the table stores (see
+/// [`crate::stored`]): a column whose table type is coarser (see [`narrows`]) is
+/// converted by [`cast_exact`], one Delta lacks is converted to its stored type
+/// and carries its Arrow type as field metadata (which becomes the Delta column's);
+/// `plan` itself when no column changes.
 pub(crate) fn storable(plan: LogicalPlan, table: &str) -> crate::Result<LogicalPlan> {
     use datafusion::common::Column;
     use datafusion::logical_expr::LogicalPlanBuilder;
-    let stored = crate::ingest::table_schema_for(plan.schema().as_arrow(), table)?;
+    use datafusion::logical_expr::expr::FieldMetadata;
+    let stored = crate::stored::table_schema(plan.schema().as_arrow(), table)?;
     let given = Arc::clone(plan.schema());
-    if !given
-        .fields()
-        .iter()
-        .zip(stored.fields())
-        .any(|(g, s)| narrows(g.data_type(), s.data_type()))
-    {
+    let changes = |field: &Field, to: &Field| {
+        narrows(field.data_type(), to.data_type())
+            || to.metadata().contains_key(crate::stored::ARROW_TYPE_KEY)
+            || !field.data_type().equals_datatype(to.data_type())
+    };
+    if !given.fields().iter().zip(stored.fields()).any(|(g, s)| changes(g, s)) {
         return Ok(plan);
     }
     let exprs = given
@@ -217,11 +218,16 @@ pub(crate) fn storable(plan: LogicalPlan, table: &str) -> crate::Result<LogicalP
         .zip(stored.fields())
         .map(|((qualifier, field), to)| {
             let column = Expr::Column(Column::from((qualifier, field)));
-            if narrows(field.data_type(), to.data_type()) {
-                cast_exact(column, field.data_type(), to.data_type()).alias(field.name())
-            } else {
-                column
+            if !changes(field, to) {
+                return column;
             }
+            let value = if narrows(field.data_type(), to.data_type()) {
+                cast_exact(column, field.data_type(), to.data_type())
+            } else {
+                cast(column, to.data_type().clone())
+            };
+            let metadata = (!to.metadata().is_empty()).then(|| FieldMetadata::from(to.metadata()));
+            value.alias_with_metadata(field.name(), metadata)
         })
         .collect::<Vec<_>>();
     LogicalPlanBuilder::from(plan)

@@ -13,37 +13,29 @@ use arrow::compute::can_cast_types;
 use arrow::datatypes::Schema;
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
-use deltalake::kernel::StructType;
-use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
 
 use crate::error::{Error, Result};
 
-/// The schema a new managed table gets for data of `schema`: what Delta can
-/// store (nanosecond timestamps become microseconds, large and view strings
-/// become strings), as Arrow reads it back. Data files are written in exactly
-/// these types, so they match the table's declared schema.
+/// The schema a new managed table gets for data of `schema`: see
+/// [`crate::stored::table_schema`].
 pub(crate) fn table_schema_for(schema: &Schema, table: &str) -> Result<Schema> {
-    let normalized = deltalake::kernel::schema::cast::normalize_for_delta(&std::sync::Arc::new(schema.clone()));
-    let kernel: StructType = normalized
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| Error::invalid("ingest", format!("'{table}' cannot store this data: {e}")))?;
-    (&kernel)
-        .try_into_arrow()
-        .map_err(|e| Error::invalid("ingest", format!("'{table}' cannot store this data: {e}")))
+    crate::stored::table_schema(schema, table)
 }
 
 /// `input` with the table's columns, in the table's order and types, taken by
 /// name from the data. Every table column must be in the data and the data may
 /// have no other column; types convert as SQL casts do (a value that does not
-/// convert fails the ingest when it is reached).
+/// convert fails the ingest when it is reached). A value is checked against the
+/// column's Arrow type (a `UInt8` column refuses 300 although it is stored as a
+/// SMALLINT), then converted to the stored type.
 pub(crate) fn conform_to_table(input: LogicalPlan, table: &Schema, name: &str) -> Result<LogicalPlan> {
     let given = input.schema().clone();
     let columns =
         |fields: &arrow::datatypes::Fields| fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ");
     let refuse = |message: String| Err(Error::invalid("ingest", message));
     let mut exprs = Vec::with_capacity(table.fields().len());
-    for field in table.fields() {
+    for stored in table.fields() {
+        let field = &crate::stored::logical_field(stored);
         let Ok((qualifier, found)) = given.qualified_field_with_unqualified_name(field.name()) else {
             return refuse(format!(
                 "'{name}' has column '{}', which the data does not (the data has: {})",
@@ -60,10 +52,19 @@ pub(crate) fn conform_to_table(input: LogicalPlan, table: &Schema, name: &str) -
             ));
         }
         let column = Expr::Column(Column::from((qualifier, found)));
-        exprs.push(if found.data_type() == field.data_type() {
+        let value = if found.data_type() == field.data_type() {
             column
         } else {
-            crate::exact::cast_exact(column, found.data_type(), field.data_type()).alias(field.name())
+            crate::exact::cast_exact(column, found.data_type(), field.data_type())
+        };
+        exprs.push(if field.data_type() == stored.data_type() {
+            if found.data_type() == field.data_type() {
+                value
+            } else {
+                value.alias(field.name())
+            }
+        } else {
+            Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(value), stored.data_type().clone())).alias(field.name())
         });
     }
     if let Some(extra) = given.fields().iter().find(|f| table.field_with_name(f.name()).is_err()) {

@@ -20,6 +20,7 @@
 //! * [`light`]: queries that read no table, run where they arrive.
 //! * [`limits`]: bounds on a statement's length and nesting, checked before parsing.
 //! * [`managed`]: the table provider for managed (Delta Lake) tables.
+//! * [`orphans`]: data files of writes that never committed, removed at start.
 //! * `ingest`: bulk ingest, written by every core and committed once.
 //! * [`settings`]: per-session settings, carried inside tickets and handles.
 //! * [`types`]: result type mapping (`Utf8View` -> `Utf8` unless asked).
@@ -28,6 +29,7 @@
 //! * [`pipeline_store`]: pipeline definitions and run records on disk; `system.pipelines`.
 //! * [`pipeline_run`]: checking a pipeline at `CREATE`, and planning each run.
 //! * [`sink`]: workflow and ingest writes: data files first, one commit at the end.
+//! * [`stored`]: how Arrow types Delta lacks are stored exactly and read back.
 //! * [`system_table`]: the `system.*` tables, computed afresh on every scan.
 
 pub mod cache;
@@ -41,12 +43,14 @@ mod latest;
 pub mod light;
 pub mod limits;
 pub mod managed;
+pub mod orphans;
 pub mod pipeline;
 pub mod pipeline_run;
 pub mod pipeline_store;
 pub mod sample;
 pub mod settings;
 pub mod sink;
+pub mod stored;
 pub mod system_table;
 pub mod types;
 

@@ -4,17 +4,25 @@
 //! each managed table. It delegates reads and `INSERT` to deltalake's own provider
 //! and swaps in a fresh snapshot after each write made through Contrail, so a
 //! statement always sees every write acknowledged before it started.
+//!
+//! Its columns are the ones Contrail reads back (see [`crate::stored`]): where
+//! Delta stores a column as another type, a scan casts it back and an `INSERT`
+//! casts it to the stored type, so DataFusion only ever sees the column's own
+//! Arrow type.
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column as PhysicalColumn};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
 use deltalake::DeltaTable;
 use url::Url;
 
@@ -38,6 +46,54 @@ pub struct ManagedTable {
 struct Current {
     table: DeltaTable,
     provider: Arc<dyn TableProvider>,
+    /// The columns as Contrail reads them; `provider` has the stored ones.
+    logical: SchemaRef,
+}
+
+impl Current {
+    fn new(table: DeltaTable, provider: Arc<dyn TableProvider>) -> Self {
+        let logical = crate::stored::logical_schema(&provider.schema());
+        Self {
+            table,
+            provider,
+            logical,
+        }
+    }
+
+    /// Whether column `name` is stored as another type than it reads as.
+    fn converted(&self, name: &str) -> bool {
+        let stored = self.provider.schema();
+        match (stored.field_with_name(name), self.logical.field_with_name(name)) {
+            (Ok(s), Ok(l)) => s.data_type() != l.data_type(),
+            _ => false,
+        }
+    }
+
+    /// `input` (with columns named as `from`'s) with every column cast to its type
+    /// in `to`, where they differ; `input` itself when none does.
+    fn cast_columns(input: Arc<dyn ExecutionPlan>, to: &Schema) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let from = input.schema();
+        let mut changed = false;
+        let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(from.fields().len());
+        for (i, field) in from.fields().iter().enumerate() {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(PhysicalColumn::new(field.name(), i));
+            exprs.push(match to.field_with_name(field.name()) {
+                Ok(target) if target.data_type() != field.data_type() => {
+                    changed = true;
+                    // The target's own field: its type, nullability and metadata
+                    // (a read drops the stored column's type tag).
+                    let target = Arc::new(target.clone().with_nullable(field.is_nullable()));
+                    let cast = CastExpr::new_with_target_field(column, target, Some(crate::types::STRICT_CAST));
+                    (Arc::new(cast), field.name().clone())
+                }
+                _ => (column, field.name().clone()),
+            });
+        }
+        if !changed {
+            return Ok(input);
+        }
+        Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+    }
 }
 
 impl ManagedTable {
@@ -65,7 +121,7 @@ impl ManagedTable {
         Ok(Self {
             name,
             url,
-            current: Latest::new(Current { table, provider }),
+            current: Latest::new(Current::new(table, provider)),
             catalog_version,
         })
     }
@@ -100,14 +156,14 @@ impl ManagedTable {
     /// Install the table a deltalake operation returned.
     pub async fn install(&self, table: DeltaTable) -> Result<()> {
         let provider = provider_of(&self.name, &table).await?;
-        self.set_current(Current { table, provider });
+        self.set_current(Current::new(table, provider));
         Ok(())
     }
 
     fn set_current(&self, current: Current) {
-        let schema = current.provider.schema();
+        let schema = Arc::clone(&current.logical);
         let before = self.current.replace(current);
-        if before.provider.schema() != schema {
+        if before.logical != schema {
             // Replaced by another table, or columns added (schema evolution).
             self.catalog_version.bump();
         }
@@ -145,7 +201,7 @@ async fn load(name: &str, url: &Url) -> Result<Current> {
         .await
         .map_err(|e| Error::storage(name, e))?;
     let provider = provider_of(name, &table).await?;
-    Ok(Current { table, provider })
+    Ok(Current::new(table, provider))
 }
 
 pub(crate) async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
@@ -168,7 +224,7 @@ pub(crate) async fn provider_of(name: &str, table: &DeltaTable) -> Result<Arc<dy
 #[async_trait]
 impl TableProvider for ManagedTable {
     fn schema(&self) -> SchemaRef {
-        self.current.get().provider.schema()
+        self.current.get().logical
     }
 
     fn table_type(&self) -> TableType {
@@ -193,21 +249,43 @@ impl TableProvider for ManagedTable {
             .table
             .update_datafusion_session(state)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let scan = current.provider.scan(state, projection, filters, limit).await?;
+        // A filter on a converted column is typed for the column's own type: it
+        // is applied above the scan, after the cast (see supports_filters_pushdown).
+        let filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| !f.column_refs().iter().any(|c| current.converted(&c.name)))
+            .cloned()
+            .collect();
+        let scan = current.provider.scan(state, projection, &filters, limit).await?;
         // Planning for workflow fragments: carry the scan by reference.
-        match (
+        let scan = match (
             state.config().get_extension::<ScansByReference>(),
             current.table.version(),
         ) {
-            (Some(_), Some(version)) => Ok(Arc::new(ManagedScanExec::wrap(
-                &self.name, &self.url, version, projection, filters, limit, scan,
-            )?)),
-            _ => Ok(scan),
-        }
+            (Some(_), Some(version)) => Arc::new(ManagedScanExec::wrap(
+                &self.name, &self.url, version, projection, &filters, limit, scan,
+            )?),
+            _ => scan,
+        };
+        Current::cast_columns(scan, &current.logical)
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        self.current.get().provider.supports_filters_pushdown(filters)
+        let current = self.current.get();
+        let (converted, plain): (Vec<_>, Vec<_>) = filters
+            .iter()
+            .enumerate()
+            .partition(|(_, f)| f.column_refs().iter().any(|c| current.converted(&c.name)));
+        if converted.is_empty() {
+            return current.provider.supports_filters_pushdown(filters);
+        }
+        let plain_filters: Vec<&Expr> = plain.iter().map(|(_, f)| **f).collect();
+        let mut answers = current.provider.supports_filters_pushdown(&plain_filters)?.into_iter();
+        let mut result = vec![TableProviderFilterPushDown::Unsupported; filters.len()];
+        for (i, _) in plain {
+            result[i] = answers.next().unwrap_or(TableProviderFilterPushDown::Unsupported);
+        }
+        Ok(result)
     }
 
     async fn insert_into(
@@ -216,6 +294,8 @@ impl TableProvider for ManagedTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.current.get().provider.insert_into(state, input, insert_op).await
+        let current = self.current.get();
+        let input = Current::cast_columns(input, &current.provider.schema())?;
+        current.provider.insert_into(state, input, insert_op).await
     }
 }

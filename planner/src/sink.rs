@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::compute::{CastOptions, cast_with_options};
+use arrow::compute::cast_with_options;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
@@ -441,10 +441,7 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch.clone());
     }
-    let options = CastOptions {
-        safe: false,
-        ..Default::default()
-    };
+    let options = crate::types::STRICT_CAST;
     let columns = batch
         .columns()
         .iter()
@@ -533,6 +530,23 @@ pub async fn commit(sink: &DeltaSink, statement_id: &str, adds: Vec<Add>) -> Res
         if sink.create {
             return Err(created_by_another(sink, &adds));
         }
+    }
+    // A file removed meanwhile (a server start sweeping files no commit names,
+    // after its grace period) must not be committed as a dangling reference.
+    if let Some(gone) = adds.iter().find(|add| {
+        sink.url
+            .join(&add.path)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .is_some_and(|path| !path.exists())
+    }) {
+        return Err(Error::Io {
+            path: gone.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "a data file of this write is gone; nothing was committed, run the statement again",
+            ),
+        });
     }
     let actions = || adds.iter().cloned().map(Action::Add).collect::<Vec<_>>();
     match existing {

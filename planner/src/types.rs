@@ -16,6 +16,12 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
+/// Cast options that make a value that does not fit an error, never a NULL.
+pub const STRICT_CAST: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: arrow::util::display::FormatOptions::new(),
+};
+
 /// Whether `dt` is or contains a view type.
 pub fn has_view_type(dt: &DataType) -> bool {
     match dt {
@@ -50,6 +56,22 @@ pub fn without_view_types(dt: &DataType) -> DataType {
     }
 }
 
+/// `dt` with every dictionary replaced by its value type: results carry a
+/// dictionary column's values (the encoders send no dictionary messages, so the
+/// schema a client is promised says so too).
+pub fn without_dictionaries(dt: &DataType) -> DataType {
+    let field = |f: &FieldRef| -> FieldRef { Arc::new(f.as_ref().clone().with_data_type(without_dictionaries(f.data_type()))) };
+    match dt {
+        DataType::Dictionary(_, v) => without_dictionaries(v),
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        other => other.clone(),
+    }
+}
+
 /// `dt` with top-level `Utf8`/`Binary` turned into their view types.
 fn with_view_types(dt: &DataType) -> DataType {
     match dt {
@@ -66,7 +88,8 @@ const SCALE_KEY: &str = "ARROW:FLIGHT:SQL:SCALE";
 
 /// The schema a client sees for a plan's output schema: plain `Utf8`/`Binary`
 /// by default, `Utf8View`/`BinaryView` when the session asks for view types;
-/// decimals carry their precision and scale as Flight SQL column metadata.
+/// dictionaries as their values; decimals carry their precision and scale as
+/// Flight SQL column metadata.
 pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
     let map: fn(&DataType) -> DataType = if view_types {
         with_view_types
@@ -77,7 +100,7 @@ pub fn output_schema(schema: &Schema, view_types: bool) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| {
-            let data_type = map(f.data_type());
+            let data_type = map(&without_dictionaries(f.data_type()));
             let mut metadata = f.metadata().clone();
             if let DataType::Decimal32(p, s)
             | DataType::Decimal64(p, s)
@@ -175,11 +198,7 @@ pub fn compact_views(batch: RecordBatch) -> RecordBatch {
 
 /// `batch` with each column cast to `target`'s type (a no-op where they match).
 pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, ArrowError> {
-    // A value that does not fit is an error, never a NULL.
-    let options = CastOptions {
-        safe: false,
-        ..CastOptions::default()
-    };
+    let options = STRICT_CAST;
     let columns = batch
         .columns()
         .iter()
@@ -284,10 +303,7 @@ pub fn conform(batch: RecordBatch, promised: &SchemaRef) -> crate::Result<Record
             promised.fields().len()
         )));
     }
-    let options = CastOptions {
-        safe: false,
-        ..CastOptions::default()
-    };
+    let options = STRICT_CAST;
     let columns = batch
         .columns()
         .iter()

@@ -54,6 +54,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CONTRAIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// File holding the server key (at least 32 bytes; signs tickets, handles,
+    /// session ids and tokens), created if missing. Default: `<data-dir>/server.key`.
+    /// The key can also come from `CONTRAIL_SERVER_KEY` (hex), which wins.
+    #[arg(long, env = "CONTRAIL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
     /// TOML configuration file; flags and environment variables override it.
     #[arg(long, env = "CONTRAIL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -248,6 +254,10 @@ pub struct EngineArgs {
     /// and CTEs (default and most: 4096): `1+1+...+1` of N terms is N deep.
     #[arg(long, env = "CONTRAIL_MAX_NESTING")]
     pub max_nesting: Option<usize>,
+    /// Most items of one SELECT list (default 10,000): planning time grows with
+    /// the square of the width and cannot be stopped once started.
+    #[arg(long, env = "CONTRAIL_MAX_SELECT_ITEMS")]
+    pub max_select_items: Option<usize>,
 }
 
 /// The highest `--max-nesting`: each deep shape of `tests/python/test_hostile.py`
@@ -276,6 +286,7 @@ pub const DEFAULT_LOG: &str = "info,buoyant_kernel=off,temporalio_sdk_core=warn,
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     pub port_file: Option<PathBuf>,
     pub temporal: Option<String>,
     pub sample: Option<Sample>,
@@ -290,6 +301,7 @@ pub struct FileConfig {
     pub token_ttl_secs: Option<u64>,
     pub max_statement_bytes: Option<usize>,
     pub max_nesting: Option<usize>,
+    pub max_select_items: Option<usize>,
     pub log: Option<String>,
     pub temporal_namespace: Option<String>,
     pub task_queue: Option<String>,
@@ -317,6 +329,8 @@ pub struct AuthConfig {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the server key is kept (see [`ServeArgs::key_file`]).
+    pub key_file: PathBuf,
     pub port_file: Option<PathBuf>,
     pub sample: Option<(Sample, f64)>,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -389,7 +403,15 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 .max_nesting
                 .or(file.max_nesting)
                 .unwrap_or(limits::DEFAULT_MAX_NESTING),
+            max_select_items: a
+                .engine
+                .max_select_items
+                .or(file.max_select_items)
+                .unwrap_or(limits::DEFAULT_MAX_SELECT_ITEMS),
         };
+        if limits.max_select_items == 0 {
+            return Err(Error::invalid("--max-select-items 0: no query would fit"));
+        }
         let token_ttl_secs = a.engine.token_ttl_secs.or(file.token_ttl_secs).unwrap_or(86_400);
         if token_ttl_secs == 0 {
             return Err(Error::invalid(
@@ -423,9 +445,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
             .sample
             .or(file.sample)
             .map(|s| (s, a.sample_scale.or(file.sample_scale).unwrap_or(0.1)));
+        let key_file = a
+            .key_file
+            .or(file.key_file)
+            .unwrap_or_else(|| data_dir.join("server.key"));
         Ok(Self {
             listen,
             data_dir,
+            key_file,
             port_file: a.port_file.or(file.port_file),
             sample,
             tls,
@@ -485,6 +512,7 @@ proxy_results = true
 advertise = "grpc+tcp://10.0.0.5:6000"
 spool_ttl_secs = 60
 local_fragments = 3
+key_file = "/etc/contrail/server.key"
 "#,
         )
         .expect("write config");
@@ -499,6 +527,9 @@ local_fragments = 3
         assert!(w.proxy_results);
         assert_eq!(w.advertise.as_deref(), Some("grpc+tcp://10.0.0.5:6000"));
         assert_eq!((w.spool_ttl, w.local_fragments), (Duration::from_secs(60), Some(3)));
+        assert_eq!(c.key_file, std::path::Path::new("/etc/contrail/server.key"));
+        let plain = serve(&["--data-dir", "/srv/contrail"]).expect("defaults");
+        assert_eq!(plain.key_file, std::path::Path::new("/srv/contrail/server.key"), "by default in the data directory");
 
         let c = serve(&["--config", config, "--task-queue", "adhoc", "--spool-ttl-secs", "5"]).expect("flags");
         assert_eq!(c.workflows.task_queue, "adhoc");
@@ -522,6 +553,7 @@ local_fragments = 3
             (&["--max-nesting", "0"][..], "--max-nesting"),
             (&["--max-nesting", "100000"][..], "--max-nesting"),
             (&["--max-statement-bytes", "0"][..], "--max-statement-bytes"),
+            (&["--max-select-items", "0"][..], "--max-select-items"),
             (&["--data-dir", "s3://bucket/x"][..], "s3://"),
         ] {
             let err = serve(flags).expect_err(names);

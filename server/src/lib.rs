@@ -103,7 +103,7 @@ pub async fn serve(
         info!(rows, scale_factor = sf, "TPC-H sample ready in schema 'tpch'");
     }
 
-    let signer = Signer::new(&load_or_create_secret(&config.data_dir)?);
+    let signer = Signer::new(&server_secret(&config.key_file)?);
     let auth = Authenticator::new(&config.users, signer.clone(), config.token_ttl)?;
     let sessions = Sessions::new(Duration::from_secs(3600), signer.clone());
 
@@ -388,11 +388,24 @@ fn print_banner(addr: std::net::SocketAddr, tls: bool, auth: bool) {
     println!("  JDBC:          jdbc:arrow-flight-sql://{addr}/?useEncryption={enc}{creds}");
 }
 
-/// The server secret signs tickets, handles and tokens; it lives in the data
-/// directory so they stay valid across restarts.
-fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
-    let path = data_dir.join("server.key");
-    match std::fs::read(&path) {
+/// The variable that, when set, holds the server key (hex, at least 32 bytes).
+pub const SERVER_KEY_VAR: &str = "CONTRAIL_SERVER_KEY";
+
+/// The server secret signs tickets, handles, session ids and tokens. It comes
+/// from [`SERVER_KEY_VAR`] if set, else from `path` (by default in the data
+/// directory, created on first start), so they stay valid across restarts.
+fn server_secret(path: &Path) -> Result<Vec<u8>> {
+    if let Ok(hex) = std::env::var(SERVER_KEY_VAR) {
+        let bytes = decode_hex(hex.trim())
+            .ok_or_else(|| Error::invalid(format!("{SERVER_KEY_VAR} is not hexadecimal")))?;
+        if bytes.len() < 32 {
+            return Err(Error::invalid(format!(
+                "{SERVER_KEY_VAR} is too short (need 32 bytes, 64 hex digits)"
+            )));
+        }
+        return Ok(bytes);
+    }
+    match std::fs::read(path) {
         Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
         Ok(_) => {
             return Err(Error::invalid(format!(
@@ -403,9 +416,22 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::invalid(format!("cannot read {}: {e}", path.display()))),
     }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::invalid(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let secret: [u8; 32] = rand::random();
-    write_private(&path, &secret)?;
+    write_private(path, &secret)?;
     Ok(secret.to_vec())
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
 }
 
 /// Like [`write_atomically`], for a secret: readable by the owner only from

@@ -216,10 +216,16 @@ impl SqlService {
             }
             if planned.is_query() {
                 if rows.len() > 1 {
-                    return Err(Error::invalid(format!(
-                        "a query takes one row of parameters, {} were bound",
-                        rows.len()
-                    )));
+                    // Runs once per row, results concatenated in row order (at
+                    // DoGet); each row is bound and planned here so that a bad
+                    // row fails now, and the first one's schema is promised.
+                    let mut schema = None;
+                    for row in rows {
+                        let planned = engine.ready(&kept.context, kept.planned.clone().bind(row)?).await?;
+                        schema.get_or_insert_with(|| planned.schema(&settings));
+                    }
+                    let schema = schema.unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+                    return Ok(Routed::Inline(schema, TicketBody::Query { sql, params }, None, None));
                 }
                 let planned = kept.planned.bind(rows.into_iter().next().unwrap_or_default())?;
                 let planned = engine.ready(&kept.context, planned).await?;
@@ -505,6 +511,9 @@ impl SqlService {
                                 };
                                 let context = engine.statement(&settings)?;
                                 let planned = engine.plan_with(&context, &sql).await?;
+                                if rows.len() > 1 {
+                                    return run_per_row(&engine, &context, &mut settings, planned, rows).await;
+                                }
                                 let planned = planned.bind(rows.into_iter().next().unwrap_or_default())?;
                                 let planned = engine.ready(&context, planned).await?;
                                 (context, planned)
@@ -1367,4 +1376,35 @@ impl FlightSqlService for SqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// A query with several rows of parameters: run once per row, the results
+/// concatenated in row order under the first row's schema (each batch is
+/// conformed to it before it is sent, or the stream fails).
+async fn run_per_row(
+    engine: &Engine,
+    context: &contrail_planner::StatementContext,
+    settings: &mut SessionSettings,
+    planned: contrail_planner::Planned,
+    rows: Vec<Vec<ScalarValue>>,
+) -> Result<(SchemaRef, datafusion::physical_plan::SendableRecordBatchStream)> {
+    if !planned.is_query() {
+        return Err(Error::invalid("ticket does not hold a query"));
+    }
+    let mut schema = None;
+    let mut streams = Vec::with_capacity(rows.len());
+    for row in rows {
+        let bound = engine.ready(context, planned.clone().bind(row)?).await?;
+        let promised = Arc::clone(schema.get_or_insert_with(|| bound.schema(settings)));
+        match engine.execute_in(context, settings, bound).await? {
+            Outcome::Rows(s) => streams.push(contrail_planner::types::conform_stream(s, promised)),
+            Outcome::Count(_) => return Err(Error::invalid("ticket does not hold a query")),
+        }
+    }
+    let schema = schema.unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    let chained = futures::stream::iter(streams).flatten();
+    Ok((
+        Arc::clone(&schema),
+        Box::pin(RecordBatchStreamAdapter::new(schema, chained)),
+    ))
 }

@@ -54,6 +54,7 @@ use crate::flight::ContrailFlight;
 
 /// The gRPC path of `DoGet`.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
+const DO_PUT: &str = "/arrow.flight.protocol.FlightService/DoPut";
 
 /// `FlightData.data_header` (field 2, length-delimited).
 const DATA_HEADER_TAG: u8 = 2 << 3 | 2;
@@ -634,8 +635,14 @@ impl Service<http::Request<Body>> for FlightRouter {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let one_write = |response: http::Response<Body>| response.map(|body| Body::new(OneWrite::new(body)));
         if request.uri().path() != DO_GET {
+            let do_put = request.uri().path() == DO_PUT;
             let response = self.others.call(request);
-            return Box::pin(async move { response.await.map(one_write) });
+            return Box::pin(async move {
+                response
+                    .await
+                    .map(|response| undecodable_is_invalid(response, do_put))
+                    .map(one_write)
+            });
         }
         let flight = Arc::clone(&self.flight);
         let max_message = self.max_message;
@@ -646,6 +653,28 @@ impl Service<http::Request<Body>> for FlightRouter {
             Ok(one_write(response))
         })
     }
+}
+
+/// A request the generated code cannot decode is the client's error,
+/// INVALID_ARGUMENT, where arrow-flight and tonic answer INTERNAL before any
+/// handler of ours runs: a message that is not valid protobuf (a descriptor path
+/// or an action type that is not UTF-8: tonic's prost codec), and DoPut's
+/// Flight SQL command inside a valid `Any` (arrow-flight's `do_put` unpacks it
+/// itself). Both come as trailers-only responses, their status in the headers;
+/// they are recognised by the decoders' own messages.
+fn undecodable_is_invalid(mut response: http::Response<Body>, do_put: bool) -> http::Response<Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let message = status.message();
+    let undecodable = message.starts_with("failed to decode Protobuf message")
+        || (do_put && message.starts_with("ParseError(\"Unable to decode Any value"));
+    if status.code() == tonic::Code::Internal && undecodable {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 /// DoGet as tonic's server-streaming handler would run it (the ticket decoded

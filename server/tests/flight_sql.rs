@@ -630,6 +630,24 @@ async fn malformed_requests_are_invalid_arguments_and_the_server_serves_on() {
         .expect_err("an unreadable command is refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status}");
 
+    // Strings that are not UTF-8 where the Flight protocol has a `string`, which
+    // the generated server fails to decode: an action type, a descriptor path.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let action = vec![0x0a, 2, 0xff, 0xfe];
+    let status = common::raw::server_streaming(channel.clone(), "/arrow.flight.protocol.FlightService/DoAction", action)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    let path_descriptor = vec![0x08, 1, 0x1a, 2, 0xff, 0xfe];
+    let status = common::raw::unary(channel, "/arrow.flight.protocol.FlightService/GetFlightInfo", path_descriptor)
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+
     assert_eq!(
         query(&mut c, "SELECT 1 AS one").await,
         "+-----+\n| one |\n+-----+\n| 1   |\n+-----+"
@@ -641,3 +659,4 @@ async fn malformed_requests_are_invalid_arguments_and_the_server_serves_on() {
     .await;
     assert!(tables.contains("| 0 "), "nothing was created: {tables}");
 }
+

@@ -172,3 +172,51 @@ def test_an_error_never_echoes_a_huge_input_back(server, conn):
     assert adbc_status(exc.value) == Status.INVALID_ARGUMENT, str(exc.value)[:300]
     assert "255 bytes" in str(exc.value) and len(str(exc.value)) < 10_000
     assert scalar(conn, "SELECT 1") == 1
+
+
+# --------------------------------------------------------------------------
+# The server key outside the data directory
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_the_server_key_can_live_outside_the_data_directory(make_server, tmp_path, source):
+    """`--key-file` (or CONTRAIL_SERVER_KEY) keeps the key that signs handles out
+    of the data directory; a handle made before a restart still runs after it."""
+    key_file = tmp_path / "secrets" / "contrail.key"
+    if source == "file":
+        srv = make_server(extra_args=("--key-file", str(key_file)))
+    else:
+        srv = make_server(env={"CONTRAIL_SERVER_KEY": "ab" * 32})
+    raw = srv.raw()
+    handle, _, _ = raw.prepare("SELECT 41 + 1 AS v")
+    assert raw.execute_prepared(handle).column("v").to_pylist() == [42]
+    assert not (srv.data_dir / "server.key").exists()
+    if source == "file":
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.stat().st_size >= 32
+    else:
+        assert not key_file.exists()
+    srv.restart()
+    assert srv.raw().execute_prepared(handle).column("v").to_pylist() == [42], "the same key after a restart"
+
+
+def test_select_lists_wider_than_the_setting_are_refused_before_planning(make_server):
+    """Planning time grows with the square of a SELECT list's width and cannot be
+    stopped once started: the width is bounded before planning (--max-select-items)."""
+    srv = make_server(extra_args=("--max-select-items", "100"))
+    with srv.connect() as conn:
+        assert query(conn, "SELECT " + ", ".join(f"{i} AS c{i}" for i in range(100))).num_columns == 100
+        for sql in (
+            "SELECT " + ", ".join(str(i) for i in range(101)),
+            "SELECT 1 FROM (SELECT " + ", ".join(f"{i} AS c{i}" for i in range(101)) + ")",
+        ):
+            message = expect_refused(conn, sql)
+            assert "--max-select-items" in message, message
+        assert scalar(conn, "SELECT 1") == 1
+
+
+def test_the_default_select_list_limit_refuses_a_sixty_thousand_column_query_at_once(server, conn):
+    wide = "SELECT " + ", ".join(f"{i} AS c{i}" for i in range(60_000))
+    message = expect_refused(conn, wide)
+    assert "--max-select-items" in message and "60000" in message, message
+    assert scalar(conn, "SELECT 2") == 2

@@ -130,3 +130,19 @@ def test_parameterized_insert_select(conn, people, name):
         cur.executemany(f"INSERT INTO {target} SELECT id, name FROM {people} WHERE id <= ?", [(5,)])
         assert cur.rowcount == 5
     assert scalar(conn, f"SELECT count(*) FROM {target}") == 5
+
+
+def test_a_query_with_several_rows_of_parameters_runs_once_per_row(conn, people):
+    """Several rows bound to a prepared query: it runs once per row, and the
+    results come back concatenated in row order (as the Flight SQL spec and the
+    ADBC driver expect), under the schema the prepare promised."""
+    ids = [9, 2, 999, 5, 2]
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT id, name FROM {people} WHERE id = ? OR id = ? + 100 ORDER BY id",
+            pa.record_batch([pa.array(ids, pa.int64()), pa.array(ids, pa.int64())], names=["a", "b"]),
+        )
+        got = cur.fetch_arrow_table()
+    assert got.column("id").to_pylist() == [i for i in ids if i <= 20]
+    assert got.column("name").to_pylist() == [f"name-{i}" for i in ids if i <= 20]
+    assert got.schema.field("id").type == pa.int64()

@@ -131,3 +131,94 @@ pub async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> S
         .expect("format")
         .to_string()
 }
+
+/// gRPC calls with hand-made message bytes (what no generated client can send).
+pub mod raw {
+    use bytes::{Buf, BufMut};
+    use futures::{Stream, StreamExt};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic::transport::Channel;
+    use tonic::{Request, Status};
+
+    /// Messages as they are on the wire.
+    pub struct Bytes;
+    pub struct Raw;
+
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Raw {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+
+    impl Codec for Bytes {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+
+    async fn ready(channel: Channel) -> Result<tonic::client::Grpc<Channel>, Status> {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(grpc)
+    }
+
+    /// A unary call: its response message.
+    pub async fn unary(channel: Channel, path: &'static str, message: Vec<u8>) -> Result<Vec<u8>, Status> {
+        ready(channel)
+            .await?
+            .unary(Request::new(message), PathAndQuery::from_static(path), Bytes)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// A server-streaming call, read to its end: its messages.
+    pub async fn server_streaming(channel: Channel, path: &'static str, message: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
+        let mut stream = ready(channel)
+            .await?
+            .server_streaming(Request::new(message), PathAndQuery::from_static(path), Bytes)
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.message().await? {
+            out.push(message);
+        }
+        Ok(out)
+    }
+
+    /// A bidirectional call (DoPut, DoExchange), read to its end.
+    pub async fn streaming(
+        channel: Channel,
+        path: &'static str,
+        messages: impl Stream<Item = Vec<u8>> + Send + 'static,
+    ) -> Result<Vec<Vec<u8>>, Status> {
+        let mut stream = ready(channel)
+            .await?
+            .streaming(Request::new(messages.boxed()), PathAndQuery::from_static(path), Bytes)
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.message().await? {
+            out.push(message);
+        }
+        Ok(out)
+    }
+}
