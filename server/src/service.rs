@@ -739,14 +739,60 @@ async fn read_optional_batches(stream: PeekableFlightDataStream) -> Result<(Opti
     let stream = stream
         .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty() || !fd.data_body.is_empty()))
         .and_then(|fd| futures::future::ready(checked_ipc(fd)));
-    let mut batches =
-        FlightRecordBatchStream::new_from_flight_data(stream.map_err(|s| FlightError::Tonic(Box::new(s)))).peekable();
+    let mut batches = Unpanicked::new(FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(|s| FlightError::Tonic(Box::new(s))),
+    ))
+    .peekable();
     // Peeking reads messages until the schema (and maybe the first batch) arrives.
     if let Some(Err(e)) = Pin::new(&mut batches).peek().await {
         return Err(Error::invalid(format!("cannot read DoPut data: {e}")));
     }
-    let schema = batches.get_ref().schema().cloned();
+    let schema = batches.get_ref().inner.schema().cloned();
     Ok((schema, Box::pin(batches)))
+}
+
+/// A client's IPC stream, decoded by arrow-ipc, which trusts more of a message
+/// than [`checked_ipc`] can check (a validity buffer shorter than its column,
+/// an integer type 65,344 bits wide) and panics on it. A panic while decoding
+/// ends the stream with a decode error (INVALID_ARGUMENT), never a server thread.
+struct Unpanicked<S> {
+    inner: S,
+    failed: bool,
+}
+
+impl<S> Unpanicked<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, failed: false }
+    }
+}
+
+impl<S> Stream for Unpanicked<S>
+where
+    S: Stream<Item = Result<RecordBatch, FlightError>> + Unpin,
+{
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        if self.failed {
+            return std::task::Poll::Ready(None);
+        }
+        let inner = &mut self.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Pin::new(inner).poll_next(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                self.failed = true;
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("malformed IPC data");
+                warn!(error = why, "a DoPut message the IPC decoder could not read was refused");
+                std::task::Poll::Ready(Some(Err(FlightError::DecodeError(format!(
+                    "malformed DoPut message: {why}"
+                )))))
+            }
+        }
+    }
 }
 
 type PutStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, FlightError>> + Send>>;

@@ -54,7 +54,6 @@ use crate::flight::ContrailFlight;
 
 /// The gRPC path of `DoGet`.
 const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
-const DO_PUT: &str = "/arrow.flight.protocol.FlightService/DoPut";
 
 /// `FlightData.data_header` (field 2, length-delimited).
 const DATA_HEADER_TAG: u8 = 2 << 3 | 2;
@@ -635,14 +634,8 @@ impl Service<http::Request<Body>> for FlightRouter {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let one_write = |response: http::Response<Body>| response.map(|body| Body::new(OneWrite::new(body)));
         if request.uri().path() != DO_GET {
-            let do_put = request.uri().path() == DO_PUT;
             let response = self.others.call(request);
-            return Box::pin(async move {
-                response
-                    .await
-                    .map(|response| undecodable_is_invalid(response, do_put))
-                    .map(one_write)
-            });
+            return Box::pin(async move { response.await.map(undecodable_is_invalid).map(one_write) });
         }
         let flight = Arc::clone(&self.flight);
         let max_message = self.max_message;
@@ -650,25 +643,26 @@ impl Service<http::Request<Body>> for FlightRouter {
             let response = do_get(&flight, request, max_message)
                 .await
                 .unwrap_or_else(Status::into_http);
-            Ok(one_write(response))
+            Ok(one_write(undecodable_is_invalid(response)))
         })
     }
 }
 
 /// A request the generated code cannot decode is the client's error,
-/// INVALID_ARGUMENT, where arrow-flight and tonic answer INTERNAL before any
+/// INVALID_ARGUMENT, where tonic and arrow-flight answer INTERNAL before any
 /// handler of ours runs: a message that is not valid protobuf (a descriptor path
-/// or an action type that is not UTF-8: tonic's prost codec), and DoPut's
-/// Flight SQL command inside a valid `Any` (arrow-flight's `do_put` unpacks it
-/// itself). Both come as trailers-only responses, their status in the headers;
-/// they are recognised by the decoders' own messages.
-fn undecodable_is_invalid(mut response: http::Response<Body>, do_put: bool) -> http::Response<Body> {
+/// or an action type that is not UTF-8: tonic's prost codec), and a Flight SQL
+/// message inside a valid `Any` (a DoPut command, a ticket, an action's body:
+/// arrow-flight unpacks those itself, and only those it takes from a client).
+/// Both come as trailers-only responses, their status in the headers; they are
+/// recognised by the decoders' own messages.
+fn undecodable_is_invalid(mut response: http::Response<Body>) -> http::Response<Body> {
     let Some(status) = Status::from_header_map(response.headers()) else {
         return response;
     };
     let message = status.message();
     let undecodable = message.starts_with("failed to decode Protobuf message")
-        || (do_put && message.starts_with("ParseError(\"Unable to decode Any value"));
+        || message.starts_with("ParseError(\"Unable to decode Any value");
     if status.code() == tonic::Code::Internal && undecodable {
         response
             .headers_mut()

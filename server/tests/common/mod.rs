@@ -31,6 +31,29 @@ impl TestServer {
         s
     }
 
+    /// Start on a fresh data directory, the server's log (stderr) going to
+    /// [`TestServer::log`] instead of the test's output.
+    pub fn start_logged(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let log = tmp.path().join("server.log");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn_with(&data_dir, &extra, Some(&log));
+        Self {
+            child: Some(child),
+            addr,
+            data_dir,
+            _tmp: Some(tmp),
+            extra,
+        }
+    }
+
+    /// The log of a server from [`TestServer::start_logged`].
+    pub fn log(&self) -> String {
+        let path = self._tmp.as_ref().map(|t| t.path().join("server.log"));
+        path.and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
+    }
+
     /// Start on an existing data directory.
     pub fn start_on(data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -80,18 +103,25 @@ impl Drop for TestServer {
 }
 
 fn spawn(data_dir: &Path, extra: &[String]) -> (Child, String) {
+    spawn_with(data_dir, extra, None)
+}
+
+fn spawn_with(data_dir: &Path, extra: &[String], log: Option<&Path>) -> (Child, String) {
     let port_file = data_dir.with_extension(format!("port-{}", std::process::id()));
     let _ = std::fs::remove_file(&port_file);
-    let child = Command::new(env!("CARGO_BIN_EXE_contrail"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_contrail"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--temporal", "off", "--data-dir"])
         .arg(data_dir)
         .arg("--port-file")
         .arg(&port_file)
         .args(extra)
         .env("CONTRAIL_LOG", "warn,buoyant_kernel=off")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn contrail");
+        .stdout(Stdio::null());
+    if let Some(log) = log {
+        command.stderr(std::fs::File::create(log).expect("log file"));
+    }
+    let child = command.spawn().expect("spawn contrail");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(addr) = std::fs::read_to_string(&port_file) {
