@@ -1135,3 +1135,33 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return "zombie" not in status
+
+
+def test_types_delta_lacks_keep_their_type_through_workflow_reads_and_writes(wf_server):
+    """A workflow's fragments scan a managed table's stored columns and cast them
+    back, and its CTAS / INSERT store them as the inline path does (issue 29)."""
+    columns = (
+        "arrow_cast(255, 'UInt8') AS u8, arrow_cast('18446744073709551615', 'UInt64') AS u64, "
+        "arrow_cast(0, 'Timestamp(Microsecond, Some(\"+02:00\"))') AS tz, "
+        "arrow_cast([1, 2], 'FixedSizeList(2, Int64)') AS fsl, arrow_cast(1.5, 'Float16') AS f16"
+    )
+    conn = wf_server.connect()
+    raw = FlightGrpc(wf_server.address)
+    try:
+        set_mode(conn, "inline")
+        run_sql(conn, f"CREATE TABLE wf_types AS SELECT {columns}")
+        inline = run_sql(conn, "SELECT * FROM wf_types")
+        assert inline.schema.field("u8").type == pa.uint8() and inline.schema.field("f16").type == pa.float16()
+        # 'workflow' (not 'auto'): a write that cannot run as a workflow fails.
+        set_mode(conn, "workflow")
+        run_sql(conn, "CREATE TABLE wf_types_copy AS SELECT * FROM wf_types")
+        run_sql(conn, "INSERT INTO wf_types_copy SELECT * FROM wf_types WHERE u8 = 255")
+        raw.poll_sql("SET contrail.execution_mode = 'workflow'")
+        info = poll_to_end(raw, "SELECT * FROM wf_types_copy WHERE u64 > 1")
+        query_id_of(info)  # the read ran as a workflow too
+        got = read_endpoints(info, wf_server.address)
+        assert [(f.name, f.type) for f in got.schema] == [(f.name, f.type) for f in inline.schema]
+        assert got.to_pylist() == inline.to_pylist() * 2
+    finally:
+        conn.close()
+        raw.close()
