@@ -53,12 +53,17 @@ pub(crate) fn sweep_table(table: &DeltaTable, dir: &Path, grace: Duration) -> Sw
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(meta) = entry.metadata() else {
+            // A symbolic link is never followed nor removed: nothing outside the
+            // table's own directory is touched.
+            let (Ok(kind), Ok(meta)) = (entry.file_type(), entry.metadata()) else {
                 continue;
             };
+            if kind.is_symlink() {
+                continue;
+            }
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if meta.is_dir() {
+            if kind.is_dir() {
                 if name == "_delta_log" {
                     swept += sweep_commit_temporaries(&path, cutoff);
                 } else {
@@ -152,7 +157,9 @@ pub(crate) fn abandoned(dir: &Path, grace: Duration) -> bool {
         if let Ok(entries) = std::fs::read_dir(&at) {
             for entry in entries.flatten() {
                 match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => stack.push(entry.path()),
+                    Ok(meta) if meta.is_dir() && !entry.file_type().is_ok_and(|t| t.is_symlink()) => {
+                        stack.push(entry.path())
+                    }
                     Ok(meta) if older_than(&meta, cutoff) => {}
                     _ => return false,
                 }

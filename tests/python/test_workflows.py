@@ -868,21 +868,15 @@ def test_a_write_cancelled_during_its_commit_commits_and_says_so(held, temporal)
 # failures
 
 
-def busy_worker(ws: list[Worker], timeout: float = 60) -> Worker:
-    """The first worker seen using a core's worth of CPU."""
-    def busy():
-        for w in ws:
-            if support.cpu_usage(w.pid, 0.2) > 0.5:
-                return w
-        return None
-
-    return support.wait_until(busy, timeout, "a worker to run fragments", interval=0)
-
-
-def test_kill_worker_mid_query_completes_correctly(make_server, temporal, workers, capsys):
+def test_kill_worker_mid_query_completes_correctly(make_server, temporal, workers, capsys, monkeypatch, tmp_path):
     queue = own_queue()
     srv = make_server(sample="tpch", sample_scale=TPCH_SCALE, temporal=temporal.address,
                       extra_args=("--local-fragments", "0", "--task-queue", queue))
+    # The workers hold each fragment as it starts (first attempt) once `started.on`
+    # exists: the test kills a worker it knows is running a fragment.
+    hold = support.Hold(tmp_path / "hold")
+    for name, value in hold.env().items():
+        monkeypatch.setenv(name, value)
     ws = workers(2, queue)
     conn = srv.connect()
     try:
@@ -906,12 +900,16 @@ def test_kill_worker_mid_query_completes_correctly(make_server, temporal, worker
                 result["done"] = time.monotonic()
                 c.close()
 
+        (hold.dir / "started.on").touch()
         started = time.monotonic()
         t = threading.Thread(target=run)
         t.start()
-        victim = busy_worker(ws)
+        query_id = hold.wait("started")
+        pid = int((hold.dir / f"{query_id}.started.waiting").read_text())
+        (victim,) = [w for w in ws if w.pid == pid]
         victim.kill()
         killed_at, killed = time.time(), time.monotonic()
+        hold.release(query_id, "started")
         t.join(120)
         assert "error" not in result, result.get("error")
         assert result["table"].equals(expected)
@@ -924,7 +922,11 @@ def test_kill_worker_mid_query_completes_correctly(make_server, temporal, worker
         with capsys.disabled():
             print(f"\n[recovery] kill -9 -> fragment running again: {recovery:.2f}s; query undisturbed "
                   f"{undisturbed:.2f}s, with the kill {total:.2f}s (killed at {killed - started:.2f}s)")
-        assert 0 <= recovery < 5.0, f"recovery took {recovery:.2f}s"
+        # Recovery comes from the 1 s heartbeat timeout (about 1.2 s measured on an
+        # idle machine, printed above), not from the activity's start-to-close
+        # timeout (minutes). The bound only tells those apart: a tighter one made
+        # the test fail at random on a loaded 2-core machine (5.3 s once).
+        assert 0 <= recovery < 30.0, f"recovery took {recovery:.2f}s: not by heartbeat"
     finally:
         conn.close()
 

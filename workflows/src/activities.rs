@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::fragment::{FragmentRunner, FragmentTask, FragmentTicket};
-use crate::hold::{HoldPoint, hold};
+use crate::hold::{HoldPoint, hold, hold_started};
 use crate::workflow::{HEARTBEAT_TIMEOUT, UPSTREAM_LOST, fragment_failed_type};
 
 /// Activities a worker offers. Fragments run on `cpu`, not on the worker's poller.
@@ -38,6 +38,9 @@ impl FragmentActivities {
         // A final fragment of a write: the test hook may hold it once its files are written.
         let held = (task.is_final && task.sink.is_some()).then(|| task.query_id.clone());
         let attempt = ctx.info().attempt;
+        if attempt <= 1 && task.rerun == 0 {
+            hold_started(&ctx, &task.query_id).await?;
+        }
         if attempt > 1 || task.rerun > 0 {
             // Recovery from a lost worker or output: worth a line at the default level.
             info!(fragment = %what, attempt, rerun = task.rerun, "fragment runs again");

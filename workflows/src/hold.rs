@@ -14,6 +14,12 @@
 //!     until <dir>/<query id>.commit.go exists
 //! ```
 //!
+//! With a file `<dir>/started.on`, every fragment of any statement also holds
+//! when it starts (its first attempt only, so a fragment that runs again after
+//! its worker was lost passes), until `<dir>/<query id>.started.go` exists:
+//! a test can kill the worker that is running a fragment, knowing it is.
+//! Each `waiting` file holds the process id of the last worker that wrote it.
+//!
 //! While it holds, the activity heartbeats, and a cancellation that reaches it
 //! ends the hold as a cancellation. A `go` file stays: retries pass straight on.
 //! The query id of a pipeline run is `pipeline-<name>-<generation>-<seq>`.
@@ -34,6 +40,8 @@ pub(crate) enum HoldPoint {
     Fragments,
     /// The commit activity, before it commits.
     Commit,
+    /// Any fragment, as it starts (only with `started.on` in the directory).
+    Started,
 }
 
 impl HoldPoint {
@@ -41,6 +49,7 @@ impl HoldPoint {
         match self {
             Self::Fragments => "fragments",
             Self::Commit => "commit",
+            Self::Started => "started",
         }
     }
 }
@@ -60,11 +69,19 @@ pub(crate) async fn hold(ctx: &ActivityContext, query_id: &str, point: HoldPoint
     hold_in(ctx, &dir, query_id, point).await
 }
 
+/// Hold a fragment of `query_id` as it starts, if the hook is on and asks for it.
+pub(crate) async fn hold_started(ctx: &ActivityContext, query_id: &str) -> Result<(), ActivityError> {
+    match hold_dir() {
+        Some(dir) if dir.join("started.on").exists() => hold_in(ctx, &dir, query_id, HoldPoint::Started).await,
+        _ => Ok(()),
+    }
+}
+
 async fn hold_in(ctx: &ActivityContext, dir: &Path, query_id: &str, point: HoldPoint) -> Result<(), ActivityError> {
     let name = format!("{query_id}.{}", point.name());
     let go = dir.join(format!("{name}.go"));
     let waiting = dir.join(format!("{name}.waiting"));
-    if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&waiting, b"")) {
+    if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&waiting, std::process::id().to_string())) {
         warn!(file = %waiting.display(), error = %e, "test hold: could not write its waiting file");
     }
     info!(file = %waiting.display(), "test hold: waiting for its go file");
