@@ -399,7 +399,9 @@ impl Catalog {
         let mut swept = crate::orphans::Swept::default();
         let tables: Vec<Arc<ManagedTable>> = self.managed.iter().map(|m| Arc::clone(m.value())).collect();
         for managed in tables {
-            let Ok(dir) = managed.url().to_file_path() else { continue };
+            let Ok(dir) = managed.url().to_file_path() else {
+                continue;
+            };
             let table = managed.delta();
             swept += tokio::task::spawn_blocking(move || crate::orphans::sweep_table(&table, &dir, grace))
                 .await
@@ -409,7 +411,9 @@ impl Catalog {
         for schema in schemas {
             let Ok(root) = self.table_root(&schema) else { continue };
             for table in read_dirs(&root).await.unwrap_or_default() {
-                let Ok(dir) = self.table_dir(&schema, &table) else { continue };
+                let Ok(dir) = self.table_dir(&schema, &table) else {
+                    continue;
+                };
                 if self.managed(&schema, &table).is_some() || is_committed_delta_table(&dir).await {
                     continue;
                 }

@@ -1199,7 +1199,8 @@ impl Engine {
                 }
                 if target.replace {
                     // New contents *and* the new data's schema, in one commit.
-                    let input = crate::exact::storable(strip_view_types(input)?, &format!("{schema_name}.{table_name}"))?;
+                    let input =
+                        crate::exact::storable(strip_view_types(input)?, &format!("{schema_name}.{table_name}"))?;
                     let table = managed
                         .delta()
                         .write(Vec::<RecordBatch>::new())
@@ -2008,7 +2009,10 @@ mod tests {
         // A statement changing its own state leaves the next statement's alone.
         first.state_ref().write().config_mut().options_mut().execution.time_zone = Some("+01:00".into());
         let second = engine.context(&plain).expect("context");
-        assert_eq!(second.copied_config().options().execution.time_zone.as_deref(), Some("UTC"));
+        assert_eq!(
+            second.copied_config().options().execution.time_zone.as_deref(),
+            Some("UTC")
+        );
         assert_eq!(engine.states.len(), 1);
 
         // Other DataFusion settings, or another schema: a state of their own.

@@ -64,7 +64,11 @@ pub(crate) fn conform_to_table(input: LogicalPlan, table: &Schema, name: &str) -
                 value.alias(field.name())
             }
         } else {
-            Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(value), stored.data_type().clone())).alias(field.name())
+            Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(value),
+                stored.data_type().clone(),
+            ))
+            .alias(field.name())
         });
     }
     if let Some(extra) = given.fields().iter().find(|f| table.field_with_name(f.name()).is_err()) {

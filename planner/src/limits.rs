@@ -117,7 +117,10 @@ pub fn check_parsed(statement: &impl datafusion::sql::sqlparser::ast::Visit) -> 
 }
 
 /// [`check_parsed`] against `limits`.
-pub fn check_parsed_with(statement: &impl datafusion::sql::sqlparser::ast::Visit, limits: StatementLimits) -> Result<()> {
+pub fn check_parsed_with(
+    statement: &impl datafusion::sql::sqlparser::ast::Visit,
+    limits: StatementLimits,
+) -> Result<()> {
     use std::ops::ControlFlow;
 
     use datafusion::sql::sqlparser::ast::{Query, SetExpr, Visitor};
@@ -388,7 +391,11 @@ mod tests {
             ..StatementLimits::default()
         };
         let parsed = |sql: &str| Parser::parse_sql(&GenericDialect {}, sql).expect("parses").remove(0);
-        for fits in ["SELECT 1, 2, 3", "SELECT a FROM (SELECT 1 a, 2 b, 3 c)", "INSERT INTO t SELECT 1, 2"] {
+        for fits in [
+            "SELECT 1, 2, 3",
+            "SELECT a FROM (SELECT 1 a, 2 b, 3 c)",
+            "INSERT INTO t SELECT 1, 2",
+        ] {
             assert!(check_parsed_with(&parsed(fits), limits).is_ok(), "{fits}");
         }
         for wide in [

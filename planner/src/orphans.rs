@@ -263,7 +263,10 @@ mod tests {
         assert!(!files.is_empty());
         for uri in files {
             // A local table's file URIs are plain absolute paths.
-            let path = Url::parse(&uri).ok().and_then(|u| u.to_file_path().ok()).unwrap_or_else(|| PathBuf::from(&uri));
+            let path = Url::parse(&uri)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .unwrap_or_else(|| PathBuf::from(&uri));
             assert!(path.exists(), "{uri}");
         }
     }

@@ -122,7 +122,8 @@ fn read_type(dt: &DataType) -> DataType {
 pub(crate) fn table_schema(schema: &Schema, table: &str) -> Result<Schema> {
     use deltalake::kernel::StructType;
     use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
-    let cannot = |message: String| Error::invalid("CREATE TABLE", format!("'{table}' cannot store this data: {message}"));
+    let cannot =
+        |message: String| Error::invalid("CREATE TABLE", format!("'{table}' cannot store this data: {message}"));
     let fields = schema
         .fields()
         .iter()
@@ -148,13 +149,15 @@ pub(crate) fn table_schema(schema: &Schema, table: &str) -> Result<Schema> {
 /// one, list items named `item`; without the type tag.
 pub fn logical_field(stored: &Field) -> Field {
     let mut metadata: HashMap<String, String> = stored.metadata().clone();
-    let tagged = metadata.remove(ARROW_TYPE_KEY).and_then(|tag| match DataType::from_str(&tag) {
-        Ok(dt) => Some(dt),
-        Err(e) => {
-            warn!(column = %stored.name(), %tag, error = %e, "unreadable column type tag; reading the stored type");
-            None
-        }
-    });
+    let tagged = metadata
+        .remove(ARROW_TYPE_KEY)
+        .and_then(|tag| match DataType::from_str(&tag) {
+            Ok(dt) => Some(dt),
+            Err(e) => {
+                warn!(column = %stored.name(), %tag, error = %e, "unreadable column type tag; reading the stored type");
+                None
+            }
+        });
     let data_type = tagged.unwrap_or_else(|| items_named_item(stored.data_type()));
     Field::new(stored.name(), data_type, stored.is_nullable()).with_metadata(metadata)
 }
@@ -252,14 +255,20 @@ mod tests {
         }
         let list = DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true)));
         let (stored, logical) = through_a_table(list.clone());
-        assert!(matches!(&stored, DataType::List(item) if item.name() == "element"), "{stored}");
+        assert!(
+            matches!(&stored, DataType::List(item) if item.name() == "element"),
+            "{stored}"
+        );
         assert_eq!(logical, list);
     }
 
     #[test]
     fn types_with_no_exact_home_are_refused_naming_the_column() {
         for (dt, says) in [
-            (DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano), "INTERVAL"),
+            (
+                DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+                "INTERVAL",
+            ),
             (DataType::Decimal256(40, 2), "38 digits"),
             (
                 DataType::Struct(Fields::from(vec![Field::new(

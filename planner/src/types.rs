@@ -60,7 +60,8 @@ pub fn without_view_types(dt: &DataType) -> DataType {
 /// dictionary column's values (the encoders send no dictionary messages, so the
 /// schema a client is promised says so too).
 pub fn without_dictionaries(dt: &DataType) -> DataType {
-    let field = |f: &FieldRef| -> FieldRef { Arc::new(f.as_ref().clone().with_data_type(without_dictionaries(f.data_type()))) };
+    let field =
+        |f: &FieldRef| -> FieldRef { Arc::new(f.as_ref().clone().with_data_type(without_dictionaries(f.data_type()))) };
     match dt {
         DataType::Dictionary(_, v) => without_dictionaries(v),
         DataType::List(f) => DataType::List(field(f)),

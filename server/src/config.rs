@@ -529,7 +529,11 @@ key_file = "/etc/contrail/server.key"
         assert_eq!((w.spool_ttl, w.local_fragments), (Duration::from_secs(60), Some(3)));
         assert_eq!(c.key_file, std::path::Path::new("/etc/contrail/server.key"));
         let plain = serve(&["--data-dir", "/srv/contrail"]).expect("defaults");
-        assert_eq!(plain.key_file, std::path::Path::new("/srv/contrail/server.key"), "by default in the data directory");
+        assert_eq!(
+            plain.key_file,
+            std::path::Path::new("/srv/contrail/server.key"),
+            "by default in the data directory"
+        );
 
         let c = serve(&["--config", config, "--task-queue", "adhoc", "--spool-ttl-secs", "5"]).expect("flags");
         assert_eq!(c.workflows.task_queue, "adhoc");

@@ -396,8 +396,8 @@ pub const SERVER_KEY_VAR: &str = "CONTRAIL_SERVER_KEY";
 /// directory, created on first start), so they stay valid across restarts.
 fn server_secret(path: &Path) -> Result<Vec<u8>> {
     if let Ok(hex) = std::env::var(SERVER_KEY_VAR) {
-        let bytes = decode_hex(hex.trim())
-            .ok_or_else(|| Error::invalid(format!("{SERVER_KEY_VAR} is not hexadecimal")))?;
+        let bytes =
+            decode_hex(hex.trim()).ok_or_else(|| Error::invalid(format!("{SERVER_KEY_VAR} is not hexadecimal")))?;
         if bytes.len() < 32 {
             return Err(Error::invalid(format!(
                 "{SERVER_KEY_VAR} is too short (need 32 bytes, 64 hex digits)"

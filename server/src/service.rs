@@ -786,7 +786,10 @@ where
                     .map(String::as_str)
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("malformed IPC data");
-                warn!(error = why, "a DoPut message the IPC decoder could not read was refused");
+                warn!(
+                    error = why,
+                    "a DoPut message the IPC decoder could not read was refused"
+                );
                 std::task::Poll::Ready(Some(Err(FlightError::DecodeError(format!(
                     "malformed DoPut message: {why}"
                 )))))

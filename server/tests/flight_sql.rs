@@ -638,14 +638,19 @@ async fn malformed_requests_are_invalid_arguments_and_the_server_serves_on() {
         .await
         .expect("connect");
     let action = vec![0x0a, 2, 0xff, 0xfe];
-    let status = common::raw::server_streaming(channel.clone(), "/arrow.flight.protocol.FlightService/DoAction", action)
-        .await
-        .expect_err("refused");
+    let status =
+        common::raw::server_streaming(channel.clone(), "/arrow.flight.protocol.FlightService/DoAction", action)
+            .await
+            .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status}");
     let path_descriptor = vec![0x08, 1, 0x1a, 2, 0xff, 0xfe];
-    let status = common::raw::unary(channel, "/arrow.flight.protocol.FlightService/GetFlightInfo", path_descriptor)
-        .await
-        .expect_err("refused");
+    let status = common::raw::unary(
+        channel,
+        "/arrow.flight.protocol.FlightService/GetFlightInfo",
+        path_descriptor,
+    )
+    .await
+    .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument, "{status}");
 
     assert_eq!(
@@ -659,4 +664,3 @@ async fn malformed_requests_are_invalid_arguments_and_the_server_serves_on() {
     .await;
     assert!(tables.contains("| 0 "), "nothing was created: {tables}");
 }
-

@@ -20,10 +20,10 @@ use std::time::Duration;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, CommandGetCatalogs,
-    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
-    ProstMessageExt, TableDefinitionOptions, TableExistsOption, TableNotExistOption, TicketStatementQuery,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt, TableDefinitionOptions,
+    TableExistsOption, TableNotExistOption, TicketStatementQuery,
 };
 use arrow_flight::{Action, FlightData, FlightDescriptor, Ticket};
 use common::TestServer;
@@ -35,7 +35,6 @@ use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use tonic::Code;
 use tonic::transport::Channel;
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rpc {
@@ -216,12 +215,21 @@ async fn seeds(server: &TestServer) -> Vec<Case> {
             .as_any(),
         ),
     ));
-    for kind in ["CancelFlightInfo", "SetSessionOptions", "GetSessionOptions", "CloseSession", "CancelQuery"] {
+    for kind in [
+        "CancelFlightInfo",
+        "SetSessionOptions",
+        "GetSessionOptions",
+        "CloseSession",
+        "CancelQuery",
+    ] {
         cases.push(one(Rpc::DoAction, action(kind, Vec::<u8>::new())));
     }
     // DoPut: an ingest, and an update.
     let batch = RecordBatch::try_from_iter([
-        ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as arrow::array::ArrayRef),
+        (
+            "id",
+            Arc::new(Int64Array::from(vec![1, 2, 3])) as arrow::array::ArrayRef,
+        ),
         ("name", Arc::new(StringArray::from(vec!["a", "b", "c"])) as _),
     ])
     .expect("batch");
@@ -360,9 +368,12 @@ async fn send(channel: &Channel, case: &Case) -> Result<(), String> {
     match tokio::time::timeout(Duration::from_secs(60), call).await {
         Err(_) => Err(format!("{}: no answer in 60 s", case.rpc.name())),
         Ok(Ok(())) => Ok(()),
-        Ok(Err(status)) if matches!(status.code(), Code::Internal | Code::Unknown) => {
-            Err(format!("{}: {:?}: {}", case.rpc.name(), status.code(), status.message()))
-        }
+        Ok(Err(status)) if matches!(status.code(), Code::Internal | Code::Unknown) => Err(format!(
+            "{}: {:?}: {}",
+            case.rpc.name(),
+            status.code(),
+            status.message()
+        )),
         Ok(Err(_)) => Ok(()),
     }
 }
@@ -381,9 +392,9 @@ async fn alive(server: &TestServer) -> Result<(), String> {
 
 fn save(case: &Case) -> PathBuf {
     let bytes = case.encode();
-    let hash = bytes
-        .iter()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+    let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    });
     let dir = corpus_dir();
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!("{}-{hash:016x}.case", case.rpc.name()));
@@ -440,7 +451,10 @@ async fn mutated_requests_never_crash_the_server_or_come_back_internal() {
         if i % 100 == 99 {
             if let Err(e) = alive(&server).await {
                 let path = save(&case);
-                failures.push(format!("{e} after request {i} (seed {seed}, saved as {})", path.display()));
+                failures.push(format!(
+                    "{e} after request {i} (seed {seed}, saved as {})",
+                    path.display()
+                ));
                 break;
             }
         }
@@ -452,8 +466,11 @@ async fn mutated_requests_never_crash_the_server_or_come_back_internal() {
     // (`Unpanicked` in service.rs, which logs each): only those may appear.
     let log = server.log();
     let panics: Vec<&str> = log.lines().filter(|l| l.contains("panicked at")).collect();
-    let in_decoder =
-        |l: &str| ["/arrow-ipc-", "/arrow-buffer-", "/arrow-array-", "/arrow-data-"].iter().any(|c| l.contains(c));
+    let in_decoder = |l: &str| {
+        ["/arrow-ipc-", "/arrow-buffer-", "/arrow-array-", "/arrow-data-"]
+            .iter()
+            .any(|c| l.contains(c))
+    };
     let caught = log.matches("the IPC decoder could not read").count();
     let decoder = panics.iter().filter(|l| in_decoder(l)).count();
     let others: Vec<&str> = panics.iter().filter(|l| !in_decoder(l)).copied().collect();
@@ -463,5 +480,10 @@ async fn mutated_requests_never_crash_the_server_or_come_back_internal() {
             panics.join("\n")
         ));
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

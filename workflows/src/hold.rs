@@ -81,7 +81,8 @@ async fn hold_in(ctx: &ActivityContext, dir: &Path, query_id: &str, point: HoldP
     let name = format!("{query_id}.{}", point.name());
     let go = dir.join(format!("{name}.go"));
     let waiting = dir.join(format!("{name}.waiting"));
-    if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&waiting, std::process::id().to_string())) {
+    if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&waiting, std::process::id().to_string()))
+    {
         warn!(file = %waiting.display(), error = %e, "test hold: could not write its waiting file");
     }
     info!(file = %waiting.display(), "test hold: waiting for its go file");

@@ -221,7 +221,11 @@ pub mod raw {
     }
 
     /// A server-streaming call, read to its end: its messages.
-    pub async fn server_streaming(channel: Channel, path: &'static str, message: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
+    pub async fn server_streaming(
+        channel: Channel,
+        path: &'static str,
+        message: Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, Status> {
         let mut stream = ready(channel)
             .await?
             .server_streaming(Request::new(message), PathAndQuery::from_static(path), Bytes)
